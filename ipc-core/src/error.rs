@@ -1,0 +1,103 @@
+//! The one error type of `ipc-core`.
+
+/// Everything that can go wrong in `ipc-core`, as variants a caller can act on.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::{Error, region::Region};
+/// let err = Region::open("no-such-region-here", ipc_core::region::Kind::Raw).unwrap_err();
+/// assert!(matches!(err, Error::NotFound { .. }));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No region with that name exists.
+    #[error("no shared-memory region named {name:?}")]
+    NotFound {
+        /// The name looked up.
+        name: String,
+    },
+    /// A region with that name already exists (exclusive creation).
+    #[error("a shared-memory region named {name:?} already exists")]
+    AlreadyExists {
+        /// The name asked for.
+        name: String,
+    },
+    /// The name is not a valid region name.
+    #[error("invalid region name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The region exists but holds something else than expected.
+    #[error("incompatible region: {what} is {found}, expected {expected}")]
+    Incompatible {
+        /// Which property differs (`magic`, `version`, `kind`, `size`, `type`, ...).
+        what: &'static str,
+        /// What the caller expected.
+        expected: String,
+        /// What the region holds.
+        found: String,
+    },
+    /// A message is larger than the channel can carry; nothing was sent.
+    #[error("message of {size} bytes exceeds the maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Encoded size of the message.
+        size: usize,
+        /// Largest size the channel accepts.
+        max: usize,
+    },
+    /// Bytes read from shared memory are not a valid message.
+    #[error("corrupt data in shared memory: {0}")]
+    Corrupt(String),
+    /// The deadline passed before the operation could complete.
+    #[error("timed out")]
+    Timeout,
+    /// A non-blocking put found the queue full.
+    #[error("queue is full")]
+    Full,
+    /// A non-blocking get found the queue empty.
+    #[error("queue is empty")]
+    Empty,
+    /// A non-blocking call would have had to wait.
+    #[error("the operation would block")]
+    WouldBlock,
+    /// The object was closed.
+    #[error("closed")]
+    Closed,
+    /// The process holding a lock died; the lock is recovered (see `LockError`).
+    #[error("the previous owner of the lock died while holding it")]
+    OwnerDied,
+    /// The other end of a pipe was closed or its process died.
+    #[error("the peer closed its end or died")]
+    PeerClosed,
+    /// A lock was released by a thread that does not hold it.
+    #[error("release of a lock not held by the caller")]
+    NotOwner,
+    /// A bounded semaphore was released more times than acquired.
+    #[error("semaphore released too many times")]
+    ReleasedTooManyTimes,
+    /// A barrier was aborted, reset, or a waiter timed out.
+    #[error("the barrier is broken")]
+    BrokenBarrier,
+    /// An index was outside an array.
+    #[error("index {index} out of range for length {len}")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// An argument was invalid (zero capacity, size overflow, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// An operating-system call failed.
+    #[error("system call failed: {0}")]
+    Io(#[from] nix::errno::Errno),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

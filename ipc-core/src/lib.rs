@@ -1,0 +1,37 @@
+//! # ipc-core
+//!
+//! Python's `multiprocessing` for Rust, on shared memory: named regions,
+//! cross-process locks and events built on shared futexes, lock-free rings,
+//! and the `Queue`, `Pipe`, `Value` and `Array` built on them.
+//!
+//! Layers, bottom up (each uses only those below it):
+//! [`sys`] → [`region`] → [`sync`] → [`ring`] → [`codec`] →
+//! [`queue`], [`pipe`], [`value`].
+//!
+//! # Examples
+//!
+//! ```
+//! use ipc_core::queue::Queue;
+//! let q: Queue<String> = Queue::new(8)?;
+//! q.put(&"hello".to_string())?;
+//! assert_eq!(q.get()?, "hello");
+//! # Ok::<(), ipc_core::Error>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+mod atomic;
+pub mod error;
+#[cfg(not(loom))]
+pub mod region;
+#[cfg(not(loom))]
+mod shared;
+#[cfg(not(loom))]
+pub mod sync;
+#[cfg(loom)]
+mod sync {
+    pub(crate) mod raw_lock;
+}
+pub mod sys;
+
+pub use error::{Error, Result};

@@ -1,0 +1,103 @@
+//! Shared (inter-process) futex wait and wake.
+//!
+//! Unlike `std` and `parking_lot`, we never pass `FUTEX_PRIVATE_FLAG`: the
+//! waiters live in other processes that map the same page, and a private
+//! futex is keyed by (mm, address) so it could never wake them.
+
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+pub use super::futex_common::WaitResult;
+
+/// Converts a deadline on the monotonic clock into an absolute `timespec`
+/// for `FUTEX_WAIT_BITSET`, which measures against `CLOCK_MONOTONIC`.
+fn abs_timespec(deadline: Instant) -> libc::timespec {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let total_ns = now.tv_nsec as u128 + remaining.subsec_nanos() as u128;
+    let secs = (now.tv_sec as u64)
+        .saturating_add(remaining.as_secs())
+        .saturating_add((total_ns / 1_000_000_000) as u64);
+    libc::timespec {
+        tv_sec: secs.min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: (total_ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// Sleeps while `*word == expected`, until woken or `deadline` passes.
+///
+/// `EINTR` is retried (the deadline is absolute, so no time is gained);
+/// `EAGAIN` (the value already changed) is reported as [`WaitResult::Woken`].
+pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
+    let ts = deadline.map(abs_timespec);
+    loop {
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                return WaitResult::TimedOut;
+            }
+        }
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
+        // the kernel only reads it. `ts_ptr` is null or points to a live timespec.
+        // FUTEX_WAIT_BITSET with MATCH_ANY takes an absolute CLOCK_MONOTONIC time.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT_BITSET,
+                expected,
+                ts_ptr,
+                std::ptr::null::<u32>(),
+                libc::FUTEX_BITSET_MATCH_ANY,
+            )
+        };
+        if r == 0 {
+            return WaitResult::Woken;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ETIMEDOUT) => return WaitResult::TimedOut,
+            // EAGAIN: value changed before we slept. Anything else (EFAULT on a
+            // torn-down mapping cannot happen while we hold `&AtomicU32`) is
+            // treated as a wake-up so the caller re-checks its condition.
+            _ => return WaitResult::Woken,
+        }
+    }
+}
+
+/// Like [`wait`] but never sleeps past `now + slice`, so the caller can
+/// periodically check for a dead peer.
+pub fn wait_slice(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<Instant>,
+    slice: Duration,
+) -> WaitResult {
+    let cap = Instant::now() + slice;
+    let d = match deadline {
+        Some(d) if d < cap => d,
+        _ => cap,
+    };
+    wait(word, expected, Some(d))
+}
+
+/// Wakes up to `n` waiters sleeping on `word`. Returns how many were woken.
+pub fn wake(word: &AtomicU32, n: u32) -> usize {
+    let n = n.min(i32::MAX as u32) as i32;
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not access memory
+    // beyond using the address as a key.
+    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    r.max(0) as usize
+}
+
+/// Wakes every waiter sleeping on `word`.
+pub fn wake_all(word: &AtomicU32) -> usize {
+    wake(word, u32::MAX)
+}

@@ -1,0 +1,13 @@
+//! The only place that makes raw OS calls: futexes, shared-memory
+//! descriptors and process identity. Small safe functions, each with its
+//! error mapped.
+
+#[cfg(not(loom))]
+pub mod futex;
+mod futex_common;
+#[cfg(loom)]
+#[path = "futex_loom.rs"]
+pub mod futex;
+pub mod proc;
+#[cfg(not(loom))]
+pub mod shm;

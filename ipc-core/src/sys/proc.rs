@@ -1,0 +1,194 @@
+//! Process identity that survives pid reuse: (pid, start time).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
+
+/// Cached `getpid()`, refreshed in every forked child by a `pthread_atfork`
+/// handler so the hot paths never make a syscall for it.
+static PID: AtomicU32 = AtomicU32::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn refresh_pid_in_child() {
+    // Async-signal-safe: one syscall and one atomic store.
+    // Relaxed suffices: the child is single-threaded right after fork, and
+    // every later thread is spawned (a happens-before edge) after this store.
+    PID.store(std::process::id(), Ordering::Relaxed);
+    TID_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Bumped in every forked child so that thread-local tid caches (copied by
+/// fork) are recognised as stale.
+static TID_EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// The calling process's id, cached.
+pub fn pid() -> u32 {
+    // Relaxed: PID is only ever written with this process's own id (here or in
+    // the atfork child handler before any other code of the child runs).
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    ATFORK.call_once(|| {
+        // SAFETY: registering a child handler that only does async-signal-safe work.
+        unsafe { libc::pthread_atfork(None, None, Some(refresh_pid_in_child)) };
+    });
+    let p = std::process::id();
+    PID.store(p, Ordering::Relaxed);
+    p
+}
+
+thread_local! {
+    static TID: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, u32::MAX)) };
+}
+
+/// The calling thread's kernel id (`gettid`), cached per thread and
+/// re-read after a fork.
+pub fn tid() -> u32 {
+    pid(); // make sure the atfork handler is installed
+    let epoch = TID_EPOCH.load(Ordering::Relaxed);
+    TID.with(|c| {
+        let (t, e) = c.get();
+        if t != 0 && e == epoch {
+            return t;
+        }
+        // SAFETY: gettid has no preconditions.
+        let t = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+        c.set((t, epoch));
+        t
+    })
+}
+
+/// The start time of task `id` (a pid or a tid) in clock ticks since boot,
+/// field 22 of `/proc/<id>/stat`. `None` if no such task exists.
+pub fn start_time(id: u32) -> Option<u64> {
+    if id == 0 {
+        return None;
+    }
+    let mut buf = [0u8; 1024];
+    let path = format!("/proc/{id}/stat");
+    let n = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).ok()?;
+        let mut n = 0;
+        loop {
+            match f.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    n += k;
+                    if n == buf.len() {
+                        break;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        n
+    };
+    let s = &buf[..n];
+    // The command name (field 2) is in parentheses and may contain spaces or
+    // ')' itself: fields after it start after the *last* ')'.
+    let close = s.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&s[close + 1..]).ok()?;
+    // rest = " S ppid ..." : field 3 is the first token; field 22 is token 20.
+    let mut it = rest.split_ascii_whitespace();
+    let state = it.next()?;
+    if state == "Z" || state == "X" {
+        // A zombie has released everything it held: treat it as dead.
+        return None;
+    }
+    it.nth(18)?.parse().ok()
+}
+
+/// A process or thread identity immune to pid reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskId {
+    /// pid or tid.
+    pub id: u32,
+    /// Start time in clock ticks since boot.
+    pub start: u64,
+}
+
+impl TaskId {
+    /// The identity of the calling process.
+    pub fn current_process() -> TaskId {
+        let id = pid();
+        TaskId {
+            id,
+            start: start_time(id).unwrap_or(0),
+        }
+    }
+
+    /// Packs into 64 bits: 24 bits of id and 40 bits of start time
+    /// (2^40 ticks at 100 Hz is over 300 years of uptime).
+    pub fn pack(self) -> u64 {
+        (u64::from(self.id) << 40) | (self.start & ((1 << 40) - 1))
+    }
+
+    /// Inverse of [`TaskId::pack`].
+    pub fn unpack(v: u64) -> TaskId {
+        TaskId {
+            id: (v >> 40) as u32,
+            start: v & ((1 << 40) - 1),
+        }
+    }
+
+    /// Whether this exact task (not a later one reusing its id) is alive.
+    pub fn is_alive(self) -> bool {
+        match start_time(self.id) {
+            Some(s) => (s & ((1 << 40) - 1)) == (self.start & ((1 << 40) - 1)),
+            None => false,
+        }
+    }
+}
+
+/// Whether a task with this id exists at all (any start time; not a zombie).
+pub fn exists(id: u32) -> bool {
+    start_time(id).is_some()
+}
+
+/// A cached identity of the calling thread, for lock ownership records.
+pub fn current_thread_packed() -> u64 {
+    thread_local! {
+        static PACKED: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
+    }
+    let t = tid();
+    PACKED.with(|c| {
+        let (ct, p) = c.get();
+        if ct == t && p != 0 {
+            return p;
+        }
+        let p = TaskId {
+            id: t,
+            start: start_time(t).unwrap_or(0),
+        }
+        .pack();
+        c.set((t, p));
+        p
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_identity_is_alive() {
+        let me = TaskId::current_process();
+        assert!(me.start > 0);
+        assert!(me.is_alive());
+        assert_eq!(TaskId::unpack(me.pack()), me);
+        let stale = TaskId {
+            id: me.id,
+            start: me.start + 1,
+        };
+        assert!(!stale.is_alive());
+    }
+
+    #[test]
+    fn tid_differs_per_thread() {
+        let a = tid();
+        let b = std::thread::spawn(tid).join().unwrap();
+        assert_ne!(a, b);
+        assert!(start_time(a).is_some());
+    }
+}

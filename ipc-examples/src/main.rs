@@ -1,0 +1,2 @@
+//! The demo: two processes talking through an ipc `Queue` and `Pipe`.
+fn main() {}
