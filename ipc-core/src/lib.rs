@@ -21,9 +21,16 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 mod atomic;
+#[cfg(not(loom))]
+pub mod codec;
 pub mod error;
 #[cfg(not(loom))]
+pub mod pipe;
+#[cfg(not(loom))]
+pub mod queue;
+#[cfg(not(loom))]
 pub mod region;
+mod ring;
 #[cfg(not(loom))]
 mod shared;
 #[cfg(not(loom))]
@@ -33,5 +40,7 @@ mod sync {
     pub(crate) mod raw_lock;
 }
 pub mod sys;
+#[cfg(not(loom))]
+pub mod value;
 
 pub use error::{Error, Result};

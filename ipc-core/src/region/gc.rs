@@ -28,8 +28,12 @@ pub fn gc() -> Result<Vec<String>> {
     let mut candidates = Vec::new();
     for entry in dir.flatten() {
         let file_name = entry.file_name();
-        let Some(fname) = file_name.to_str() else { continue };
-        let Some(user) = fname.strip_prefix(PREFIX) else { continue };
+        let Some(fname) = file_name.to_str() else {
+            continue;
+        };
+        let Some(user) = fname.strip_prefix(PREFIX) else {
+            continue;
+        };
         if let Some(creator) = creator_of(&entry.path()) {
             if !creator.is_alive() {
                 candidates.push((fname.to_owned(), user.to_owned()));
@@ -66,12 +70,21 @@ fn creator_of(path: &std::path::Path) -> Option<TaskId> {
 /// Names of `/dev/shm` files mapped by any process we can inspect.
 fn mapped_shm_files() -> std::collections::HashSet<String> {
     let mut set = std::collections::HashSet::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return set };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return set;
+    };
     for p in procs.flatten() {
-        if !p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
             continue;
         }
-        let Ok(maps) = std::fs::read_to_string(p.path().join("maps")) else { continue };
+        let Ok(maps) = std::fs::read_to_string(p.path().join("maps")) else {
+            continue;
+        };
         for line in maps.lines() {
             if let Some(i) = line.find("/dev/shm/") {
                 let f = line[i + 9..].trim_end_matches(" (deleted)");

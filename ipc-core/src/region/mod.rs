@@ -133,10 +133,7 @@ impl RegionBuilder {
     ///
     /// # Errors
     /// As [`RegionBuilder::create`], plus whatever `init` returns.
-    pub fn create_with(
-        self,
-        init: impl FnOnce(&Region) -> Result<()>,
-    ) -> Result<(Region, bool)> {
+    pub fn create_with(self, init: impl FnOnce(&Region) -> Result<()>) -> Result<(Region, bool)> {
         if self.size == 0 {
             return Err(Error::InvalidArgument("region size must not be zero"));
         }
@@ -191,7 +188,7 @@ impl RegionBuilder {
             unlink_on_drop: true,
         };
         init(&region)?; // on error `region` drops and unlinks the name
-        // SAFETY: the header lies within the live mapping.
+                        // SAFETY: the header lies within the live mapping.
         unsafe { Header::publish(region.map.as_ptr()) };
         Ok((region, true))
     }
@@ -386,7 +383,11 @@ impl Drop for Region {
     }
 }
 
-fn incompatible(what: &'static str, expected: impl std::fmt::Display, found: impl std::fmt::Display) -> Error {
+fn incompatible(
+    what: &'static str,
+    expected: impl std::fmt::Display,
+    found: impl std::fmt::Display,
+) -> Error {
     Error::Incompatible {
         what,
         expected: expected.to_string(),

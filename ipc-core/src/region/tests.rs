@@ -1,14 +1,22 @@
 use super::*;
 
 fn unique(tag: &str) -> String {
-    format!("t-{tag}-{}-{}", proc::pid(), COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    format!(
+        "t-{tag}-{}-{}",
+        proc::pid(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 #[test]
 fn create_open_and_unlink() {
     let n = unique("basic");
-    let a = Region::builder(Kind::Raw).name(&n).size(100).create().unwrap();
+    let a = Region::builder(Kind::Raw)
+        .name(&n)
+        .size(100)
+        .create()
+        .unwrap();
     assert_eq!(a.payload_len(), 100);
     assert!(a.is_creator());
     let b = Region::open(&n, Kind::Raw).unwrap();
@@ -19,14 +27,25 @@ fn create_open_and_unlink() {
         assert_eq!(b.payload().read_volatile(), 42);
     }
     drop(a);
-    assert!(matches!(Region::open(&n, Kind::Raw), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        Region::open(&n, Kind::Raw),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[test]
 fn exclusive_and_open_or_create() {
     let n = unique("excl");
-    let a = Region::builder(Kind::Raw).name(&n).size(64).create().unwrap();
-    let e = Region::builder(Kind::Raw).name(&n).size(64).create().unwrap_err();
+    let a = Region::builder(Kind::Raw)
+        .name(&n)
+        .size(64)
+        .create()
+        .unwrap();
+    let e = Region::builder(Kind::Raw)
+        .name(&n)
+        .size(64)
+        .create()
+        .unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }));
     let (b, created) = Region::builder(Kind::Raw)
         .name(&n)
@@ -41,21 +60,38 @@ fn exclusive_and_open_or_create() {
         .create_mode(CreateMode::OpenOrCreate)
         .create()
         .unwrap_err();
-    assert!(matches!(e, Error::Incompatible { what: "payload size", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Incompatible {
+                what: "payload size",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     drop((a, b));
 }
 
 #[test]
 fn bad_names() {
     for n in ["", "a/b", ".hidden", "sp ace", &"x".repeat(201)] {
-        assert!(matches!(Region::open(n, Kind::Raw), Err(Error::InvalidName { .. })), "{n:?}");
+        assert!(
+            matches!(Region::open(n, Kind::Raw), Err(Error::InvalidName { .. })),
+            "{n:?}"
+        );
     }
 }
 
 #[test]
 fn wrong_kind_type_and_corrupt_header() {
     let n = unique("kind");
-    let a = Region::builder(Kind::Lock).name(&n).size(64).type_tag(7).create().unwrap();
+    let a = Region::builder(Kind::Lock)
+        .name(&n)
+        .size(64)
+        .type_tag(7)
+        .create()
+        .unwrap();
     let e = Region::open(&n, Kind::Queue).unwrap_err();
     assert!(matches!(e, Error::Incompatible { what: "kind", .. }), "{e}");
     let e = Region::open_with(&n, Kind::Lock, 8, None, DEFAULT_OPEN_TIMEOUT).unwrap_err();
@@ -64,11 +100,23 @@ fn wrong_kind_type_and_corrupt_header() {
     // SAFETY: the header is within our mapping; we are testing validation.
     unsafe { a.map.as_mut_ptr().add(8).cast::<u32>().write_volatile(99) };
     let e = Region::open(&n, Kind::Lock).unwrap_err();
-    assert!(matches!(e, Error::Incompatible { what: "version", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Incompatible {
+                what: "version",
+                ..
+            }
+        ),
+        "{e}"
+    );
     // SAFETY: as above.
     unsafe { a.map.as_mut_ptr().cast::<u64>().write_volatile(0xdead_beef) };
     let e = Region::open(&n, Kind::Lock).unwrap_err();
-    assert!(matches!(e, Error::Incompatible { what: "magic", .. }), "{e}");
+    assert!(
+        matches!(e, Error::Incompatible { what: "magic", .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -79,7 +127,10 @@ fn never_initialised_region_times_out() {
     let t = std::time::Instant::now();
     let e = Region::open_with(&n, Kind::Raw, 0, None, Duration::from_millis(100)).unwrap_err();
     // Zero bytes: the magic is wrong too, so it is reported as incompatible.
-    assert!(matches!(e, Error::Incompatible { what: "magic", .. }), "{e}");
+    assert!(
+        matches!(e, Error::Incompatible { what: "magic", .. }),
+        "{e}"
+    );
     assert!(t.elapsed() >= Duration::from_millis(100));
     Region::unlink(&n).unwrap();
 }

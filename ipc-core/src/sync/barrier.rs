@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::raw_lock::{Acquired, RawLock};
 use crate::atomic::{AtomicU32, Ordering};
 use crate::region::Kind;
-use crate::shared::{ShmSafe, Shared};
+use crate::shared::{Shared, ShmSafe};
 use crate::sys::futex;
 use crate::{Error, Result};
 

@@ -7,7 +7,7 @@ use super::lock_error::{outcome, LockError};
 use super::raw_lock::RawLock;
 use crate::atomic::{AtomicU32, Ordering};
 use crate::region::Kind;
-use crate::shared::{ShmSafe, Shared};
+use crate::shared::{Shared, ShmSafe};
 use crate::sys::futex;
 use crate::{Error, Result};
 
@@ -101,7 +101,9 @@ impl Condition {
     /// # Errors
     /// [`LockError::OwnerDied`] carrying the guard.
     pub fn acquire(&self) -> ConditionResult<'_> {
-        outcome(self.raw.lock.lock(None), LockError::Timeout, || self.guard())
+        outcome(self.raw.lock.lock(None), LockError::Timeout, || {
+            self.guard()
+        })
     }
 
     /// Acquires the lock, waiting at most `timeout`.
@@ -110,7 +112,9 @@ impl Condition {
     /// [`LockError::Timeout`], [`LockError::OwnerDied`].
     pub fn acquire_timeout(&self, timeout: Duration) -> ConditionResult<'_> {
         let d = Instant::now() + timeout;
-        outcome(self.raw.lock.lock(Some(d)), LockError::Timeout, || self.guard())
+        outcome(self.raw.lock.lock(Some(d)), LockError::Timeout, || {
+            self.guard()
+        })
     }
 
     /// Wakes up to `n` waiters. The caller must hold the lock (Python raises

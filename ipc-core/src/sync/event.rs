@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::atomic::{AtomicU32, Ordering};
 use crate::region::Kind;
-use crate::shared::{ShmSafe, Shared};
+use crate::shared::{Shared, ShmSafe};
 use crate::sys::futex;
 use crate::Result;
 
@@ -76,7 +76,9 @@ impl Event {
 
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) {
-        if self.raw.flag.swap(1, Ordering::SeqCst) == 0 && self.raw.waiters.load(Ordering::SeqCst) > 0 {
+        if self.raw.flag.swap(1, Ordering::SeqCst) == 0
+            && self.raw.waiters.load(Ordering::SeqCst) > 0
+        {
             futex::wake_all(&self.raw.flag);
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::lock_error::{outcome, LockError};
 use super::raw_lock::RawLock;
 use crate::region::Kind;
-use crate::shared::{ShmSafe, Shared};
+use crate::shared::{Shared, ShmSafe};
 use crate::{Error, Result};
 
 // SAFETY: RawLock is #[repr(C)], made of atomics only, and all-zero is "unlocked".

@@ -131,7 +131,12 @@ impl RawLock {
                     // Acquire: take over whatever the dead holder published.
                     if self
                         .word
-                        .compare_exchange(expected, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                        .compare_exchange(
+                            expected,
+                            me | CONTENDED,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
                         .is_ok()
                     {
                         self.record_owner();
@@ -196,8 +201,8 @@ impl RawLock {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use loom::sync::Arc;
     use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
 
     #[test]
     fn mutual_exclusion() {

@@ -7,7 +7,7 @@ use super::lock_error::LockError;
 use super::raw_lock::{Acquired, RawLock};
 use crate::atomic::{AtomicU32, Ordering};
 use crate::region::Kind;
-use crate::shared::{ShmSafe, Shared};
+use crate::shared::{Shared, ShmSafe};
 use crate::{Error, Result};
 
 /// Recursion count next to a [`RawLock`]. `count` is touched only by the

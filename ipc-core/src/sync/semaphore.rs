@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::atomic::{spin_hint, AtomicU32, Ordering};
 use crate::region::Kind;
-use crate::shared::{ShmSafe, Shared};
+use crate::shared::{Shared, ShmSafe};
 use crate::sys::futex;
 use crate::{Error, Result};
 
@@ -77,10 +77,12 @@ impl RawSemaphore {
                 if v >= max {
                     return Err(Error::ReleasedTooManyTimes);
                 }
-                match self
-                    .value
-                    .compare_exchange_weak(v, v + 1, Ordering::SeqCst, Ordering::Relaxed)
-                {
+                match self.value.compare_exchange_weak(
+                    v,
+                    v + 1,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => break,
                     Err(now) => v = now,
                 }
@@ -147,7 +149,12 @@ macro_rules! semaphore_api {
                     return Err(Error::Incompatible {
                         what: "kind",
                         expected: stringify!($ty).into(),
-                        found: if $bounded { "Semaphore" } else { "BoundedSemaphore" }.into(),
+                        found: if $bounded {
+                            "Semaphore"
+                        } else {
+                            "BoundedSemaphore"
+                        }
+                        .into(),
                     });
                 }
                 Ok($ty { raw })

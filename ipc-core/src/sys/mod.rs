@@ -4,10 +4,10 @@
 
 #[cfg(not(loom))]
 pub mod futex;
-mod futex_common;
 #[cfg(loom)]
 #[path = "futex_loom.rs"]
 pub mod futex;
+mod futex_common;
 pub mod proc;
 #[cfg(not(loom))]
 pub mod shm;

@@ -1,0 +1,382 @@
+//! `Pipe`: two connected endpoints over SPSC rings in shared memory.
+//!
+//! Whether the peer is still there is decided by the kernel, exactly as for
+//! Python's OS pipes: each endpoint owns the write side of a small OS
+//! "liveness" pipe whose read side the other endpoint holds. Descriptors are
+//! duplicated by `fork` and closed by process death or by dropping the
+//! endpoint, so once every copy of the peer is gone the liveness pipe hangs
+//! up and `recv` returns [`Error::PeerClosed`] (after draining what was
+//! sent). As with Python, drop the endpoint you do not use in each process.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::codec::{self, Message, Scratch};
+use crate::region::{Kind, Region};
+use crate::ring::spsc::{Frame, Spsc};
+use crate::ring::wait::Stop;
+use crate::sync::raw_lock::{Acquired, RawLock};
+use crate::{Error, Result};
+
+/// Default ring size per direction: 256 KiB.
+pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+
+/// How often a blocked call checks whether the peer is gone.
+const PEER_CHECK: Duration = Duration::from_millis(50);
+
+/// Python's `multiprocessing.Pipe`: `Pipe::new(duplex)` returns two
+/// connected [`Connection`]s.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::pipe::Pipe;
+/// let (a, b) = Pipe::new(true)?;
+/// a.send(&"ping".to_string())?;
+/// assert_eq!(b.recv::<String>()?, "ping");
+/// b.send_bytes(b"pong")?;
+/// assert_eq!(a.recv_bytes()?, b"pong");
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Pipe {
+    duplex: bool,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct Rings {
+    rings: Vec<Spsc>,
+    // Keeps the mapping alive; after `rings`, which point into it.
+    _region: Region,
+}
+
+/// One end of a [`Pipe`] (Python's `multiprocessing.connection.Connection`).
+///
+/// `send`/`recv` carry `rkyv` messages; `send_bytes`/`recv_bytes` carry raw
+/// bytes. Messages larger than the pipe's ring are refused with
+/// [`Error::MessageTooLarge`].
+#[derive(Debug)]
+pub struct Connection {
+    rings: Arc<Rings>,
+    tx: Option<usize>,
+    rx: Option<usize>,
+    /// Write side of our liveness pipe; the peer watches its read side.
+    _alive: OwnedFd,
+    /// Read side of the peer's liveness pipe: hangs up when the peer is gone.
+    peer: OwnedFd,
+    sends: AtomicU32,
+}
+
+impl Pipe {
+    /// A connected pair: duplex (both ends send and receive) or one-way
+    /// (`(receiver, sender)`, as Python's `Pipe(duplex=False)`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if shared memory or descriptors cannot be created.
+    pub fn new(duplex: bool) -> Result<(Connection, Connection)> {
+        Pipe::builder().duplex(duplex).build()
+    }
+
+    /// A builder to set the ring capacity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (r, w) = ipc_core::pipe::Pipe::builder().duplex(false).capacity(1 << 20).build()?;
+    /// w.send_bytes(&vec![7u8; 900_000])?;
+    /// assert_eq!(r.recv_bytes()?.len(), 900_000);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn builder() -> Pipe {
+        Pipe {
+            duplex: true,
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+
+    /// Both ends can send (default `true`).
+    pub fn duplex(mut self, duplex: bool) -> Self {
+        self.duplex = duplex;
+        self
+    }
+
+    /// Bytes buffered per direction, rounded up to a power of two (minimum
+    /// 4 KiB); also bounds the largest message.
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Creates the connected pair.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an absurd capacity, [`Error::Io`].
+    pub fn build(self) -> Result<(Connection, Connection)> {
+        let cap = self
+            .capacity
+            .max(4096)
+            .checked_next_power_of_two()
+            .ok_or(Error::InvalidArgument("pipe capacity too large"))?;
+        let n = if self.duplex { 2 } else { 1 };
+        let per =
+            Spsc::bytes_needed(cap).ok_or(Error::InvalidArgument("pipe capacity too large"))?;
+        let per = (per + 127) & !127;
+        let mut rings = Vec::with_capacity(n);
+        let (region, _) = Region::builder(Kind::Pipe).size(per * n).create_with(|r| {
+            for i in 0..n {
+                // SAFETY: ring i occupies [i*per, (i+1)*per) of the zeroed,
+                // 128-aligned payload, private until published, and the
+                // region outlives the rings (both kept in `Rings`).
+                rings.push(unsafe { Spsc::init(r.payload().add(i * per), cap) }?);
+            }
+            Ok(())
+        })?;
+        let rings = Arc::new(Rings {
+            rings,
+            _region: region,
+        });
+        let (a_peer, a_alive) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (b_peer, b_alive) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // a's liveness is (a_peer read side, a_alive write side): a keeps
+        // a_alive, b watches a_peer; and vice versa.
+        let (a_tx, a_rx, b_tx, b_rx) = if self.duplex {
+            (Some(0), Some(1), Some(1), Some(0))
+        } else {
+            (None, Some(0), Some(0), None)
+        };
+        let a = Connection {
+            rings: rings.clone(),
+            tx: a_tx,
+            rx: a_rx,
+            _alive: a_alive,
+            peer: b_peer,
+            sends: Default::default(),
+        };
+        let b = Connection {
+            rings,
+            tx: b_tx,
+            rx: b_rx,
+            _alive: b_alive,
+            peer: a_peer,
+            sends: Default::default(),
+        };
+        Ok((a, b))
+    }
+}
+
+/// Holds one of a ring's end locks for the duration of a call.
+struct EndGuard<'a>(&'a RawLock);
+
+impl<'a> EndGuard<'a> {
+    fn lock(l: &'a RawLock) -> EndGuard<'a> {
+        // A user of this end that died mid-call left the ring itself
+        // consistent (indices are published last), so OwnerDied needs no repair.
+        let _ = l.lock(None) == Acquired::OwnerDied;
+        EndGuard(l)
+    }
+}
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
+impl Connection {
+    fn tx(&self) -> Result<&Spsc> {
+        self.tx
+            .map(|i| &self.rings.rings[i])
+            .ok_or(Error::InvalidArgument(
+                "this end of a one-way pipe cannot send",
+            ))
+    }
+
+    fn rx(&self) -> Result<&Spsc> {
+        self.rx
+            .map(|i| &self.rings.rings[i])
+            .ok_or(Error::InvalidArgument(
+                "this end of a one-way pipe cannot receive",
+            ))
+    }
+
+    /// Whether every copy of the other end is closed (dropped, or its
+    /// processes dead).
+    pub fn peer_closed(&self) -> bool {
+        let mut fds = [PollFd::new(self.peer.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+    }
+
+    fn check_peer(&self) -> Result<()> {
+        if self.peer_closed() {
+            Err(Error::PeerClosed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Largest message this end can send, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.tx().map_or(0, |t| Spsc::max_payload(t.capacity()))
+    }
+
+    /// Sends an `rkyv`-encoded message, waiting for room if the ring is full.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`], [`Error::PeerClosed`] if the other end is
+    /// gone (checked while waiting, and every 64 sends).
+    pub fn send<T: Message>(&self, msg: &T) -> Result<()> {
+        codec::encode_with(msg, |b| self.send_bytes(b))?
+    }
+
+    /// Sends raw bytes as one message.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.send_bytes_deadline(bytes, None)
+    }
+
+    /// Sends raw bytes, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and as [`send`](Self::send).
+    pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
+        self.send_bytes_deadline(bytes, Some(Instant::now() + timeout))
+    }
+
+    fn send_bytes_deadline(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
+        let tx = self.tx()?;
+        let max = Spsc::max_payload(tx.capacity());
+        if bytes.len() > max {
+            return Err(Error::MessageTooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
+        // Relaxed: a per-handle counter that only paces the peer check.
+        let n = self.sends.fetch_add(1, Ordering::Relaxed);
+        if n % 64 == 0 {
+            self.check_peer()?;
+        }
+        let h = tx.header();
+        let _g = EndGuard::lock(&h.push_lock.0);
+        let r = h.space_ready.0.wait_until(
+            || tx.try_push(bytes).then_some(()),
+            deadline,
+            Some(PEER_CHECK),
+            || self.check_peer(),
+        );
+        match r {
+            Ok(()) => {
+                h.data_ready.0.notify(1);
+                Ok(())
+            }
+            Err(Stop::Timeout) => Err(Error::Timeout),
+            Err(Stop::Check(e)) => Err(e),
+        }
+    }
+
+    /// Receives and decodes a message, waiting as long as needed.
+    ///
+    /// # Errors
+    /// [`Error::PeerClosed`] once the peer is gone and everything it sent
+    /// was received; [`Error::Corrupt`] for invalid bytes.
+    pub fn recv<T: Message>(&self) -> Result<T> {
+        self.recv_raw(None, usize::MAX)?.decode()
+    }
+
+    /// As [`recv`](Self::recv), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and as [`recv`](Self::recv).
+    pub fn recv_timeout<T: Message>(&self, timeout: Duration) -> Result<T> {
+        self.recv_raw(Some(Instant::now() + timeout), usize::MAX)?
+            .decode()
+    }
+
+    /// Receives one message as raw bytes.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        Ok(self.recv_raw(None, usize::MAX)?.into_vec())
+    }
+
+    /// Receives one message into `buf`, returning its length. If it does
+    /// not fit, nothing is consumed and [`Error::MessageTooLarge`] reports
+    /// the size needed (Python's `BufferTooShort`).
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`], and as [`recv`](Self::recv).
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        let s = self.recv_raw(None, buf.len())?.into_vec();
+        buf[..s.len()].copy_from_slice(&s);
+        Ok(s.len())
+    }
+
+    fn recv_raw(&self, deadline: Option<Instant>, max: usize) -> Result<Scratch> {
+        let rx = self.rx()?;
+        let h = rx.header();
+        let _g = EndGuard::lock(&h.pop_lock.0);
+        let r = h.data_ready.0.wait_until(
+            || {
+                // SAFETY (closure): the ring hands us `n` readable bytes of a
+                // frame we own until the closure returns.
+                match rx.try_pop(|n| n <= max, |p, n| unsafe { Scratch::copy_from(p, n) }) {
+                    Ok(Frame::Item(s)) => Some(Ok(s)),
+                    Ok(Frame::TooLarge(n)) => Some(Err(Error::MessageTooLarge { size: n, max })),
+                    Ok(Frame::Empty) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            },
+            deadline,
+            Some(PEER_CHECK),
+            || self.check_peer(),
+        );
+        match r {
+            Ok(Ok(s)) => {
+                h.space_ready.0.notify(1);
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(Stop::Timeout) => Err(Error::Timeout),
+            // The peer is gone: deliver anything it sent before dying.
+            Err(Stop::Check(e)) => {
+                if rx.has_data() {
+                    drop(_g);
+                    self.recv_raw(deadline, max)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Whether a message is ready, waiting at most `timeout` (zero: just
+    /// check). Returns `true` as well when the peer is gone, so the next
+    /// `recv` reports it (as Python's `poll`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on the sending end of a one-way pipe.
+    pub fn poll(&self, timeout: Duration) -> Result<bool> {
+        let rx = self.rx()?;
+        let r = rx.header().data_ready.0.wait_until(
+            || rx.has_data().then_some(()),
+            Some(Instant::now() + timeout),
+            Some(PEER_CHECK),
+            || self.check_peer(),
+        );
+        Ok(!matches!(r, Err(Stop::Timeout)))
+    }
+
+    /// Closes this end (dropping it does the same).
+    pub fn close(self) {}
+}

@@ -1,0 +1,388 @@
+//! A bounded lock-free MPMC ring of fixed-size slots (Vyukov's design with
+//! per-slot sequence numbers), laid out in shared memory.
+//!
+//! ```text
+//! slot i:  seq: u64 | len: u32 | pad: u32 | data[slot_size]
+//! seq == pos          slot free for the producer that claims `pos`
+//! seq == pos + 1      slot holds the message enqueued at `pos`
+//! seq == pos + cap    consumed; free for the producer of `pos + cap`
+//! ```
+//! A producer claims `pos` by CAS on `enqueue_pos`, writes, then stores
+//! `seq = pos + 1` (Release). A consumer claims by CAS on `dequeue_pos`,
+//! reads, then stores `seq = pos + cap` (Release). Each Release pairs with
+//! the Acquire load of `seq` by the next party to use the slot.
+//!
+//! Positions are u64 and never wrap in practice (2^64 messages).
+
+use crate::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::ring::wait::WaitPoint;
+use crate::ring::Padded;
+use crate::{Error, Result};
+
+/// Bytes before the first slot's data.
+const SLOT_HEADER: usize = 16;
+
+/// Ring header, at the start of the ring's memory.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct MpmcHeader {
+    capacity: AtomicU64,
+    slot_size: AtomicU64,
+    /// 1 once closed (no more puts accepted).
+    pub closed: AtomicU32,
+    /// Unfinished tasks of a `JoinableQueue`; a futex word for `join`.
+    pub unfinished: AtomicU32,
+    enqueue_pos: Padded<AtomicU64>,
+    dequeue_pos: Padded<AtomicU64>,
+    /// Consumers sleep here while the ring is empty.
+    pub not_empty: Padded<WaitPoint>,
+    /// Producers sleep here while the ring is full.
+    pub not_full: Padded<WaitPoint>,
+}
+
+#[repr(C)]
+struct SlotHeader {
+    seq: AtomicU64,
+    len: AtomicU32,
+    _pad: AtomicU32,
+}
+
+/// A handle to a ring in mapped memory. Geometry is copied out and
+/// validated once at attach time, never re-read from shared memory.
+#[derive(Debug)]
+pub(crate) struct Mpmc {
+    hdr: *const MpmcHeader,
+    slots: *mut u8,
+    cap: u64,
+    slot_size: usize,
+    stride: usize,
+    /// Under loom, slot headers live in their own array (loom atomics
+    /// cannot be placed in raw zeroed memory).
+    #[cfg(loom)]
+    loom_slots: *const SlotHeader,
+}
+
+// SAFETY: the pointers refer to shared memory kept mapped by the owner of
+// this handle; all access goes through atomics or is ordered by them.
+unsafe impl Send for Mpmc {}
+// SAFETY: as above.
+unsafe impl Sync for Mpmc {}
+
+/// Outcome of [`Mpmc::try_pop`].
+pub(crate) enum Pop<R> {
+    /// A message was read.
+    Item(R),
+    /// The slot's length was invalid (garbage written into shared memory);
+    /// the slot was consumed.
+    Corrupt(u32),
+    /// The ring was empty.
+    Empty,
+}
+
+impl Mpmc {
+    fn stride_for(slot_size: usize) -> Option<usize> {
+        let s = slot_size.checked_add(SLOT_HEADER + 15)? & !15;
+        Some(s)
+    }
+
+    /// Bytes needed for a ring of `cap` slots of `slot_size` bytes.
+    pub fn bytes_needed(cap: u64, slot_size: usize) -> Option<usize> {
+        let stride = Self::stride_for(slot_size)?;
+        usize::try_from(cap)
+            .ok()?
+            .checked_mul(stride)?
+            .checked_add(std::mem::size_of::<MpmcHeader>())
+    }
+
+    /// Initialises a ring in zeroed memory and returns a handle.
+    ///
+    /// # Safety
+    /// `base` must be 128-aligned and point to `bytes_needed(cap, slot_size)`
+    /// zeroed bytes that nobody else accesses until this returns, and that
+    /// stay mapped as long as the handle is used.
+    pub unsafe fn init(base: *mut u8, cap: u64, slot_size: usize) -> Result<Mpmc> {
+        // SAFETY: per the caller, base is aligned, large enough and zeroed
+        // (all-zero atomics are valid).
+        let hdr = unsafe { &*base.cast::<MpmcHeader>() };
+        // Relaxed: published by the region's Release in `publish`.
+        hdr.capacity.store(cap, Ordering::Relaxed);
+        hdr.slot_size.store(slot_size as u64, Ordering::Relaxed);
+        let len = Self::bytes_needed(cap, slot_size)
+            .ok_or(Error::InvalidArgument("queue geometry overflows"))?;
+        // SAFETY: geometry just written; `len` bytes are mapped per the caller.
+        let ring = unsafe { Self::attach(base, len) }?;
+        for i in 0..cap {
+            // Relaxed: published by the region's Release.
+            ring.slot(i).seq.store(i, Ordering::Relaxed);
+        }
+        Ok(ring)
+    }
+
+    /// Attaches to an initialised ring, validating its geometry against the
+    /// `len` bytes available.
+    ///
+    /// # Safety
+    /// `base` must be 128-aligned, point to `len` mapped bytes that stay
+    /// mapped while the handle is used, and the ring must have been
+    /// published (Acquire) before this call.
+    pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Mpmc> {
+        // SAFETY: aligned and at least a header long (checked by callers
+        // via bytes_needed or region validation).
+        let hdr = unsafe { &*base.cast::<MpmcHeader>() };
+        // Relaxed: written before publication.
+        let cap = hdr.capacity.load(Ordering::Relaxed);
+        let slot_size = hdr.slot_size.load(Ordering::Relaxed);
+        let bad = |what: &str| Error::Corrupt(format!("queue header: {what}"));
+        if cap == 0 {
+            return Err(bad("zero capacity"));
+        }
+        let slot_size = usize::try_from(slot_size).map_err(|_| bad("slot size"))?;
+        let stride = Self::stride_for(slot_size).ok_or_else(|| bad("slot size"))?;
+        let need = Self::bytes_needed(cap, slot_size).ok_or_else(|| bad("geometry overflows"))?;
+        if need > len {
+            return Err(bad("geometry larger than the region"));
+        }
+        Ok(Mpmc {
+            hdr,
+            // SAFETY: within the `need <= len` bytes.
+            slots: unsafe { base.add(std::mem::size_of::<MpmcHeader>()) },
+            cap,
+            slot_size,
+            stride,
+            #[cfg(loom)]
+            loom_slots: std::ptr::null(),
+        })
+    }
+
+    /// The shared header.
+    pub fn header(&self) -> &MpmcHeader {
+        // SAFETY: valid for the handle's life per `attach`'s contract.
+        unsafe { &*self.hdr }
+    }
+
+    fn slot(&self, i: u64) -> &SlotHeader {
+        #[cfg(loom)]
+        // SAFETY: loom_slots has `cap` entries that outlive the handle.
+        return unsafe { &*self.loom_slots.add(i as usize) };
+        #[cfg(not(loom))]
+        // SAFETY: i < cap, so the slot lies within the validated geometry;
+        // stride is a multiple of 16 so the header is aligned.
+        unsafe {
+            &*self
+                .slots
+                .add(i as usize * self.stride)
+                .cast::<SlotHeader>()
+        }
+    }
+
+    fn data(&self, i: u64) -> *mut u8 {
+        #[cfg(loom)]
+        // SAFETY: under loom `slots` is a plain byte array of cap * stride.
+        return unsafe { self.slots.add(i as usize * self.stride) };
+        #[cfg(not(loom))]
+        // SAFETY: as in `slot`; data follows the 16-byte slot header.
+        unsafe {
+            self.slots.add(i as usize * self.stride + SLOT_HEADER)
+        }
+    }
+
+    /// Capacity in messages.
+    pub fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    /// Largest message in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    /// Approximate number of messages queued.
+    pub fn len(&self) -> u64 {
+        let h = self.header();
+        // Relaxed: an estimate by nature.
+        let e = h.enqueue_pos.0.load(Ordering::Relaxed);
+        let d = h.dequeue_pos.0.load(Ordering::Relaxed);
+        e.saturating_sub(d).min(self.cap)
+    }
+
+    /// Enqueues `bytes` if a slot is free. `bytes.len()` must be at most
+    /// `slot_size` (checked by the caller; asserted here).
+    pub fn try_push(&self, bytes: &[u8]) -> bool {
+        assert!(bytes.len() <= self.slot_size);
+        let h = self.header();
+        // Relaxed: a hint; the CAS below decides.
+        let mut pos = h.enqueue_pos.0.load(Ordering::Relaxed);
+        loop {
+            let i = pos % self.cap;
+            let slot = self.slot(i);
+            // Acquire: pairs with the consumer's Release of `pos + cap`
+            // (or init), so its reads of the slot are done before we write.
+            let seq = slot.seq.load(Ordering::Acquire);
+            let diff = seq.wrapping_sub(pos) as i64;
+            if diff == 0 {
+                // Relaxed: claiming the position publishes nothing; the
+                // slot's seq store below does.
+                match h.enqueue_pos.0.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // Relaxed: published by the Release below.
+                        slot.len.store(bytes.len() as u32, Ordering::Relaxed);
+                        // SAFETY: we own slot `i` until the seq store; the
+                        // data area holds slot_size >= bytes.len() bytes.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data(i), bytes.len())
+                        };
+                        // Release: pairs with the consumer's Acquire load of seq.
+                        slot.seq.store(pos + 1, Ordering::Release);
+                        return true;
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if diff < 0 {
+                return false;
+            } else {
+                pos = h.enqueue_pos.0.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Dequeues a message if one is ready, handing `read` a pointer to the
+    /// data and its validated length; `read` must copy what it needs.
+    pub fn try_pop<R>(&self, read: impl FnOnce(*const u8, usize) -> R) -> Pop<R> {
+        let h = self.header();
+        // Relaxed: a hint; the CAS decides.
+        let mut pos = h.dequeue_pos.0.load(Ordering::Relaxed);
+        loop {
+            let i = pos % self.cap;
+            let slot = self.slot(i);
+            // Acquire: pairs with the producer's Release of `pos + 1`.
+            let seq = slot.seq.load(Ordering::Acquire);
+            let diff = seq.wrapping_sub(pos + 1) as i64;
+            if diff == 0 {
+                match h.dequeue_pos.0.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // Relaxed: ordered by the Acquire of seq above.
+                        let len = slot.len.load(Ordering::Relaxed);
+                        let out = if len as usize <= self.slot_size {
+                            Pop::Item(read(self.data(i), len as usize))
+                        } else {
+                            Pop::Corrupt(len)
+                        };
+                        // Release: our reads happen before the next producer's writes.
+                        slot.seq.store(pos + self.cap, Ordering::Release);
+                        return out;
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if diff < 0 {
+                return Pop::Empty;
+            } else {
+                pos = h.dequeue_pos.0.load(Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    #[allow(dead_code)]
+    struct Mem(Box<MpmcHeader>, Vec<SlotHeader>, Vec<u8>);
+
+    fn ring(cap: u64) -> (Arc<Mem>, Arc<Mpmc>) {
+        let hdr = Box::new(MpmcHeader {
+            capacity: AtomicU64::new(cap),
+            slot_size: AtomicU64::new(8),
+            closed: AtomicU32::new(0),
+            unfinished: AtomicU32::new(0),
+            enqueue_pos: Padded(AtomicU64::new(0)),
+            dequeue_pos: Padded(AtomicU64::new(0)),
+            not_empty: Padded(WaitPoint::new()),
+            not_full: Padded(WaitPoint::new()),
+        });
+        let slots: Vec<SlotHeader> = (0..cap)
+            .map(|i| SlotHeader {
+                seq: AtomicU64::new(i),
+                len: AtomicU32::new(0),
+                _pad: AtomicU32::new(0),
+            })
+            .collect();
+        let mut data = vec![0u8; cap as usize * 8];
+        let r = Mpmc {
+            hdr: &*hdr,
+            slots: data.as_mut_ptr(),
+            cap,
+            slot_size: 8,
+            stride: 8,
+            loom_slots: slots.as_ptr(),
+        };
+        (Arc::new(Mem(hdr, slots, data)), Arc::new(r))
+    }
+
+    #[test]
+    fn two_producers_one_consumer_exactly_once() {
+        loom::model(|| {
+            let (_mem, r) = ring(2);
+            let ps: Vec<_> = (1..=2u8)
+                .map(|v| {
+                    let r = r.clone();
+                    loom::thread::spawn(move || {
+                        while !r.try_push(&[v]) {
+                            loom::thread::yield_now()
+                        }
+                    })
+                })
+                .collect();
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match r.try_pop(|p, n| unsafe { std::slice::from_raw_parts(p, n).to_vec() }) {
+                    Pop::Item(v) => got.push(v[0]),
+                    Pop::Corrupt(_) => panic!("corrupt"),
+                    Pop::Empty => loom::thread::yield_now(),
+                }
+            }
+            for p in ps {
+                p.join().unwrap();
+            }
+            got.sort();
+            assert_eq!(got, vec![1, 2]);
+        });
+    }
+
+    #[test]
+    fn wraparound_with_concurrent_consumer() {
+        loom::model(|| {
+            let (_mem, r) = ring(1);
+            let c = {
+                let r = r.clone();
+                loom::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while got.len() < 2 {
+                        match r.try_pop(|p, _| unsafe { p.read() }) {
+                            Pop::Item(v) => got.push(v),
+                            _ => loom::thread::yield_now(),
+                        }
+                    }
+                    got
+                })
+            };
+            for v in [7u8, 8] {
+                while !r.try_push(&[v]) {
+                    loom::thread::yield_now();
+                }
+            }
+            assert_eq!(c.join().unwrap(), vec![7, 8]);
+        });
+    }
+}

@@ -1,0 +1,247 @@
+//! A lock-free single-producer single-consumer ring of variable-size
+//! frames, laid out in shared memory.
+//!
+//! ```text
+//! frame at head % cap:  len: u32 | reserved: u32 | payload, padded to 8
+//! len == WRAP           skip to the start of the buffer
+//! head                  bytes ever written (producer only), Release
+//! tail                  bytes ever consumed (consumer only), Release
+//! ```
+//! The producer publishes a frame by storing `head` (Release), paired with
+//! the consumer's Acquire load of `head`; the consumer frees space by
+//! storing `tail` (Release), paired with the producer's Acquire load.
+//!
+//! One producer and one consumer at a time: `push_lock` and `pop_lock`
+//! (uncontended: one CAS each) make it safe when a forked copy of an end
+//! is used concurrently, and recover if a user of an end dies mid-call.
+
+use crate::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::ring::wait::WaitPoint;
+use crate::ring::Padded;
+use crate::sync::raw_lock::RawLock;
+use crate::{Error, Result};
+
+const FRAME_HEADER: usize = 8;
+const WRAP: u32 = u32::MAX;
+
+/// Ring header, at the start of the ring's memory; data follows.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct SpscHeader {
+    capacity: AtomicU64,
+    _reserved: AtomicU32,
+    _reserved2: AtomicU32,
+    /// Serialises producers of this ring.
+    pub push_lock: Padded<RawLock>,
+    /// Serialises consumers of this ring.
+    pub pop_lock: Padded<RawLock>,
+    head: Padded<AtomicU64>,
+    tail: Padded<AtomicU64>,
+    /// The consumer sleeps here while the ring is empty.
+    pub data_ready: Padded<WaitPoint>,
+    /// The producer sleeps here while the ring is full.
+    pub space_ready: Padded<WaitPoint>,
+}
+
+/// A handle to an SPSC ring in mapped memory.
+#[derive(Debug)]
+pub(crate) struct Spsc {
+    hdr: *const SpscHeader,
+    data: *mut u8,
+    cap: u64,
+}
+
+// SAFETY: pointers into shared memory kept mapped by the handle's owner;
+// access goes through atomics or is ordered by them.
+unsafe impl Send for Spsc {}
+// SAFETY: as above.
+unsafe impl Sync for Spsc {}
+
+/// Result of a pop attempt.
+pub(crate) enum Frame<R> {
+    /// A frame was consumed.
+    Item(R),
+    /// The next frame is `len` bytes: too large for the caller's buffer.
+    /// Nothing was consumed.
+    TooLarge(usize),
+    /// Nothing to read.
+    Empty,
+}
+
+fn frame_len(payload: usize) -> Option<u64> {
+    Some((payload.checked_add(FRAME_HEADER + 7)? & !7) as u64)
+}
+
+impl Spsc {
+    /// Bytes needed for a ring carrying `cap` data bytes.
+    pub fn bytes_needed(cap: usize) -> Option<usize> {
+        cap.checked_add(std::mem::size_of::<SpscHeader>())
+    }
+
+    /// Largest payload a ring of `cap` bytes carries.
+    pub fn max_payload(cap: u64) -> usize {
+        (cap as usize).saturating_sub(FRAME_HEADER)
+    }
+
+    /// Initialises a ring in zeroed memory.
+    ///
+    /// # Safety
+    /// `base` must be 128-aligned, point to `bytes_needed(cap)` zeroed bytes
+    /// private to the caller until published, and stay mapped while used.
+    /// `cap` must be a power of two, at least 64.
+    pub unsafe fn init(base: *mut u8, cap: usize) -> Result<Spsc> {
+        // SAFETY: aligned, large enough, zeroed (valid atomics) per the caller.
+        let hdr = unsafe { &*base.cast::<SpscHeader>() };
+        // Relaxed: published by the region's Release.
+        hdr.capacity.store(cap as u64, Ordering::Relaxed);
+        let len = Self::bytes_needed(cap).ok_or(Error::InvalidArgument("pipe too large"))?;
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::attach(base, len) }
+    }
+
+    /// Attaches to a published ring, validating its capacity against `len`.
+    ///
+    /// # Safety
+    /// `base` must be 128-aligned and point to `len` mapped bytes that stay
+    /// mapped while the handle is used.
+    pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Spsc> {
+        // SAFETY: per the caller.
+        let hdr = unsafe { &*base.cast::<SpscHeader>() };
+        // Relaxed: written before publication.
+        let cap = hdr.capacity.load(Ordering::Relaxed);
+        if cap < 64
+            || !cap.is_power_of_two()
+            || Self::bytes_needed(cap as usize).is_none_or(|n| n > len)
+        {
+            return Err(Error::Corrupt(format!("pipe ring capacity {cap}")));
+        }
+        Ok(Spsc {
+            hdr,
+            // SAFETY: data follows the header within `len` bytes.
+            data: unsafe { base.add(std::mem::size_of::<SpscHeader>()) },
+            cap,
+        })
+    }
+
+    /// The shared header.
+    pub fn header(&self) -> &SpscHeader {
+        // SAFETY: valid while the handle lives, per `attach`.
+        unsafe { &*self.hdr }
+    }
+
+    /// Data capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    /// Whether a frame is waiting.
+    pub fn has_data(&self) -> bool {
+        let h = self.header();
+        // Acquire: pairs with the producer's Release of head.
+        h.head.0.load(Ordering::Acquire) != h.tail.0.load(Ordering::Relaxed)
+    }
+
+    /// Writes one frame if there is room. The caller holds `push_lock` and
+    /// has checked `payload.len() <= max_payload`.
+    pub fn try_push(&self, payload: &[u8]) -> bool {
+        let h = self.header();
+        let need = frame_len(payload.len()).expect("checked by caller");
+        // Relaxed: only we (the producer) write head.
+        let head = h.head.0.load(Ordering::Relaxed);
+        // Acquire: pairs with the consumer's Release of tail, so its reads
+        // of the space we are about to reuse are complete.
+        let tail = h.tail.0.load(Ordering::Acquire);
+        let off = head & (self.cap - 1);
+        let contig = self.cap - off;
+        let total = if need > contig { contig + need } else { need };
+        if self.cap - head.wrapping_sub(tail).min(self.cap) < total {
+            return false;
+        }
+        let mut at = head;
+        if need > contig {
+            // SAFETY: off is 8-aligned and < cap; 8 bytes fit since contig >= 8.
+            unsafe {
+                self.data
+                    .add(off as usize)
+                    .cast::<u32>()
+                    .write_volatile(WRAP)
+            };
+            at += contig;
+        }
+        let o = (at & (self.cap - 1)) as usize;
+        // SAFETY: the frame lies in [o, o + need) within the buffer (need <=
+        // contiguous space after wrapping), space the consumer released.
+        unsafe {
+            self.data
+                .add(o)
+                .cast::<u32>()
+                .write_volatile(payload.len() as u32);
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                self.data.add(o + FRAME_HEADER),
+                payload.len(),
+            );
+        }
+        // Release: publishes the frame to the consumer's Acquire of head.
+        h.head.0.store(at + need, Ordering::Release);
+        true
+    }
+
+    /// Consumes one frame, handing `read` its payload pointer and length if
+    /// `fits(len)`. The caller holds `pop_lock`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the frame headers are invalid; the ring is then
+    /// emptied so later frames can flow.
+    pub fn try_pop<R>(
+        &self,
+        fits: impl FnOnce(usize) -> bool,
+        read: impl FnOnce(*const u8, usize) -> R,
+    ) -> Result<Frame<R>> {
+        let h = self.header();
+        // Relaxed: only we (the consumer) write tail.
+        let mut tail = h.tail.0.load(Ordering::Relaxed);
+        // Acquire: pairs with the producer's Release of head.
+        let head = h.head.0.load(Ordering::Acquire);
+        loop {
+            let avail = head.wrapping_sub(tail);
+            if avail == 0 {
+                return Ok(Frame::Empty);
+            }
+            let off = tail & (self.cap - 1);
+            let contig = self.cap - off;
+            // SAFETY: off is 8-aligned and < cap.
+            let len = unsafe { self.data.add(off as usize).cast::<u32>().read_volatile() };
+            if len == WRAP {
+                if contig >= avail {
+                    return self.corrupt(head, "wrap marker past the data");
+                }
+                tail += contig;
+                continue;
+            }
+            let need = frame_len(len as usize).unwrap_or(u64::MAX);
+            if need > contig || need > avail {
+                return self.corrupt(head, "frame length past the data");
+            }
+            if !fits(len as usize) {
+                // Release: publishes the skipped wrap, if any.
+                h.tail.0.store(tail, Ordering::Release);
+                return Ok(Frame::TooLarge(len as usize));
+            }
+            // SAFETY: the payload lies within the published frame.
+            let r = read(
+                unsafe { self.data.add(off as usize + FRAME_HEADER) },
+                len as usize,
+            );
+            // Release: our reads complete before the producer reuses the space.
+            h.tail.0.store(tail + need, Ordering::Release);
+            return Ok(Frame::Item(r));
+        }
+    }
+
+    fn corrupt<R>(&self, head: u64, what: &str) -> Result<Frame<R>> {
+        // Release: drop everything published so far.
+        self.header().tail.0.store(head, Ordering::Release);
+        Err(Error::Corrupt(format!("pipe frame: {what}")))
+    }
+}

@@ -1,0 +1,120 @@
+//! Spin-then-sleep waiting on a condition that another process makes true.
+//!
+//! ```text
+//! epoch    bumped by a notifier that saw sleepers; the futex word
+//! waiters  threads registered to sleep; notifiers skip the syscall if 0
+//! ```
+//! Dekker pair: the waiter increments `waiters`, issues a SeqCst fence and
+//! re-checks its condition before sleeping; the notifier makes the
+//! condition true, issues a SeqCst fence and reads `waiters`. At least one
+//! of them sees the other, so no wake-up is lost.
+
+use std::time::{Duration, Instant};
+
+use crate::atomic::{fence, spin_hint, AtomicU32, Ordering};
+use crate::sys::futex;
+
+/// Iterations of pure spinning before sleeping. About 10-30 µs on current
+/// x86: long enough to catch a peer that answers promptly, short enough not
+/// to burn a core for an idle queue.
+pub(crate) const SPIN_ITERS: u32 = 1 << 12;
+
+/// A place where threads wait for a condition; see the module docs.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct WaitPoint {
+    epoch: AtomicU32,
+    waiters: AtomicU32,
+}
+
+/// Why [`WaitPoint::wait_until`] stopped without a value.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stop<E> {
+    /// The deadline passed.
+    Timeout,
+    /// The periodic check reported an error (e.g. the peer died).
+    Check(E),
+}
+
+impl WaitPoint {
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        WaitPoint {
+            epoch: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// Called after making the condition true: wakes `n` sleepers if any.
+    #[inline]
+    pub fn notify(&self, n: u32) {
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above (see the module docs).
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+            futex::wake(&self.epoch, n);
+        }
+    }
+
+    /// Calls `cond` until it yields a value, spinning first and then
+    /// sleeping until notified or `deadline`. While asleep it wakes every
+    /// `slice` to run `check` (a dead peer turns into `Stop::Check`).
+    #[inline]
+    pub fn wait_until<T, E>(
+        &self,
+        mut cond: impl FnMut() -> Option<T>,
+        deadline: Option<Instant>,
+        slice: Option<Duration>,
+        mut check: impl FnMut() -> Result<(), E>,
+    ) -> Result<T, Stop<E>> {
+        if let Some(v) = cond() {
+            return Ok(v);
+        }
+        self.wait_slow(&mut cond, deadline, slice, &mut check)
+    }
+
+    #[cold]
+    fn wait_slow<T, E>(
+        &self,
+        cond: &mut dyn FnMut() -> Option<T>,
+        deadline: Option<Instant>,
+        slice: Option<Duration>,
+        check: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<T, Stop<E>> {
+        let spins = if cfg!(loom) { 2 } else { SPIN_ITERS };
+        for i in 0..spins {
+            if let Some(v) = cond() {
+                return Ok(v);
+            }
+            if i % 256 == 255 && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Stop::Timeout);
+            }
+            spin_hint();
+        }
+        check().map_err(Stop::Check)?;
+        loop {
+            // Relaxed: the fence below orders it against the re-check.
+            let e = self.epoch.load(Ordering::Relaxed);
+            self.waiters.fetch_add(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if let Some(v) = cond() {
+                self.waiters.fetch_sub(1, Ordering::Relaxed);
+                return Ok(v);
+            }
+            let r = match slice {
+                Some(s) => futex::wait_slice(&self.epoch, e, deadline, s),
+                None => futex::wait(&self.epoch, e, deadline),
+            };
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
+            if let Some(v) = cond() {
+                return Ok(v);
+            }
+            if r == futex::WaitResult::TimedOut {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Stop::Timeout);
+                }
+                check().map_err(Stop::Check)?;
+            }
+        }
+    }
+}

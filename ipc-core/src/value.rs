@@ -1,0 +1,524 @@
+//! `Value` and `Array` of plain-old-data in shared memory, with a lock
+//! (Python's `multiprocessing.Value`/`Array`), and the lock-free
+//! `RawValue`/`RawArray` (Python's `sharedctypes.RawValue`/`RawArray`).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+use crate::atomic::{AtomicU64, Ordering};
+use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
+use crate::shared::Shared;
+use crate::sync::raw_lock::{Acquired, RawLock};
+use crate::sync::Lock;
+use crate::{Error, Result};
+
+/// Bytes before the data: the lock, the length, padding to a cache line.
+const DATA_OFFSET: usize = 64;
+
+/// ```text
+/// 0   lock  RawLock (16 bytes)
+/// 16  len   number of elements (1 for a Value)
+/// 64  data  [T; len]
+/// ```
+#[repr(C)]
+struct Head {
+    lock: RawLock,
+    len: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<Head>() <= DATA_OFFSET);
+
+/// The mapping and validated geometry shared by all four types.
+#[derive(Debug)]
+struct Cells<T> {
+    region: Arc<Region>,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> Cells<T> {
+    fn create(kind: Kind, name: Option<&str>, init: &[T]) -> Result<Self> {
+        if std::mem::align_of::<T>() > DATA_OFFSET {
+            return Err(Error::InvalidArgument(
+                "alignment above 64 is not supported",
+            ));
+        }
+        if init.is_empty() {
+            return Err(Error::InvalidArgument(
+                "an array needs at least one element",
+            ));
+        }
+        let bytes = std::mem::size_of_val(init);
+        let (region, _) = Region::builder(kind)
+            .maybe_name(name.map(str::to_owned))
+            .size(DATA_OFFSET + bytes.max(1))
+            .type_tag(type_tag::<T>(
+                std::mem::size_of::<T>(),
+                std::mem::align_of::<T>(),
+            ))
+            .create_with(|r| {
+                // SAFETY: the payload is DATA_OFFSET + bytes zeroed bytes,
+                // 64-aligned (so T, align <= 64, is aligned at DATA_OFFSET),
+                // private to us until published.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        init.as_ptr().cast::<u8>(),
+                        r.payload().add(DATA_OFFSET),
+                        bytes,
+                    );
+                    (*r.payload().cast::<Head>())
+                        .len
+                        .store(init.len() as u64, Ordering::Relaxed);
+                }
+                Ok(())
+            })?;
+        Ok(Cells {
+            region: Arc::new(region),
+            len: init.len(),
+            _t: PhantomData,
+        })
+    }
+
+    fn open(kind: Kind, name: &str) -> Result<Self> {
+        let region = Region::open_with(
+            name,
+            kind,
+            type_tag::<T>(std::mem::size_of::<T>(), std::mem::align_of::<T>()),
+            None,
+            DEFAULT_OPEN_TIMEOUT,
+        )?;
+        if region.payload_len() < DATA_OFFSET {
+            return Err(Error::Corrupt("value region too small".into()));
+        }
+        // SAFETY: payload is 64-aligned and at least DATA_OFFSET bytes; Head
+        // is made of atomics (any bytes valid).
+        let len = unsafe { &*region.payload().cast::<Head>() }
+            .len
+            .load(Ordering::Relaxed);
+        let room = (region.payload_len() - DATA_OFFSET) / std::mem::size_of::<T>().max(1);
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= room && *l > 0)
+            .ok_or_else(|| Error::Corrupt(format!("value length {len} does not fit the region")))?;
+        Ok(Cells {
+            region: Arc::new(region),
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    fn head(&self) -> &Head {
+        // SAFETY: the payload starts with a Head (validated size), kept
+        // mapped by `self.region`.
+        unsafe { &*self.region.payload().cast::<Head>() }
+    }
+
+    fn ptr(&self, i: usize) -> *mut T {
+        debug_assert!(i < self.len);
+        // SAFETY: i < len, and len elements fit after DATA_OFFSET (validated).
+        unsafe { self.region.payload().add(DATA_OFFSET).cast::<T>().add(i) }
+    }
+
+    fn check(&self, i: usize) -> Result<()> {
+        if i < self.len {
+            Ok(())
+        } else {
+            Err(Error::IndexOutOfRange {
+                index: i,
+                len: self.len,
+            })
+        }
+    }
+
+    /// Volatile read: another process may write concurrently (a torn read
+    /// is possible without the lock, but any bytes are a valid `T: Pod`).
+    fn read(&self, i: usize) -> T {
+        // SAFETY: in bounds and aligned (see `ptr`); T: Pod accepts any bytes.
+        unsafe { self.ptr(i).read_volatile() }
+    }
+
+    fn write(&self, i: usize, v: T) {
+        // SAFETY: in bounds and aligned; volatile because others read it.
+        unsafe { self.ptr(i).write_volatile(v) }
+    }
+
+    fn locked<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        let lock = &self.head().lock;
+        let died = lock.lock(None) == Acquired::OwnerDied;
+        let r = f();
+        lock.unlock();
+        if died {
+            // `f` ran and its effect stands; report that the previous
+            // writer may have left the data half-written.
+            return Err(Error::OwnerDied);
+        }
+        Ok(r)
+    }
+
+    fn lock_handle(&self) -> Lock {
+        Lock::from_shared(Shared::at(self.region.clone(), 0))
+    }
+}
+
+macro_rules! named_ctors {
+    ($ty:ident, $kind:expr) => {
+        /// Opens one created by another process by name.
+        ///
+        /// # Errors
+        /// [`Error::NotFound`], [`Error::Incompatible`] (kind, or element
+        /// type), [`Error::Corrupt`] (invalid length).
+        pub fn open(name: &str) -> Result<$ty<T>> {
+            Ok($ty {
+                cells: Cells::open($kind, name)?,
+            })
+        }
+
+        /// The name it was created or opened with.
+        pub fn name(&self) -> Option<&str> {
+            self.cells.region.name()
+        }
+    };
+}
+
+/// A `T` in shared memory guarded by a [`Lock`] (Python's
+/// `multiprocessing.Value`). `get` and `set` take the lock; use
+/// [`update`](Value::update) for an atomic read-modify-write.
+///
+/// If a process died holding the lock, the call still completes and then
+/// reports [`Error::OwnerDied`] once.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::value::Value;
+/// let v = Value::new(0u64)?;
+/// v.set(41)?;
+/// v.update(|x| *x += 1)?;
+/// assert_eq!(v.get()?, 42);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Value<T> {
+    cells: Cells<T>,
+}
+
+impl<T> Clone for Cells<T> {
+    fn clone(&self) -> Self {
+        Cells {
+            region: self.region.clone(),
+            len: self.len,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Value<T> {
+    /// An anonymous value (shared with children forked later).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn new(init: T) -> Result<Value<T>> {
+        Ok(Value {
+            cells: Cells::create(Kind::Value, None, &[init])?,
+        })
+    }
+
+    /// A named value.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::Io`].
+    pub fn create(name: &str, init: T) -> Result<Value<T>> {
+        Ok(Value {
+            cells: Cells::create(Kind::Value, Some(name), &[init])?,
+        })
+    }
+
+    named_ctors!(Value, Kind::Value);
+
+    /// Reads the value under the lock.
+    ///
+    /// # Errors
+    /// [`Error::OwnerDied`] (the read still happened; it may be torn).
+    pub fn get(&self) -> Result<T> {
+        self.cells.locked(|| self.cells.read(0))
+    }
+
+    /// Writes the value under the lock.
+    ///
+    /// # Errors
+    /// [`Error::OwnerDied`] (the write still happened).
+    pub fn set(&self, v: T) -> Result<()> {
+        self.cells.locked(|| self.cells.write(0, v))
+    }
+
+    /// Read-modify-write under the lock: `v.update(|x| *x += 1)` is the
+    /// race-free form of Python's `v.value += 1`. Returns the new value.
+    ///
+    /// # Errors
+    /// [`Error::OwnerDied`] (the update still happened).
+    pub fn update(&self, f: impl FnOnce(&mut T)) -> Result<T> {
+        self.cells.locked(|| {
+            let mut x = self.cells.read(0);
+            f(&mut x);
+            self.cells.write(0, x);
+            x
+        })
+    }
+
+    /// The lock guarding the value, to hold it across several operations
+    /// (while held, use [`get_unlocked`](Value::get_unlocked) and
+    /// [`set_unlocked`](Value::set_unlocked)).
+    pub fn get_lock(&self) -> Lock {
+        self.cells.lock_handle()
+    }
+
+    /// Reads without the lock (a concurrent writer may tear the read).
+    pub fn get_unlocked(&self) -> T {
+        self.cells.read(0)
+    }
+
+    /// Writes without the lock.
+    pub fn set_unlocked(&self, v: T) {
+        self.cells.write(0, v)
+    }
+}
+
+/// A fixed-length array of `T` in shared memory guarded by a [`Lock`]
+/// (Python's `multiprocessing.Array`).
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::value::Array;
+/// let a = Array::new(&[1i32, 2, 3])?;
+/// a.set(0, 10)?;
+/// assert_eq!(a.to_vec()?, vec![10, 2, 3]);
+/// assert!(a.get(3).is_err());
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Array<T> {
+    cells: Cells<T>,
+}
+
+impl<T: Pod> Array<T> {
+    /// An anonymous array holding a copy of `init` (at least one element).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `init` is empty, [`Error::Io`].
+    pub fn new(init: &[T]) -> Result<Array<T>> {
+        Ok(Array {
+            cells: Cells::create(Kind::Array, None, init)?,
+        })
+    }
+
+    /// A named array.
+    ///
+    /// # Errors
+    /// As [`Array::new`], plus [`Error::AlreadyExists`], [`Error::InvalidName`].
+    pub fn create(name: &str, init: &[T]) -> Result<Array<T>> {
+        Ok(Array {
+            cells: Cells::create(Kind::Array, Some(name), init)?,
+        })
+    }
+
+    named_ctors!(Array, Kind::Array);
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.cells.len
+    }
+
+    /// Always false: arrays have at least one element.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Element `i`, under the lock.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`], [`Error::OwnerDied`].
+    pub fn get(&self, i: usize) -> Result<T> {
+        self.cells.check(i)?;
+        self.cells.locked(|| self.cells.read(i))
+    }
+
+    /// Sets element `i`, under the lock.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`], [`Error::OwnerDied`].
+    pub fn set(&self, i: usize, v: T) -> Result<()> {
+        self.cells.check(i)?;
+        self.cells.locked(|| self.cells.write(i, v))
+    }
+
+    /// Read-modify-write of element `i` under the lock; returns the new value.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`], [`Error::OwnerDied`].
+    pub fn update(&self, i: usize, f: impl FnOnce(&mut T)) -> Result<T> {
+        self.cells.check(i)?;
+        self.cells.locked(|| {
+            let mut x = self.cells.read(i);
+            f(&mut x);
+            self.cells.write(i, x);
+            x
+        })
+    }
+
+    /// A consistent copy of all elements (Python's `arr[:]`).
+    ///
+    /// # Errors
+    /// [`Error::OwnerDied`].
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.cells
+            .locked(|| (0..self.cells.len).map(|i| self.cells.read(i)).collect())
+    }
+
+    /// Overwrites all elements atomically with respect to other lockers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the lengths differ, [`Error::OwnerDied`].
+    pub fn copy_from_slice(&self, src: &[T]) -> Result<()> {
+        if src.len() != self.cells.len {
+            return Err(Error::InvalidArgument(
+                "slice length differs from the array's",
+            ));
+        }
+        self.cells.locked(|| {
+            for (i, v) in src.iter().enumerate() {
+                self.cells.write(i, *v);
+            }
+        })
+    }
+
+    /// The lock guarding the array.
+    pub fn get_lock(&self) -> Lock {
+        self.cells.lock_handle()
+    }
+}
+
+/// A `T` in shared memory without a lock (Python's `RawValue`): reads and
+/// writes are single volatile accesses; a `T` wider than 8 bytes may tear.
+///
+/// # Examples
+///
+/// ```
+/// let v = ipc_core::value::RawValue::new(1.5f64)?;
+/// v.set(2.5);
+/// assert_eq!(v.get(), 2.5);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RawValue<T> {
+    cells: Cells<T>,
+}
+
+impl<T: Pod> RawValue<T> {
+    /// An anonymous raw value.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn new(init: T) -> Result<RawValue<T>> {
+        Ok(RawValue {
+            cells: Cells::create(Kind::Value, None, &[init])?,
+        })
+    }
+
+    /// A named raw value (interchangeable with a named [`Value`] of the same type).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::Io`].
+    pub fn create(name: &str, init: T) -> Result<RawValue<T>> {
+        Ok(RawValue {
+            cells: Cells::create(Kind::Value, Some(name), &[init])?,
+        })
+    }
+
+    named_ctors!(RawValue, Kind::Value);
+
+    /// Reads the value.
+    pub fn get(&self) -> T {
+        self.cells.read(0)
+    }
+
+    /// Writes the value.
+    pub fn set(&self, v: T) {
+        self.cells.write(0, v)
+    }
+}
+
+/// An array of `T` in shared memory without a lock (Python's `RawArray`).
+///
+/// # Examples
+///
+/// ```
+/// let a = ipc_core::value::RawArray::new(&[0u8; 4])?;
+/// a.set(1, 9)?;
+/// assert_eq!(a.get(1)?, 9);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RawArray<T> {
+    cells: Cells<T>,
+}
+
+impl<T: Pod> RawArray<T> {
+    /// An anonymous raw array holding a copy of `init`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if empty, [`Error::Io`].
+    pub fn new(init: &[T]) -> Result<RawArray<T>> {
+        Ok(RawArray {
+            cells: Cells::create(Kind::Array, None, init)?,
+        })
+    }
+
+    /// A named raw array.
+    ///
+    /// # Errors
+    /// As [`RawArray::new`], plus [`Error::AlreadyExists`], [`Error::InvalidName`].
+    pub fn create(name: &str, init: &[T]) -> Result<RawArray<T>> {
+        Ok(RawArray {
+            cells: Cells::create(Kind::Array, Some(name), init)?,
+        })
+    }
+
+    named_ctors!(RawArray, Kind::Array);
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.cells.len
+    }
+
+    /// Always false: arrays have at least one element.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Element `i`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`].
+    pub fn get(&self, i: usize) -> Result<T> {
+        self.cells.check(i)?;
+        Ok(self.cells.read(i))
+    }
+
+    /// Sets element `i`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`].
+    pub fn set(&self, i: usize, v: T) -> Result<()> {
+        self.cells.check(i)?;
+        self.cells.write(i, v);
+        Ok(())
+    }
+
+    /// A copy of all elements (not atomic as a whole).
+    pub fn to_vec(&self) -> Vec<T> {
+        (0..self.cells.len).map(|i| self.cells.read(i)).collect()
+    }
+}
