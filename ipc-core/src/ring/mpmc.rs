@@ -3,16 +3,18 @@
 //!
 //! ```text
 //! slot i:  seq: u64 | len: u32 | pad: u32 | data[slot_size]
-//! seq == pos          slot free for the producer that claims `pos`
-//! seq == pos + 1      slot holds the message enqueued at `pos`
-//! seq == pos + cap    consumed; free for the producer of `pos + cap`
+//! seq == 2*pos            slot free for the producer that claims `pos`
+//! seq == 2*pos + 1        slot holds the message enqueued at `pos`
+//! seq == 2*(pos + cap)    consumed; free for the producer of `pos + cap`
 //! ```
+//! (Doubling keeps "full at pos" distinct from "free for pos + 1" even with
+//! one slot, where Vyukov's original `pos + 1` would coincide.)
 //! A producer claims `pos` by CAS on `enqueue_pos`, writes, then stores
-//! `seq = pos + 1` (Release). A consumer claims by CAS on `dequeue_pos`,
-//! reads, then stores `seq = pos + cap` (Release). Each Release pairs with
+//! `seq = 2*pos + 1` (Release). A consumer claims by CAS on `dequeue_pos`,
+//! reads, then stores `seq = 2*(pos + cap)` (Release). Each Release pairs with
 //! the Acquire load of `seq` by the next party to use the slot.
 //!
-//! Positions are u64 and never wrap in practice (2^64 messages).
+//! Positions are u64 and never wrap in practice (2^63 messages).
 
 use crate::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::ring::wait::WaitPoint;
@@ -113,7 +115,7 @@ impl Mpmc {
         let ring = unsafe { Self::attach(base, len) }?;
         for i in 0..cap {
             // Relaxed: published by the region's Release.
-            ring.slot(i).seq.store(i, Ordering::Relaxed);
+            ring.slot(i).seq.store(2 * i, Ordering::Relaxed);
         }
         Ok(ring)
     }
@@ -215,10 +217,10 @@ impl Mpmc {
         loop {
             let i = pos % self.cap;
             let slot = self.slot(i);
-            // Acquire: pairs with the consumer's Release of `pos + cap`
+            // Acquire: pairs with the consumer's Release of `2*(pos + cap)`
             // (or init), so its reads of the slot are done before we write.
             let seq = slot.seq.load(Ordering::Acquire);
-            let diff = seq.wrapping_sub(pos) as i64;
+            let diff = seq.wrapping_sub(2 * pos) as i64;
             if diff == 0 {
                 // Relaxed: claiming the position publishes nothing; the
                 // slot's seq store below does.
@@ -237,7 +239,7 @@ impl Mpmc {
                             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data(i), bytes.len())
                         };
                         // Release: pairs with the consumer's Acquire load of seq.
-                        slot.seq.store(pos + 1, Ordering::Release);
+                        slot.seq.store(2 * pos + 1, Ordering::Release);
                         return true;
                     }
                     Err(now) => pos = now,
@@ -259,9 +261,9 @@ impl Mpmc {
         loop {
             let i = pos % self.cap;
             let slot = self.slot(i);
-            // Acquire: pairs with the producer's Release of `pos + 1`.
+            // Acquire: pairs with the producer's Release of `2*pos + 1`.
             let seq = slot.seq.load(Ordering::Acquire);
-            let diff = seq.wrapping_sub(pos + 1) as i64;
+            let diff = seq.wrapping_sub(2 * pos + 1) as i64;
             if diff == 0 {
                 match h.dequeue_pos.0.compare_exchange_weak(
                     pos,
@@ -278,7 +280,7 @@ impl Mpmc {
                             Pop::Corrupt(len)
                         };
                         // Release: our reads happen before the next producer's writes.
-                        slot.seq.store(pos + self.cap, Ordering::Release);
+                        slot.seq.store(2 * (pos + self.cap), Ordering::Release);
                         return out;
                     }
                     Err(now) => pos = now,
@@ -313,7 +315,7 @@ mod loom_tests {
         });
         let slots: Vec<SlotHeader> = (0..cap)
             .map(|i| SlotHeader {
-                seq: AtomicU64::new(i),
+                seq: AtomicU64::new(2 * i),
                 len: AtomicU32::new(0),
                 _pad: AtomicU32::new(0),
             })

@@ -1,0 +1,90 @@
+//! Helpers for cross-process tests: fork a child that runs a closure and
+//! exits with its status, wait for it with a deadline, unique names, and a
+//! check that no region is left behind.
+#![allow(dead_code)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// Forks a child that runs `f` and exits with its return value (101 if it
+/// panics). The child dies with its parent thread (PR_SET_PDEATHSIG), and
+/// never runs the parent's destructors (`_exit`).
+pub fn fork_child(f: impl FnOnce() -> i32) -> Pid {
+    // SAFETY: the child only runs `f` (code of this test) and `_exit`s.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Parent { child } => child,
+        ForkResult::Child => {
+            // SAFETY: prctl with PR_SET_PDEATHSIG and a valid signal.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
+            // SAFETY: _exit never returns and runs no destructors.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// Waits for `pid` to exit, at most `limit`; kills it and panics on timeout.
+pub fn wait_exit_within(pid: Pid, limit: Duration) -> WaitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
+            WaitStatus::StillAlive => {
+                if Instant::now() > deadline {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    panic!("child {pid} did not exit within {limit:?}");
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            s => return s,
+        }
+    }
+}
+
+/// Waits for `pid` (at most 60 s) and asserts it exited with status 0.
+pub fn join_ok(pid: Pid) {
+    match wait_exit_within(pid, Duration::from_secs(60)) {
+        WaitStatus::Exited(_, 0) => {}
+        s => panic!("child {pid} failed: {s:?}"),
+    }
+}
+
+/// Kills `pid` with SIGKILL and reaps it.
+pub fn kill_and_reap(pid: Pid) {
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = wait_exit_within(pid, Duration::from_secs(10));
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A region name unique to this process and call.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "test-{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Asserts the named region no longer exists in `/dev/shm`.
+pub fn assert_gone(name: &str) {
+    let p = format!("/dev/shm/ipc.{name}");
+    assert!(!std::path::Path::new(&p).exists(), "region left behind: {p}");
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let d = Instant::now() + limit;
+    while Instant::now() < d {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    f()
+}
