@@ -24,7 +24,11 @@ fn children_fill_parent_drains() {
             let q = q.clone();
             fork_child(move || {
                 for i in 0..100 {
-                    let j = Job { id: k * 1000 + i, name: format!("job-{k}-{i}"), payload: vec![i as u32; 3] };
+                    let j = Job {
+                        id: k * 1000 + i,
+                        name: format!("job-{k}-{i}"),
+                        payload: vec![i as u32; 3],
+                    };
                     q.put(&j).unwrap();
                 }
                 0
@@ -40,7 +44,9 @@ fn children_fill_parent_drains() {
     }
     kids.into_iter().for_each(join_ok);
     ids.sort();
-    let want: Vec<u64> = (0..4).flat_map(|k| (0..100).map(move |i| k * 1000 + i)).collect();
+    let want: Vec<u64> = (0..4)
+        .flat_map(|k| (0..100).map(move |i| k * 1000 + i))
+        .collect();
     assert_eq!(ids, want);
     assert!(q.empty());
     // Per-producer FIFO order also holds; checked in `fifo_per_producer`.
@@ -78,10 +84,16 @@ fn named_queue_between_processes_and_type_check() {
     q.put(&"there".to_string()).unwrap();
     join_ok(kid);
     assert_eq!(q.get().unwrap(), "there back");
-    assert!(matches!(Queue::<u64>::open(&name), Err(Error::Incompatible { what: "type", .. })));
+    assert!(matches!(
+        Queue::<u64>::open(&name),
+        Err(Error::Incompatible { what: "type", .. })
+    ));
     drop(q);
     assert_gone(&name);
-    assert!(matches!(Queue::<String>::open(&name), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        Queue::<String>::open(&name),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -89,20 +101,33 @@ fn nowait_and_timeouts() {
     let q = Queue::<u8>::new(1).unwrap();
     assert!(matches!(q.get_nowait(), Err(Error::Empty)));
     let t = Instant::now();
-    assert!(matches!(q.get_timeout(Duration::from_millis(30)), Err(Error::Timeout)));
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(30)),
+        Err(Error::Timeout)
+    ));
     assert!(t.elapsed() >= Duration::from_millis(30));
     q.put_nowait(&1).unwrap();
     assert!(matches!(q.put_nowait(&2), Err(Error::Full)));
-    assert!(matches!(q.put_timeout(&2, Duration::from_millis(10)), Err(Error::Timeout)));
+    assert!(matches!(
+        q.put_timeout(&2, Duration::from_millis(10)),
+        Err(Error::Timeout)
+    ));
     assert_eq!(q.qsize(), 1);
     assert_eq!(q.get_nowait().unwrap(), 1);
 }
 
 #[test]
 fn oversized_message_is_refused_not_truncated() {
-    let q = Queue::<Vec<u8>>::builder().capacity(4).max_message_size(1024).build().unwrap();
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(4)
+        .max_message_size(1024)
+        .build()
+        .unwrap();
     let e = q.put(&vec![0u8; 2000]).unwrap_err();
-    assert!(matches!(e, Error::MessageTooLarge { size, max: 1024 } if size > 2000), "{e}");
+    assert!(
+        matches!(e, Error::MessageTooLarge { size, max: 1024 } if size > 2000),
+        "{e}"
+    );
     assert!(q.empty());
     q.put(&vec![1u8; 900]).unwrap();
     assert_eq!(q.get().unwrap(), vec![1u8; 900]);
@@ -133,16 +158,14 @@ fn joinable_queue_join_waits_for_task_done_in_children() {
     let kids: Vec<_> = (0..2)
         .map(|_| {
             let q = q.clone();
-            fork_child(move || {
-                loop {
-                    match q.queue().get_nowait() {
-                        Ok(_) => {
-                            std::thread::sleep(Duration::from_millis(1));
-                            q.task_done().unwrap();
-                        }
-                        Err(Error::Empty) => return 0,
-                        Err(_) => return 1,
+            fork_child(move || loop {
+                match q.queue().get_nowait() {
+                    Ok(_) => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        q.task_done().unwrap();
                     }
+                    Err(Error::Empty) => return 0,
+                    Err(_) => return 1,
                 }
             })
         })
@@ -191,7 +214,11 @@ fn garbage_written_into_slots_gives_typed_errors() {
         x ^= x << 17;
         // SAFETY: within the slot's data area (messages start 16-aligned
         // and the slot holds 64 KiB).
-        unsafe { raw.payload().add(at - (at % 16) + i).write_volatile(x as u8) };
+        unsafe {
+            raw.payload()
+                .add(at - (at % 16) + i)
+                .write_volatile(x as u8)
+        };
     }
     assert!(matches!(q.get(), Err(Error::Corrupt(_))));
 
@@ -200,7 +227,12 @@ fn garbage_written_into_slots_gives_typed_errors() {
     let at = find(&raw, marker.as_bytes()).expect("message bytes in the slot");
     let data_start = at - (at % 16);
     // SAFETY: the slot header (seq u64, len u32, pad u32) precedes the data.
-    unsafe { raw.payload().add(data_start - 8).cast::<u32>().write_volatile(u32::MAX) };
+    unsafe {
+        raw.payload()
+            .add(data_start - 8)
+            .cast::<u32>()
+            .write_volatile(u32::MAX)
+    };
     assert!(matches!(q.get(), Err(Error::Corrupt(_))));
 
     // The queue keeps working afterwards.

@@ -6,7 +6,9 @@ use common::*;
 
 use std::time::{Duration, Instant};
 
-use ipc_core::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, RLock, Semaphore};
+use ipc_core::sync::{
+    Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, RLock, Semaphore,
+};
 use ipc_core::value::{RawValue, Value};
 use ipc_core::Error;
 
@@ -129,7 +131,10 @@ fn semaphore_timeout_and_named_open() {
     let name = unique("sem");
     let s = Semaphore::create(&name, 0).unwrap();
     assert!(matches!(s.try_acquire(), Err(Error::WouldBlock)));
-    assert!(matches!(s.acquire_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+    assert!(matches!(
+        s.acquire_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
     let n = name.clone();
     let kid = fork_child(move || {
         let s = Semaphore::open(&n).unwrap();
@@ -139,7 +144,10 @@ fn semaphore_timeout_and_named_open() {
     });
     s.acquire_timeout(Duration::from_secs(10)).unwrap();
     join_ok(kid);
-    assert!(matches!(BoundedSemaphore::open(&name), Err(Error::Incompatible { .. })));
+    assert!(matches!(
+        BoundedSemaphore::open(&name),
+        Err(Error::Incompatible { .. })
+    ));
     drop(s);
     assert_gone(&name);
 }
@@ -282,7 +290,10 @@ fn barrier_abort_timeout_and_reset_across_processes() {
         i32::from(!matches!(b.wait(), Err(Error::BrokenBarrier)))
     });
     assert!(eventually(Duration::from_secs(5), || b.n_waiting() == 1));
-    assert!(matches!(b.wait_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
+    assert!(matches!(
+        b.wait_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
     join_ok(kid);
     // reset() breaks current waiters but leaves the barrier usable.
     b.reset();

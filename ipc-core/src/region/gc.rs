@@ -5,23 +5,8 @@ use super::name::PREFIX;
 use crate::sys::proc::TaskId;
 use crate::Result;
 
-/// Removes every named region in `/dev/shm` whose creator is dead and which
-/// no live process maps. Returns the names removed.
-///
-/// Regions of other programs (no `ipc.` prefix or no valid header) are never
-/// touched.
-///
-/// # Errors
-/// [`crate::Error::Io`] if `/dev/shm` cannot be listed.
-///
-/// # Examples
-///
-/// ```
-/// let removed = ipc_core::region::gc()?;
-/// println!("removed {} stale regions", removed.len());
-/// # Ok::<(), ipc_core::Error>(())
-/// ```
-pub fn gc() -> Result<Vec<String>> {
+/// See [`super::Region::gc`].
+pub(crate) fn gc() -> Result<Vec<String>> {
     let dir = std::fs::read_dir("/dev/shm").map_err(|e| {
         crate::Error::Io(nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
     })?;

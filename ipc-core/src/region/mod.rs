@@ -22,7 +22,6 @@ mod gc;
 mod header;
 mod name;
 
-pub use gc::gc;
 pub use header::{type_tag, Kind, HEADER_LEN, MAGIC, VERSION};
 pub use name::{shm_name, validate_name};
 
@@ -363,6 +362,24 @@ impl Region {
             }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Removes every named region whose creator is dead and which no live
+    /// process maps; returns the names removed. Regions of other programs
+    /// are never touched.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `/dev/shm` cannot be listed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let removed = ipc_core::region::Region::gc()?;
+    /// println!("removed {} stale regions", removed.len());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn gc() -> Result<Vec<String>> {
+        gc::gc()
     }
 
     /// The descriptor behind the mapping.

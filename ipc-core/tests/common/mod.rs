@@ -28,6 +28,22 @@ pub fn fork_child(f: impl FnOnce() -> i32) -> Pid {
     }
 }
 
+/// Forks a child that takes ownership of its own copy of `*val` (the
+/// parent keeps its original), runs `f` and exits with its return value.
+/// This is how a Python test hands both ends of a pipe to a child and then
+/// closes the unused end in each process.
+pub fn fork_with<T>(val: &T, f: impl FnOnce(T) -> i32) -> Pid {
+    let p: *const T = val;
+    fork_child(move || {
+        // SAFETY: this runs only in the forked child, whose memory is a
+        // private copy of the parent's. The child moves its copy of `*val`
+        // out exactly once and never touches (or drops) the original slot
+        // again: `fork_child` ends the child with `_exit`.
+        let owned = unsafe { std::ptr::read(p) };
+        f(owned)
+    })
+}
+
 /// Waits for `pid` to exit, at most `limit`; kills it and panics on timeout.
 pub fn wait_exit_within(pid: Pid, limit: Duration) -> WaitStatus {
     let deadline = Instant::now() + limit;
@@ -74,7 +90,10 @@ pub fn unique(tag: &str) -> String {
 /// Asserts the named region no longer exists in `/dev/shm`.
 pub fn assert_gone(name: &str) {
     let p = format!("/dev/shm/ipc.{name}");
-    assert!(!std::path::Path::new(&p).exists(), "region left behind: {p}");
+    assert!(
+        !std::path::Path::new(&p).exists(),
+        "region left behind: {p}"
+    );
 }
 
 /// Polls `f` until it is true or `limit` passes.
