@@ -18,6 +18,7 @@
 //! # Ok::<(), ipc_core::Error>(())
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 mod atomic;
@@ -40,6 +41,8 @@ mod sync {
     pub(crate) mod raw_lock;
 }
 pub mod sys;
+#[cfg(not(loom))]
+pub mod tuning;
 #[cfg(not(loom))]
 pub mod value;
 

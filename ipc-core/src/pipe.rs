@@ -9,7 +9,7 @@
 //! sent). As with Python, drop the endpoint you do not use in each process.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,8 @@ pub struct Connection {
     /// Read side of the peer's liveness pipe: hangs up when the peer is gone.
     peer: OwnedFd,
     sends: AtomicU32,
+    /// Our last view of the send ring's consumer index (see `Spsc::try_push`).
+    tail_cache: AtomicU64,
 }
 
 impl Pipe {
@@ -78,6 +80,7 @@ impl Pipe {
     ///
     /// # Errors
     /// [`Error::Io`] if shared memory or descriptors cannot be created.
+    #[allow(clippy::new_ret_no_self)] // Python's name for the pair constructor
     pub fn new(duplex: bool) -> Result<(Connection, Connection)> {
         Pipe::builder().duplex(duplex).build()
     }
@@ -156,6 +159,7 @@ impl Pipe {
             _alive: a_alive,
             peer: b_peer,
             sends: Default::default(),
+            tail_cache: Default::default(),
         };
         let b = Connection {
             rings,
@@ -164,6 +168,7 @@ impl Pipe {
             _alive: b_alive,
             peer: a_peer,
             sends: Default::default(),
+            tail_cache: Default::default(),
         };
         Ok((a, b))
     }
@@ -269,7 +274,7 @@ impl Connection {
         let h = tx.header();
         let _g = EndGuard::lock(&h.push_lock.0);
         let r = h.space_ready.0.wait_until(
-            || tx.try_push(bytes).then_some(()),
+            || tx.try_push(bytes, &self.tail_cache).then_some(()),
             deadline,
             Some(PEER_CHECK),
             || self.check_peer(),
@@ -328,9 +333,12 @@ impl Connection {
         let _g = EndGuard::lock(&h.pop_lock.0);
         let r = h.data_ready.0.wait_until(
             || {
-                // SAFETY (closure): the ring hands us `n` readable bytes of a
-                // frame we own until the closure returns.
-                match rx.try_pop(|n| n <= max, |p, n| unsafe { Scratch::copy_from(p, n) }) {
+                let copy = |p, n| {
+                    // SAFETY: the ring hands us `n` readable bytes of a frame
+                    // we own until this closure returns.
+                    unsafe { Scratch::copy_from(p, n) }
+                };
+                match rx.try_pop(|n| n <= max, copy) {
                     Ok(Frame::Item(s)) => Some(Ok(s)),
                     Ok(Frame::TooLarge(n)) => Some(Err(Error::MessageTooLarge { size: n, max })),
                     Ok(Frame::Empty) => None,

@@ -313,12 +313,12 @@ impl<T: Message> Queue<T> {
     }
 
     fn try_get_raw(&self) -> Option<Result<Scratch>> {
-        // SAFETY (in the closure): the ring hands us a pointer to `n`
-        // readable bytes of a slot we own until the closure returns.
-        let r = match self
-            .ring()
-            .try_pop(|p, n| unsafe { Scratch::copy_from(p, n) })
-        {
+        let copy = |p, n| {
+            // SAFETY: the ring hands us a pointer to `n` readable bytes of a
+            // slot we own until this closure returns.
+            unsafe { Scratch::copy_from(p, n) }
+        };
+        let r = match self.ring().try_pop(copy) {
             Pop::Item(s) => Some(Ok(s)),
             Pop::Corrupt(len) => Some(Err(Error::Corrupt(format!(
                 "queue slot claims {len} bytes, more than the slot holds"

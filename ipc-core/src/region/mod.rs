@@ -264,8 +264,11 @@ impl Region {
             .map_raw(&file)
             .map_err(|e| Error::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
         let base = map.as_ptr();
-        // SAFETY (both calls): the mapping is at least HEADER_LEN bytes.
-        while !unsafe { Header::is_ready(base) } {
+        loop {
+            // SAFETY: the mapping is at least HEADER_LEN bytes.
+            if unsafe { Header::is_ready(base) } {
+                break;
+            }
             if Instant::now() >= deadline {
                 // SAFETY: as above.
                 let h = unsafe { Header::snapshot(base) };

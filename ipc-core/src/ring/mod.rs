@@ -3,7 +3,6 @@
 //! Both block by spinning briefly, then sleeping on a futex ([`wait`]).
 
 pub(crate) mod mpmc;
-#[cfg(not(loom))]
 pub(crate) mod spsc;
 pub(crate) mod wait;
 

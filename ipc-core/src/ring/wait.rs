@@ -81,7 +81,10 @@ impl WaitPoint {
         slice: Option<Duration>,
         check: &mut dyn FnMut() -> Result<(), E>,
     ) -> Result<T, Stop<E>> {
-        let spins = if cfg!(loom) { 2 } else { SPIN_ITERS };
+        #[cfg(loom)]
+        let spins = 2;
+        #[cfg(not(loom))]
+        let spins = crate::tuning::spin_iterations();
         for i in 0..spins {
             if let Some(v) = cond() {
                 return Ok(v);
@@ -91,7 +94,6 @@ impl WaitPoint {
             }
             spin_hint();
         }
-        check().map_err(Stop::Check)?;
         loop {
             // Relaxed: the fence below orders it against the re-check.
             let e = self.epoch.load(Ordering::Relaxed);

@@ -1,0 +1,306 @@
+//! Latency and throughput of ipc-core primitives between two processes,
+//! with OS baselines measured in the same run:
+//!
+//! * `rtt/*`: round trip of an 8-byte message (ipc Pipe, ipc Queue, OS
+//!   pipe, Unix socketpair), with both sides spinning (default tuning).
+//! * `rtt_sleeping/*`: the same with spinning disabled on both sides,
+//!   against a raw futex sleep/wake ping-pong.
+//! * `lock`, `value`: uncontended operations.
+//! * `throughput/queue_4k`: one-way 4 KiB messages through a Queue.
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use benches::Peer;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ipc_core::pipe::Pipe;
+use ipc_core::queue::Queue;
+use ipc_core::region::{Kind, Region};
+use ipc_core::sync::Lock;
+use ipc_core::sys::futex;
+use ipc_core::value::Value;
+
+const STOP: u64 = u64::MAX;
+
+fn pipe_rtt(c: &mut Criterion, group: &str) {
+    let (a, b) = Pipe::new(true).unwrap();
+    // The child borrows its copy of `b`; both processes keep both ends
+    // (the parent stops the child with STOP rather than by closing).
+    let _peer = Peer::spawn(|| {
+        while let Ok(v) = b.recv::<u64>() {
+            if v == STOP {
+                break;
+            }
+            b.send(&v).unwrap();
+        }
+    });
+    c.benchmark_group(group).bench_function("ipc_pipe", |bn| {
+        bn.iter_custom(|iters| {
+            let t = Instant::now();
+            for i in 0..iters {
+                a.send(&i).unwrap();
+                let r: u64 = a.recv().unwrap();
+                debug_assert_eq!(r, i);
+            }
+            t.elapsed()
+        })
+    });
+    let _ = a.send(&STOP);
+}
+
+fn queue_rtt(c: &mut Criterion, group: &str) {
+    let ping = Queue::<u64>::new(64).unwrap();
+    let pong = Queue::<u64>::new(64).unwrap();
+    let (p2, q2) = (ping.clone(), pong.clone());
+    let _peer = Peer::spawn(move || {
+        while let Ok(v) = p2.get() {
+            if v == STOP {
+                break;
+            }
+            q2.put(&v).unwrap();
+        }
+    });
+    c.benchmark_group(group).bench_function("ipc_queue", |bn| {
+        bn.iter_custom(|iters| {
+            let t = Instant::now();
+            for i in 0..iters {
+                ping.put(&i).unwrap();
+                let _ = pong.get().unwrap();
+            }
+            t.elapsed()
+        })
+    });
+    let _ = ping.put(&STOP);
+}
+
+fn os_pipe_rtt(c: &mut Criterion) {
+    let (r1, w1) = nix::unistd::pipe().unwrap();
+    let (r2, w2) = nix::unistd::pipe().unwrap();
+    let mut to_child = std::fs::File::from(w1);
+    let mut from_child = std::fs::File::from(r2);
+    let (mut cr, mut cw) = (std::fs::File::from(r1), std::fs::File::from(w2));
+    let _peer = Peer::spawn(move || {
+        let mut buf = [0u8; 8];
+        while cr.read_exact(&mut buf).is_ok() {
+            if cw.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    c.benchmark_group("rtt").bench_function("os_pipe", |bn| {
+        bn.iter_custom(|iters| {
+            let mut buf = [0u8; 8];
+            let t = Instant::now();
+            for i in 0..iters {
+                to_child.write_all(&i.to_le_bytes()).unwrap();
+                from_child.read_exact(&mut buf).unwrap();
+            }
+            t.elapsed()
+        })
+    });
+}
+
+fn socketpair_rtt(c: &mut Criterion) {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let _peer = Peer::spawn(move || {
+        let mut buf = [0u8; 8];
+        while b.read_exact(&mut buf).is_ok() {
+            if b.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    c.benchmark_group("rtt")
+        .bench_function("unix_socketpair", |bn| {
+            bn.iter_custom(|iters| {
+                let mut buf = [0u8; 8];
+                let t = Instant::now();
+                for i in 0..iters {
+                    a.write_all(&i.to_le_bytes()).unwrap();
+                    a.read_exact(&mut buf).unwrap();
+                }
+                t.elapsed()
+            })
+        });
+}
+
+/// The floor for a sleeping round trip: two processes that always sleep on
+/// a futex and wake each other, with nothing else.
+fn futex_rtt(c: &mut Criterion) {
+    let region = Region::builder(Kind::Raw).size(256).create().unwrap();
+    let words = region.payload().cast::<AtomicU32>();
+    // SAFETY: the payload is 256 zeroed bytes, 128-aligned, mapped for the
+    // life of `region` (inherited by the child); AtomicU32 accepts any bits.
+    let (ping, pong) = unsafe { (&*words, &*words.add(32)) };
+    let _peer = Peer::spawn(|| {
+        let mut last = 0;
+        loop {
+            let v = ping.load(Ordering::Acquire);
+            if v == last {
+                futex::wait(ping, last, None);
+                continue;
+            }
+            if v == u32::MAX {
+                break;
+            }
+            last = v;
+            pong.store(v, Ordering::Release);
+            futex::wake(pong, 1);
+        }
+    });
+    let mut seq = 0u32;
+    c.benchmark_group("rtt_sleeping")
+        .bench_function("raw_futex", |bn| {
+            bn.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    seq = seq.wrapping_add(1).max(1) % (u32::MAX - 1);
+                    ping.store(seq, Ordering::Release);
+                    futex::wake(ping, 1);
+                    loop {
+                        let v = pong.load(Ordering::Acquire);
+                        if v == seq {
+                            break;
+                        }
+                        futex::wait(pong, v, None);
+                    }
+                }
+                t.elapsed()
+            })
+        });
+    ping.store(u32::MAX, Ordering::Release);
+    futex::wake(ping, 1);
+}
+
+/// The hardware floor: two processes spinning on one cache line each.
+fn raw_spin_rtt(c: &mut Criterion) {
+    use std::sync::atomic::AtomicU64;
+    let region = Region::builder(Kind::Raw).size(256).create().unwrap();
+    let words = region.payload().cast::<AtomicU64>();
+    // SAFETY: 256 zeroed, 128-aligned bytes mapped for the life of `region`
+    // (inherited by the child); AtomicU64 accepts any bits.
+    let (ping, pong) = unsafe { (&*words, &*words.add(16)) };
+    let _peer = Peer::spawn(|| {
+        let mut last = 0;
+        loop {
+            let v = ping.load(Ordering::Acquire);
+            if v != last {
+                last = v;
+                pong.store(v, Ordering::Release);
+                if v == u64::MAX {
+                    break;
+                }
+            }
+            std::hint::spin_loop();
+        }
+    });
+    let mut seq = 0u64;
+    c.benchmark_group("rtt")
+        .bench_function("raw_spin_floor", |bn| {
+            bn.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    seq += 1;
+                    ping.store(seq, Ordering::Release);
+                    while pong.load(Ordering::Acquire) != seq {
+                        std::hint::spin_loop();
+                    }
+                }
+                t.elapsed()
+            })
+        });
+    ping.store(u64::MAX, Ordering::Release);
+}
+
+fn rtt(c: &mut Criterion) {
+    raw_spin_rtt(c);
+    pipe_rtt(c, "rtt");
+    queue_rtt(c, "rtt");
+    os_pipe_rtt(c);
+    socketpair_rtt(c);
+}
+
+fn rtt_sleeping(c: &mut Criterion) {
+    ipc_core::tuning::set_spin_iterations(0);
+    futex_rtt(c);
+    pipe_rtt(c, "rtt_sleeping");
+    queue_rtt(c, "rtt_sleeping");
+    ipc_core::tuning::set_spin_iterations(4096);
+}
+
+fn uncontended(c: &mut Criterion) {
+    let lock = Lock::new().unwrap();
+    c.bench_function("lock/acquire_release", |b| {
+        b.iter(|| drop(std::hint::black_box(&lock).acquire().unwrap()))
+    });
+    let v = Value::new(0u64).unwrap();
+    c.bench_function("value/get", |b| {
+        b.iter(|| std::hint::black_box(&v).get().unwrap())
+    });
+    c.bench_function("value/set", |b| {
+        b.iter(|| {
+            std::hint::black_box(&v)
+                .set(std::hint::black_box(7))
+                .unwrap()
+        })
+    });
+}
+
+fn throughput(c: &mut Criterion) {
+    let data = Queue::<Vec<u8>>::builder()
+        .capacity(256)
+        .max_message_size(8192)
+        .build()
+        .unwrap();
+    let done = Queue::<u64>::new(4).unwrap();
+    let (d2, done2) = (data.clone(), done.clone());
+    let _peer = Peer::spawn(move || {
+        let mut n = 0u64;
+        while let Ok(m) = d2.get() {
+            if m.is_empty() {
+                if done2.put(&n).is_err() {
+                    break;
+                }
+                n = 0;
+            } else {
+                n += m.len() as u64;
+            }
+        }
+    });
+    let msg = vec![0xabu8; 4096];
+    let mut g = c.benchmark_group("throughput");
+    g.throughput(Throughput::Bytes(4096));
+    g.bench_function("queue_4k", |bn| {
+        bn.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                data.put(&msg).unwrap();
+            }
+            data.put(&Vec::new()).unwrap();
+            let n = done.get().unwrap();
+            assert_eq!(n, iters * 4096);
+            t.elapsed()
+        })
+    });
+    g.finish();
+    data.close();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = rtt, rtt_sleeping, uncontended, throughput
+}
+criterion_main!(benches);

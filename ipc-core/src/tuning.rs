@@ -1,0 +1,27 @@
+//! Process-wide tuning knobs.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static SPIN: AtomicU32 = AtomicU32::new(crate::ring::wait::SPIN_ITERS);
+
+/// Sets how many times a blocked `put`/`get`/`send`/`recv` polls before
+/// sleeping on a futex (default 4096, about 10-30 µs). Zero sleeps at once:
+/// no core is burned, at the cost of a futex wake-up per message.
+///
+/// # Examples
+///
+/// ```
+/// ipc_core::tuning::set_spin_iterations(0);
+/// assert_eq!(ipc_core::tuning::spin_iterations(), 0);
+/// ipc_core::tuning::set_spin_iterations(4096);
+/// ```
+pub fn set_spin_iterations(n: u32) {
+    // Relaxed: a tuning hint; a stale value only changes how long one wait spins.
+    SPIN.store(n, Ordering::Relaxed);
+}
+
+/// The current spin count (see [`set_spin_iterations`]).
+pub fn spin_iterations() -> u32 {
+    // Relaxed: see `set_spin_iterations`.
+    SPIN.load(Ordering::Relaxed)
+}
