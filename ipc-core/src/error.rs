@@ -94,6 +94,53 @@ pub enum Error {
     /// An argument was invalid (zero capacity, size overflow, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// A child process's target panicked; the panic message is attached.
+    #[error("process {name:?} panicked: {message}")]
+    Panicked {
+        /// The process's name.
+        name: String,
+        /// The panic message.
+        message: String,
+    },
+    /// A child process's target returned `Err`; its message is attached.
+    #[error("process {name:?} failed: {message}")]
+    TargetFailed {
+        /// The process's name.
+        name: String,
+        /// The error's `Display` text.
+        message: String,
+    },
+    /// A child process was killed by a signal (its exit code is `-signal`).
+    #[error("process {name:?} was killed by signal {signal}")]
+    Killed {
+        /// The process's name.
+        name: String,
+        /// The signal number.
+        signal: i32,
+    },
+    /// A child process exited without reporting a result (it called
+    /// `exit` itself, or could not start its target).
+    #[error("process {name:?} exited with code {code} without a result{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Exited {
+        /// The process's name.
+        name: String,
+        /// Its exit code.
+        code: i32,
+        /// What the child reported, if anything.
+        detail: Option<String>,
+    },
+    /// A spawn target is not a function of this executable's image.
+    #[error("spawn target not found: {0}")]
+    TargetNotFound(String),
+    /// `ipc_core::init()` was not called at the top of `main`.
+    #[error("call ipc_core::init() at the top of main before using the spawn or forkserver start method")]
+    InitNotCalled,
+    /// The process was not started yet.
+    #[error("the process has not been started")]
+    NotStarted,
+    /// `start` was called twice.
+    #[error("the process was already started")]
+    AlreadyStarted,
     /// An operating-system call failed.
     #[error("system call failed: {0}")]
     Io(#[from] nix::errno::Errno),

@@ -28,6 +28,8 @@ pub mod error;
 #[cfg(not(loom))]
 pub mod pipe;
 #[cfg(not(loom))]
+pub mod process;
+#[cfg(not(loom))]
 pub mod queue;
 #[cfg(not(loom))]
 pub mod region;
@@ -47,3 +49,5 @@ pub mod tuning;
 pub mod value;
 
 pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use process::init;

@@ -1,0 +1,253 @@
+//! The `Spawn` start method: re-execute the current program and run a
+//! `fn` target found by its offset in the executable image.
+//!
+//! The parent passes, in the `IPC_SPAWN` environment variable: the offsets
+//! of the target and of a monomorphised trampoline relative to an anchor
+//! function (position independent: ASLR shifts the whole image), the
+//! identity of the executable file (device, inode, size, mtime: the child
+//! refuses to run a different build), and the numbers of two inherited
+//! `memfd`s holding the `rkyv`-encoded argument and receiving the outcome.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::unistd::Pid;
+
+use super::target::{self, Outcome, TargetOutput};
+use super::CURRENT;
+use crate::codec::{self, Message};
+use crate::sys::{proc, shm};
+use crate::{Error, Result};
+
+const ENV: &str = "IPC_SPAWN";
+static INIT_CALLED: AtomicBool = AtomicBool::new(false);
+
+/// The Rust form of Python's `if __name__ == "__main__":`. Call it first
+/// thing in `main`.
+///
+/// In a normal run it returns at once. In a child started with the `Spawn`
+/// method it runs the requested target and exits with its status, so the
+/// rest of `main` never runs there (code *before* the call runs in both,
+/// exactly like module-level code in Python). Spawning without having
+/// called it is refused with [`Error::InitNotCalled`] rather than
+/// re-running `main` in every child.
+///
+/// # Examples
+///
+/// ```
+/// // fn main() {
+/// ipc_core::init(); // a spawned child runs its target here and exits
+/// // ... the rest of the program runs only in the parent ...
+/// // }
+/// ```
+pub fn init() {
+    // Relaxed: read by this same thread's later spawns, or by threads it
+    // starts afterwards (a happens-before edge).
+    INIT_CALLED.store(true, Ordering::Relaxed);
+    let Some(spec) = std::env::var_os(ENV) else {
+        return;
+    };
+    // Grandchildren must not inherit the request.
+    std::env::remove_var(ENV);
+    let code = match run_child(&spec.to_string_lossy()) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("ipc: spawned child could not start: {msg}");
+            1
+        }
+    };
+    // SAFETY: leaves the child at once: the rest of `main` must not run.
+    unsafe { libc::_exit(code) }
+}
+
+pub(crate) fn init_called() -> bool {
+    // Relaxed: see `init`.
+    INIT_CALLED.load(Ordering::Relaxed)
+}
+
+/// The address all offsets are relative to.
+fn anchor() -> usize {
+    init as fn() as usize
+}
+
+type Trampoline = fn(usize, &[u8]) -> Outcome;
+
+fn trampoline<A: Message, R: TargetOutput>(target: usize, args: &[u8]) -> Outcome {
+    // SAFETY: `target` is the address of an `fn(A) -> R` of this very
+    // executable: the parent took it from such a pointer, the offset was
+    // applied to the same anchor in the same (identity-checked) image, and
+    // `run_child` verified it lies in an executable segment of the image.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    match target::value::<A>(args) {
+        Ok(a) => target::run(move || f(a)),
+        Err(e) => Outcome::Setup(format!("could not decode the argument: {e}")),
+    }
+}
+
+/// A `fn` target with its argument, runnable here (fork) or by re-exec.
+pub(crate) struct SpawnJob<R> {
+    target: usize,
+    tramp: usize,
+    run: Box<dyn FnOnce() -> Outcome + Send>,
+    encode: Box<dyn Fn() -> Result<Vec<u8>> + Send>,
+    _r: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: TargetOutput> SpawnJob<R> {
+    pub fn new<A: Message + Clone + Send + 'static>(f: fn(A) -> R, arg: A) -> SpawnJob<R> {
+        let a2 = arg.clone();
+        SpawnJob {
+            target: f as usize,
+            tramp: trampoline::<A, R> as Trampoline as usize,
+            run: Box::new(move || target::run(move || f(arg))),
+            encode: Box::new(move || codec::encode_with(&a2, |b| b.to_vec())),
+            _r: std::marker::PhantomData,
+        }
+    }
+
+    /// Runs the target in this process (the `Fork` method).
+    pub fn run_here(self) -> Outcome {
+        (self.run)()
+    }
+
+    /// Re-executes the current program to run the target; returns the pid.
+    pub fn spawn(&self, name: &str, daemon: bool, result: &File) -> Result<Pid> {
+        if !init_called() {
+            return Err(Error::InitNotCalled);
+        }
+        let text = text_segments()?;
+        for (what, addr) in [("target", self.target), ("trampoline", self.tramp)] {
+            if !text.iter().any(|(lo, hi)| (*lo..*hi).contains(&addr)) {
+                return Err(Error::TargetNotFound(format!(
+                    "the {what} at {addr:#x} is not in the executable's code (a function of a shared library?)"
+                )));
+            }
+        }
+        let mut args = shm::memfd("ipc-args")?;
+        let bytes = (self.encode)()?;
+        args.write_all(&bytes)
+            .and_then(|_| args.seek(SeekFrom::Start(0)).map(|_| ()))
+            .map_err(target::io)?;
+        let spec = format!(
+            "1;{};{};{};{};{};{};{};{}",
+            self.tramp.wrapping_sub(anchor()) as isize,
+            self.target.wrapping_sub(anchor()) as isize,
+            args.as_raw_fd(),
+            result.as_raw_fd(),
+            u8::from(daemon),
+            proc::pid(),
+            exe_identity()?,
+            name,
+        );
+        let exe = std::env::current_exe().map_err(target::io)?;
+        let (afd, rfd, parent) = (args.as_raw_fd(), result.as_raw_fd(), proc::pid());
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(std::env::args_os().skip(1)).env(ENV, spec);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe calls (fcntl, prctl, getppid, _exit).
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in [afd, rfd] {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if daemon {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() as u32 != parent {
+                        libc::_exit(1);
+                    }
+                }
+                Ok(())
+            })
+        };
+        let child = cmd.spawn().map_err(target::io)?;
+        Ok(Pid::from_raw(child.id() as i32))
+    }
+}
+
+/// (dev, inode, size, mtime) of the running executable.
+fn exe_identity() -> Result<String> {
+    let m = std::fs::metadata("/proc/self/exe").map_err(target::io)?;
+    Ok(format!(
+        "{}:{}:{}:{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    ))
+}
+
+/// Address ranges of the executable's code segments.
+fn text_segments() -> Result<Vec<(usize, usize)>> {
+    let exe = std::fs::read_link("/proc/self/exe").map_err(target::io)?;
+    let exe = exe.to_string_lossy();
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(target::io)?;
+    Ok(maps
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_ascii_whitespace();
+            let range = it.next()?;
+            let perms = it.next()?;
+            let path = it.nth(3)?;
+            if !perms.contains('x') || path != exe {
+                return None;
+            }
+            let (lo, hi) = range.split_once('-')?;
+            Some((
+                usize::from_str_radix(lo, 16).ok()?,
+                usize::from_str_radix(hi, 16).ok()?,
+            ))
+        })
+        .collect())
+}
+
+/// The child side: parse the request, check it, run the target, report.
+fn run_child(spec: &str) -> std::result::Result<i32, String> {
+    let f: Vec<&str> = spec.splitn(9, ';').collect();
+    if f.len() != 9 || f[0] != "1" {
+        return Err(format!("malformed {ENV} request"));
+    }
+    let num = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| format!("malformed {ENV} field {s:?}"))
+    };
+    let (tramp_off, target_off) = (num(f[1])?, num(f[2])?);
+    let (afd, rfd) = (num(f[3])? as i32, num(f[4])? as i32);
+    let daemon = f[5] == "1";
+    let name = f[8].to_owned();
+    // SAFETY: the parent passed these descriptors to us (CLOEXEC cleared
+    // before exec) and nothing else in this fresh process owns them.
+    let (mut args, mut result) = unsafe { (File::from_raw_fd(afd), File::from_raw_fd(rfd)) };
+    let _ = CURRENT.set((name, daemon, proc::pid()));
+    let outcome = (|| {
+        if exe_identity().map_err(|e| e.to_string())? != f[7] {
+            return Err(
+                "the executable changed since the parent started (a different build)".to_owned(),
+            );
+        }
+        let tramp = anchor().wrapping_add(tramp_off as isize as usize);
+        let target = anchor().wrapping_add(target_off as isize as usize);
+        let text = text_segments().map_err(|e| e.to_string())?;
+        if ![tramp, target]
+            .iter()
+            .all(|a| text.iter().any(|(lo, hi)| (*lo..*hi).contains(a)))
+        {
+            return Err("the target is not in this executable's code".to_owned());
+        }
+        let mut bytes = Vec::new();
+        args.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        // SAFETY: `tramp` is the address of a `Trampoline` of this image
+        // (same identity, same anchor, checked to be in its code).
+        let t = unsafe { std::mem::transmute::<usize, Trampoline>(tramp) };
+        Ok(t(target, &bytes))
+    })()
+    .unwrap_or_else(Outcome::Setup);
+    target::write(&mut result, &outcome).map_err(|e| e.to_string())?;
+    Ok(outcome.exit_code())
+}

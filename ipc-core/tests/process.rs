@@ -1,0 +1,260 @@
+//! `Process` with the `Fork` start method: targets, results, failures,
+//! signals, daemons, sentinels, zombies and orphans.
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+use ipc_core::process::{
+    active_children, current_process, parent_process, wait, Process, StartMethod,
+};
+use ipc_core::queue::Queue;
+use ipc_core::Error;
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+#[test]
+fn closure_and_fn_targets_return_values() {
+    let base = 20u64; // captured: the child sees a copy
+    let mut p = Process::builder()
+        .name("closure")
+        .start_method(StartMethod::Fork)
+        .target(move || base + 1);
+    let mut q = Process::builder()
+        .start_method(StartMethod::Fork)
+        .target_fn(double, 21);
+    p.start().unwrap();
+    q.start().unwrap();
+    assert_eq!(p.join().unwrap(), 21);
+    assert_eq!(q.join().unwrap(), 42);
+    assert_eq!((p.exitcode(), q.exitcode()), (Some(0), Some(0)));
+    assert!(!p.is_alive());
+    assert_eq!(p.name(), "closure");
+    assert!(q.name().starts_with("Process-"));
+    // join again returns the same value
+    assert_eq!(p.join().unwrap(), 21);
+}
+
+#[test]
+fn tuple_arguments_and_string_results() {
+    fn greet((name, n): (String, u32)) -> String {
+        format!("{name}{}", "!".repeat(n as usize))
+    }
+    let mut p = Process::builder().target_fn(greet, ("hi".to_string(), 3));
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), "hi!!!");
+}
+
+#[test]
+fn panic_and_err_give_typed_errors_and_exit_code_1() {
+    let mut p = Process::new(|| -> u32 { panic!("boom {}", 7) });
+    p.start().unwrap();
+    match p.join() {
+        Err(Error::Panicked { message, .. }) => assert_eq!(message, "boom 7"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.exitcode(), Some(1));
+    let mut q = Process::new(|| -> Result<u32, String> { Err("bad input".into()) });
+    q.start().unwrap();
+    assert!(matches!(q.join(), Err(Error::TargetFailed { message, .. }) if message == "bad input"));
+    assert_eq!(q.exitcode(), Some(1));
+}
+
+#[test]
+fn exit_by_signal_terminate_and_kill() {
+    let mut p = Process::new(|| -> () {
+        // SAFETY: aborting the child itself (killed by SIGABRT).
+        unsafe { libc::abort() }
+    });
+    p.start().unwrap();
+    assert!(matches!(p.join(), Err(Error::Killed { signal: 6, .. })));
+    assert_eq!(p.exitcode(), Some(-6));
+
+    let mut t = Process::new(|| std::thread::sleep(Duration::from_secs(30)));
+    t.start().unwrap();
+    assert!(t.is_alive());
+    t.terminate().unwrap();
+    assert!(matches!(t.join(), Err(Error::Killed { signal: 15, .. })));
+    assert_eq!(t.exitcode(), Some(-15));
+
+    let mut k = Process::new(|| std::thread::sleep(Duration::from_secs(30)));
+    k.start().unwrap();
+    k.kill().unwrap();
+    let _ = k.join();
+    assert_eq!(k.exitcode(), Some(-9));
+    k.kill().unwrap(); // no-op once exited
+}
+
+#[test]
+fn join_timeout_and_state_errors() {
+    let mut p = Process::new(|| std::thread::sleep(Duration::from_millis(300)));
+    assert!(matches!(p.join(), Err(Error::NotStarted)));
+    assert_eq!(p.exitcode(), None);
+    p.start().unwrap();
+    assert!(matches!(p.start(), Err(Error::AlreadyStarted)));
+    let t = Instant::now();
+    assert!(matches!(
+        p.join_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    assert_eq!(p.exitcode(), None);
+    p.join_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+#[test]
+fn closure_with_spawn_method_is_refused() {
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .target(|| 1u8);
+    assert!(matches!(p.start(), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn sentinel_wait_over_several_children() {
+    let mut ps: Vec<Process<u64>> = [300u64, 30, 3000]
+        .into_iter()
+        .map(|ms| {
+            Process::new(move || {
+                std::thread::sleep(Duration::from_millis(ms));
+                ms
+            })
+        })
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    let sentinels: Vec<_> = ps.iter().map(|p| p.sentinel().unwrap()).collect();
+    let ready = wait(&sentinels, Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(ready, vec![1]);
+    let ready = wait(&sentinels[..1], Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(ready, vec![0]);
+    assert!(wait(&sentinels[2..], Some(Duration::from_millis(10)))
+        .unwrap()
+        .is_empty());
+    drop(sentinels);
+    ps[2].kill().unwrap();
+    assert_eq!(ps[1].join().unwrap(), 30);
+}
+
+#[test]
+fn current_and_parent_process_in_the_child() {
+    let q = Queue::<(String, u32, bool, u32)>::new(2).unwrap();
+    let q2 = q.clone();
+    let mut p = Process::builder().name("kid").target(move || {
+        let me = current_process();
+        let parent = parent_process().map_or(0, |p| p.pid);
+        q2.put(&(me.name, me.pid, me.daemon, parent)).unwrap();
+    });
+    p.start().unwrap();
+    let (name, pid, daemon, parent) = q.get_timeout(Duration::from_secs(10)).unwrap();
+    p.join().unwrap();
+    assert_eq!(
+        (name.as_str(), Some(pid), daemon, parent),
+        ("kid", p.pid(), false, std::process::id())
+    );
+    assert_eq!(current_process().name, "MainProcess");
+    assert!(parent_process().is_none());
+}
+
+fn proc_state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].chars().next()
+}
+
+/// Runs `f` in a fresh forked process, so that reaping done by tests
+/// running concurrently in this one (`active_children` reaps every child
+/// of the calling process) cannot interfere.
+fn isolated(f: impl FnOnce() -> bool) {
+    join_ok(fork_child(move || i32::from(!f())));
+}
+
+#[test]
+fn exited_child_is_a_zombie_until_reaped_then_gone() {
+    isolated(|| {
+        let mut p = Process::new(|| ());
+        p.start().unwrap();
+        let pid = p.pid().unwrap();
+        let zombie = eventually(Duration::from_secs(10), || proc_state(pid) == Some('Z'));
+        let listed = active_children().iter().any(|c| c.pid == pid); // reaps it
+        zombie && !listed && proc_state(pid).is_none() && p.exitcode() == Some(0)
+    });
+}
+
+#[test]
+fn dropped_process_is_reaped_without_blocking() {
+    isolated(|| {
+        let mut slow = Process::new(|| std::thread::sleep(Duration::from_millis(200)));
+        slow.start().unwrap();
+        let pid = slow.pid().unwrap();
+        let t = Instant::now();
+        drop(slow);
+        let quick = t.elapsed() < Duration::from_millis(100);
+        let listed = active_children().iter().any(|c| c.pid == pid);
+        let reaped = eventually(Duration::from_secs(10), || {
+            active_children();
+            proc_state(pid).is_none()
+        });
+        quick && listed && reaped
+    });
+}
+
+#[test]
+fn daemon_child_dies_when_its_parent_is_sigkilled() {
+    let q = Queue::<u32>::new(2).unwrap();
+    let q2 = q.clone();
+    // A middle process starts a daemon grandchild, reports its pid, and is
+    // then killed; the grandchild must die too.
+    let middle = fork_child(move || {
+        let mut d = Process::builder()
+            .daemon(true)
+            .target(|| std::thread::sleep(Duration::from_secs(60)));
+        d.start().unwrap();
+        q2.put(&d.pid().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+        0
+    });
+    let grandchild = q.get_timeout(Duration::from_secs(10)).unwrap();
+    assert!(proc_state(grandchild).is_some());
+    kill_and_reap(middle);
+    assert!(
+        eventually(Duration::from_secs(5), || matches!(
+            proc_state(grandchild),
+            None | Some('Z')
+        )),
+        "daemon grandchild {grandchild} survived its parent"
+    );
+}
+
+#[test]
+fn orphan_outlives_its_parent_and_finishes_its_work() {
+    let q = Queue::<(u32, u32)>::new(4).unwrap();
+    let q2 = q.clone();
+    let middle = fork_child(move || {
+        let q3 = q2.clone();
+        let me = std::process::id();
+        let mut o = Process::new(move || {
+            // Keep working until the parent is gone and we are re-parented.
+            for _ in 0..500 {
+                if nix::unistd::getppid().as_raw() as u32 != me {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            q3.put(&(me, nix::unistd::getppid().as_raw() as u32))
+                .unwrap();
+        });
+        o.start().unwrap();
+        std::mem::forget(o); // the parent exits without joining
+                             // SAFETY: leaving at once, as the seed's orphan example does.
+        unsafe { libc::_exit(0) }
+    });
+    join_ok(middle);
+    let (before, after) = q.get_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(before, middle.as_raw() as u32);
+    assert_ne!(after, before, "the orphan was re-parented");
+}

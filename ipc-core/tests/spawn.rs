@@ -1,0 +1,203 @@
+//! `Process` with the `Spawn` start method. This test binary has its own
+//! `main` (libtest-mimic) so that it can call `ipc_core::init()` first,
+//! as every program using `Spawn` must: the children re-execute it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ipc_core::process::{wait, Process, StartMethod};
+use ipc_core::Error;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn spawn_builder() -> ipc_core::process::ProcessBuilder {
+    Process::builder().start_method(StartMethod::Spawn)
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn concat((a, b, n): (String, String, u32)) -> String {
+    format!("{a}{b}").repeat(n as usize)
+}
+
+fn fails(code: u32) -> Result<u32, String> {
+    Err(format!("failed with {code}"))
+}
+
+fn panics(_: ()) -> u32 {
+    panic!("spawned panic")
+}
+
+fn sleeps(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn whoami(_: ()) -> (String, bool, u32) {
+    let me = ipc_core::process::current_process();
+    let parent = ipc_core::process::parent_process().map_or(0, |p| p.pid);
+    (me.name, me.daemon, parent)
+}
+
+fn check(cond: bool, what: &str) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what.into())
+    }
+}
+
+fn fn_target_args_and_result() -> Result<(), Failed> {
+    let mut p = spawn_builder().target_fn(square, 12);
+    p.start()?;
+    check(p.join()? == 144, "square")?;
+    check(p.exitcode() == Some(0), "exit code 0")?;
+    let mut q = spawn_builder().target_fn(concat, ("ab".into(), "c".into(), 2));
+    q.start()?;
+    check(q.join()? == "abcabc", "concat")
+}
+
+fn err_panic_and_signals() -> Result<(), Failed> {
+    let mut f = spawn_builder().target_fn(fails, 3);
+    f.start()?;
+    check(
+        matches!(f.join(), Err(Error::TargetFailed { ref message, .. }) if message == "failed with 3"),
+        "TargetFailed",
+    )?;
+    check(f.exitcode() == Some(1), "exit 1 on Err")?;
+    let mut p = spawn_builder().target_fn(panics, ());
+    p.start()?;
+    check(
+        matches!(p.join(), Err(Error::Panicked { ref message, .. }) if message == "spawned panic"),
+        "Panicked",
+    )?;
+    let mut t = spawn_builder().target_fn(sleeps, 30_000);
+    t.start()?;
+    check(t.is_alive(), "alive")?;
+    t.terminate()?;
+    check(
+        matches!(t.join(), Err(Error::Killed { signal: 15, .. })),
+        "terminated",
+    )?;
+    let mut k = spawn_builder().target_fn(sleeps, 30_000);
+    k.start()?;
+    k.kill()?;
+    let _ = k.join();
+    check(k.exitcode() == Some(-9), "killed")
+}
+
+fn join_timeout_and_sentinels() -> Result<(), Failed> {
+    let mut ps: Vec<_> = [400u64, 50, 5000]
+        .into_iter()
+        .map(|ms| spawn_builder().target_fn(sleeps, ms))
+        .collect();
+    for p in &mut ps {
+        p.start()?;
+    }
+    check(
+        matches!(
+            ps[0].join_timeout(Duration::from_millis(10)),
+            Err(Error::Timeout)
+        ),
+        "timeout",
+    )?;
+    let s: Vec<_> = ps.iter().map(|p| p.sentinel().unwrap()).collect();
+    let ready = wait(&s, Some(Duration::from_secs(20)))?;
+    check(ready == vec![1], "fastest first")?;
+    drop(s);
+    check(
+        ps[0].join_timeout(Duration::from_secs(20))? == 400,
+        "join after wait",
+    )?;
+    ps[2].kill()?;
+    Ok(())
+}
+
+fn name_daemon_and_parent() -> Result<(), Failed> {
+    let mut p = spawn_builder()
+        .name("spawned-kid")
+        .daemon(true)
+        .target_fn(whoami, ());
+    p.start()?;
+    let (name, daemon, parent) = p.join()?;
+    check(name == "spawned-kid", "name")?;
+    check(daemon, "daemon flag")?;
+    check(parent == std::process::id(), "parent pid")
+}
+
+fn bogus_target_is_a_typed_error() -> Result<(), Failed> {
+    // An address outside the executable's code: spawn must refuse it
+    // before starting anything (the pointer is never called).
+    let heap = Box::leak(Box::new([0u8; 64])).as_ptr() as usize;
+    // SAFETY: a non-null value of fn-pointer type; never called.
+    let bogus: fn(u32) -> u32 = unsafe { std::mem::transmute::<usize, fn(u32) -> u32>(heap) };
+    let mut p = spawn_builder().target_fn(bogus, 1);
+    check(
+        matches!(p.start(), Err(Error::TargetNotFound(_))),
+        "TargetNotFound",
+    )
+}
+
+fn hundred_children_from_a_busy_threaded_parent() -> Result<(), Failed> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..8)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    v.push(format!("{i}")); // allocation churn: malloc locks held often
+                    if v.len() > 1000 {
+                        v.clear();
+                    }
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let mut ps: Vec<_> = (0..100u64)
+        .map(|i| spawn_builder().target_fn(square, i))
+        .collect();
+    for p in &mut ps {
+        p.start()?;
+    }
+    let mut sum = 0;
+    for p in &mut ps {
+        sum += p.join_timeout(Duration::from_secs(60))?;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in busy {
+        b.join().map_err(|_| "busy thread panicked")?;
+    }
+    check(
+        sum == (0..100u64).map(|i| i * i).sum::<u64>(),
+        "sum of squares",
+    )?;
+    eprintln!(
+        "100 spawns from a busy 8-thread parent took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+fn main() {
+    ipc_core::init();
+    let args = Arguments::from_args();
+    let tests = vec![
+        Trial::test("fn_target_args_and_result", fn_target_args_and_result),
+        Trial::test("err_panic_and_signals", err_panic_and_signals),
+        Trial::test("join_timeout_and_sentinels", join_timeout_and_sentinels),
+        Trial::test("name_daemon_and_parent", name_daemon_and_parent),
+        Trial::test(
+            "bogus_target_is_a_typed_error",
+            bogus_target_is_a_typed_error,
+        ),
+        Trial::test(
+            "hundred_children_from_a_busy_threaded_parent",
+            hundred_children_from_a_busy_threaded_parent,
+        ),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
