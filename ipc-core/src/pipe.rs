@@ -90,7 +90,7 @@ impl Pipe {
     /// # Examples
     ///
     /// ```
-    /// let (r, w) = ipc_core::pipe::Pipe::builder().duplex(false).capacity(1 << 20).build()?;
+    /// let (r, w) = ipc_core::pipe::Pipe::builder().duplex(false).capacity(2 << 20).build()?;
     /// w.send_bytes(&vec![7u8; 900_000])?;
     /// assert_eq!(r.recv_bytes()?.len(), 900_000);
     /// # Ok::<(), ipc_core::Error>(())
@@ -174,15 +174,17 @@ impl Pipe {
     }
 }
 
-/// Holds one of a ring's end locks for the duration of a call.
+/// Holds one of a ring's end locks for one push or pop attempt (never
+/// across a wait, so timeouts and peer checks of other users of the same
+/// end are not delayed).
 struct EndGuard<'a>(&'a RawLock);
 
 impl<'a> EndGuard<'a> {
-    fn lock(l: &'a RawLock) -> EndGuard<'a> {
+    fn lock(l: &'a RawLock, deadline: Option<Instant>) -> Option<EndGuard<'a>> {
         // A user of this end that died mid-call left the ring itself
-        // consistent (indices are published last), so OwnerDied needs no repair.
-        let _ = l.lock(None) == Acquired::OwnerDied;
-        EndGuard(l)
+        // consistent (indices are published last), so OwnerDied needs no
+        // repair; Busy means the deadline passed.
+        (l.lock(deadline) != Acquired::Busy).then_some(EndGuard(l))
     }
 }
 
@@ -272,19 +274,28 @@ impl Connection {
             self.check_peer()?;
         }
         let h = tx.header();
-        let _g = EndGuard::lock(&h.push_lock.0);
         let r = h.space_ready.0.wait_until(
-            || tx.try_push(bytes, &self.tail_cache).then_some(()),
+            || {
+                let Some(_g) = EndGuard::lock(&h.push_lock.0, deadline) else {
+                    return Some(Err(Error::Timeout));
+                };
+                match tx.try_push(bytes, &self.tail_cache) {
+                    Ok(true) => Some(Ok(())),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            },
             deadline,
             Some(PEER_CHECK),
             || self.check_peer(),
         );
         match r {
-            Ok(()) => {
+            Ok(Ok(())) => {
                 h.data_ready.0.notify(1);
                 Ok(())
             }
-            Err(Stop::Timeout) => Err(Error::Timeout),
+            Ok(Err(e)) => Err(e),
+            Err(Stop::Timeout) => Err(self.check_peer().err().unwrap_or(Error::Timeout)),
             Err(Stop::Check(e)) => Err(e),
         }
     }
@@ -330,9 +341,11 @@ impl Connection {
     fn recv_raw(&self, deadline: Option<Instant>, max: usize) -> Result<Scratch> {
         let rx = self.rx()?;
         let h = rx.header();
-        let _g = EndGuard::lock(&h.pop_lock.0);
         let r = h.data_ready.0.wait_until(
             || {
+                let Some(_g) = EndGuard::lock(&h.pop_lock.0, deadline) else {
+                    return Some(Err(Error::Timeout));
+                };
                 let copy = |p, n| {
                     // SAFETY: the ring hands us `n` readable bytes of a frame
                     // we own until this closure returns.
@@ -355,11 +368,12 @@ impl Connection {
                 Ok(s)
             }
             Ok(Err(e)) => Err(e),
+            // Even a short timeout reports a peer that is already gone.
+            Err(Stop::Timeout) if !rx.has_data() && self.peer_closed() => Err(Error::PeerClosed),
             Err(Stop::Timeout) => Err(Error::Timeout),
             // The peer is gone: deliver anything it sent before dying.
             Err(Stop::Check(e)) => {
                 if rx.has_data() {
-                    drop(_g);
                     self.recv_raw(deadline, max)
                 } else {
                     Err(e)
@@ -382,7 +396,7 @@ impl Connection {
             Some(PEER_CHECK),
             || self.check_peer(),
         );
-        Ok(!matches!(r, Err(Stop::Timeout)))
+        Ok(!matches!(r, Err(Stop::Timeout)) || self.peer_closed())
     }
 
     /// Closes this end (dropping it does the same).

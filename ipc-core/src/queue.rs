@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::atomic::Ordering;
 use crate::codec::{self, Message, Scratch};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
-use crate::ring::mpmc::{Mpmc, MpmcHeader, Pop};
+use crate::ring::mpmc::{Mpmc, MpmcHeader, Pop, Push};
 use crate::ring::wait::Stop;
 use crate::sys::futex;
 use crate::{Error, Result};
@@ -21,6 +21,10 @@ struct Inner {
     ring: Mpmc,
     // Keeps the mapping alive; declared after `ring` which points into it.
     region: Region,
+}
+
+fn broken() -> Error {
+    Error::Corrupt("queue indices overwritten with garbage".into())
 }
 
 /// A bounded multi-producer multi-consumer queue shared between processes
@@ -230,11 +234,13 @@ impl<T: Message> Queue<T> {
     pub fn put_nowait(&self, item: &T) -> Result<()> {
         codec::encode_with(item, |bytes| {
             self.check_put(bytes)?;
-            if self.ring().try_push(bytes) {
-                self.hdr().not_empty.0.notify(1);
-                Ok(())
-            } else {
-                Err(Error::Full)
+            match self.ring().try_push(bytes) {
+                Push::Done => {
+                    self.hdr().not_empty.0.notify(1);
+                    Ok(())
+                }
+                Push::Full => Err(Error::Full),
+                Push::Broken => Err(broken()),
             }
         })?
     }
@@ -259,14 +265,11 @@ impl<T: Message> Queue<T> {
     pub(crate) fn put_bytes(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
         self.check_put(bytes)?;
         let r = self.hdr().not_full.0.wait_until(
-            || {
-                if self.ring().try_push(bytes) {
-                    Some(Ok(()))
-                } else if self.is_closed() {
-                    Some(Err(Error::Closed))
-                } else {
-                    None
-                }
+            || match self.ring().try_push(bytes) {
+                Push::Done => Some(Ok(())),
+                Push::Broken => Some(Err(broken())),
+                Push::Full if self.is_closed() => Some(Err(Error::Closed)),
+                Push::Full => None,
             },
             deadline,
             None,
@@ -323,6 +326,7 @@ impl<T: Message> Queue<T> {
             Pop::Corrupt(len) => Some(Err(Error::Corrupt(format!(
                 "queue slot claims {len} bytes, more than the slot holds"
             )))),
+            Pop::Broken => return Some(Err(broken())),
             Pop::Empty => None,
         };
         if r.is_some() {
@@ -493,6 +497,7 @@ impl<T: Message> JoinableQueue<T> {
     /// [`Error::ReleasedTooManyTimes`] if called more times than items were put.
     pub fn task_done(&self) -> Result<()> {
         let u = self.unfinished();
+        // Relaxed: a starting guess; the AcqRel CAS decides.
         let mut v = u.load(Ordering::Relaxed);
         loop {
             if v == 0 {

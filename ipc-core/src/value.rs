@@ -68,6 +68,7 @@ impl<T: Pod> Cells<T> {
                         r.payload().add(DATA_OFFSET),
                         bytes,
                     );
+                    // Relaxed: published by the region's Release.
                     (*r.payload().cast::<Head>())
                         .len
                         .store(init.len() as u64, Ordering::Relaxed);
@@ -94,6 +95,8 @@ impl<T: Pod> Cells<T> {
         }
         // SAFETY: payload is 64-aligned and at least DATA_OFFSET bytes; Head
         // is made of atomics (any bytes valid).
+        // Relaxed (the load): written before publication, which `open`
+        // observed with Acquire.
         let len = unsafe { &*region.payload().cast::<Head>() }
             .len
             .load(Ordering::Relaxed);
@@ -146,6 +149,11 @@ impl<T: Pod> Cells<T> {
 
     fn locked<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
         let lock = &self.head().lock;
+        if lock.is_owned_by_me() {
+            // Held through `get_lock()` by this thread: Python's Value uses
+            // an RLock, so `with v.get_lock(): v.value += 1` works; so does this.
+            return Ok(f());
+        }
         let died = lock.lock(None) == Acquired::OwnerDied;
         let r = f();
         lock.unlock();
@@ -187,7 +195,9 @@ macro_rules! named_ctors {
 /// [`update`](Value::update) for an atomic read-modify-write.
 ///
 /// If a process died holding the lock, the call still completes and then
-/// reports [`Error::OwnerDied`] once.
+/// reports [`Error::OwnerDied`] once. Calls made while this thread holds
+/// [`get_lock`](Value::get_lock) do not take the lock again (it behaves as
+/// Python's, which is recursive).
 ///
 /// # Examples
 ///

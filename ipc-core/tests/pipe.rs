@@ -129,8 +129,12 @@ fn message_larger_than_the_ring_is_refused() {
         matches!(e, Error::MessageTooLarge { size: 5000, .. }),
         "{e}"
     );
-    assert_eq!(a.max_message_size(), 4096 - 8);
-    a.send_bytes(&[1u8; 4088]).unwrap();
+    assert_eq!(a.max_message_size(), 2048 - 8);
+    a.send_bytes(&[1u8; 2040]).unwrap();
+    assert!(matches!(
+        a.send_bytes(&[1u8; 2041]),
+        Err(Error::MessageTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -178,4 +182,55 @@ fn blocked_recv_notices_peer_death() {
     assert!(matches!(a.recv::<u32>(), Err(Error::PeerClosed)));
     assert!(t.elapsed() < Duration::from_secs(2));
     kill_and_reap(kid);
+}
+
+#[test]
+fn largest_messages_fit_at_every_ring_position() {
+    // Regression (review finding 1): a frame larger than the space on both
+    // sides of the write position used to wait forever on an empty ring.
+    let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
+    let max = a.max_message_size();
+    for first in [8usize, 1000, 2000, 2040] {
+        a.send_bytes(&vec![1u8; first]).unwrap();
+        assert_eq!(b.recv_bytes().unwrap().len(), first);
+        a.send_bytes_timeout(&vec![2u8; max], Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(b.recv_bytes().unwrap(), vec![2u8; max]);
+    }
+}
+
+#[test]
+fn short_timeouts_still_report_a_closed_peer() {
+    let (a, b) = Pipe::new(true).unwrap();
+    drop(b);
+    assert!(
+        a.poll(Duration::ZERO).unwrap(),
+        "poll returns true so recv can report"
+    );
+    assert!(matches!(
+        a.recv_timeout::<u8>(Duration::from_millis(1)),
+        Err(Error::PeerClosed)
+    ));
+}
+
+#[test]
+fn a_blocked_receiver_does_not_delay_another_users_timeout() {
+    // Regression (review finding 2): the end lock was held across the wait.
+    let (a, b) = Pipe::new(true).unwrap();
+    let b = std::sync::Arc::new(b);
+    let b2 = b.clone();
+    let blocked = std::thread::spawn(move || b2.recv_timeout::<u8>(Duration::from_millis(1500)));
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    assert!(matches!(
+        b.recv_timeout::<u8>(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        t.elapsed()
+    );
+    let _ = blocked.join();
+    drop(a);
 }

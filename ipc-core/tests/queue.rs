@@ -241,3 +241,26 @@ fn garbage_written_into_slots_gives_typed_errors() {
     drop((q, raw));
     assert_gone(&name);
 }
+
+#[test]
+fn garbage_sequence_numbers_give_corrupt_instead_of_spinning() {
+    // Regression (review finding 6): a slot sequence number ahead of the
+    // position made get/put spin forever.
+    let name = unique("garbage-seq");
+    let q = Queue::<String>::create(&name, 2).unwrap();
+    let raw = Region::open(&name, Kind::Queue).unwrap();
+    let marker = "SEQ-MARKER-0123456789";
+    q.put(&marker.to_string()).unwrap();
+    let at = find(&raw, marker.as_bytes()).expect("message bytes in the slot");
+    let seq_at = at - (at % 16) - 16;
+    // SAFETY: slot header (seq: u64) precedes the 16-aligned data.
+    unsafe { raw.payload().add(seq_at).cast::<u64>().write_volatile(1000) };
+    let t = Instant::now();
+    assert!(matches!(
+        q.get_timeout(Duration::from_secs(5)),
+        Err(Error::Corrupt(_))
+    ));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    drop((q, raw));
+    assert_gone(&name);
+}

@@ -309,3 +309,91 @@ fn barrier_abort_timeout_and_reset_across_processes() {
     drop(b);
     assert_gone(&name);
 }
+
+#[test]
+fn event_set_then_clear_still_releases_a_waiter() {
+    // Regression (review finding 7): the waiter slept through set+clear.
+    let e = Event::new().unwrap();
+    let e2 = e.clone();
+    let kid = fork_child(move || {
+        let t = Instant::now();
+        let r = e2.wait_timeout(Duration::from_secs(10));
+        i32::from(!(r && t.elapsed() < Duration::from_secs(5)))
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    e.set();
+    e.clear();
+    join_ok(kid);
+    assert!(!e.is_set());
+}
+
+#[test]
+fn barrier_timeout_racing_the_last_arrival_does_not_break_later_generations() {
+    // Regression (review finding 4), exercised many times: a waiter with a
+    // short timeout and a last party arriving at about the same moment.
+    for _ in 0..20 {
+        let b = Barrier::new(2).unwrap();
+        let b2 = b.clone();
+        let kid = fork_child(move || match b2.wait_timeout(Duration::from_millis(20)) {
+            Ok(_) | Err(Error::Timeout) => 0,
+            Err(_) => 1,
+        });
+        std::thread::sleep(Duration::from_millis(19));
+        let mine = b.wait_timeout(Duration::from_millis(200));
+        join_ok(kid);
+        if mine.is_ok() {
+            // The generation completed: the barrier must not be broken.
+            assert!(!b.broken());
+        } else {
+            b.reset();
+        }
+        // Either way a fresh generation works.
+        let b3 = b.clone();
+        let kid = fork_child(move || i32::from(b3.wait_timeout(Duration::from_secs(10)).is_err()));
+        assert!(b.wait_timeout(Duration::from_secs(10)).is_ok());
+        join_ok(kid);
+    }
+}
+
+#[test]
+fn try_acquire_takes_over_a_dead_holders_lock() {
+    let lock = Lock::new().unwrap();
+    let l2 = lock.clone();
+    let kid = fork_child(move || {
+        l2.acquire().unwrap().leak();
+        0
+    });
+    join_ok(kid);
+    assert!(matches!(lock.try_acquire(), Err(LockError::OwnerDied(_))));
+    assert!(lock.try_acquire().is_ok());
+}
+
+#[test]
+fn guard_after_manual_release_does_not_free_another_holders_lock() {
+    // Regression (review finding 5).
+    let lock = Lock::new().unwrap();
+    let g = lock.acquire().unwrap();
+    lock.release().unwrap();
+    let l2 = lock.clone();
+    let held = Event::new().unwrap();
+    let h2 = held.clone();
+    let kid = fork_child(move || {
+        let _g = l2.acquire().unwrap();
+        h2.set();
+        std::thread::sleep(Duration::from_millis(300));
+        0
+    });
+    assert!(held.wait_timeout(Duration::from_secs(10)));
+    drop(g); // must not unlock the child's lock
+    assert!(lock.is_locked());
+    join_ok(kid);
+}
+
+#[test]
+fn value_methods_work_while_holding_get_lock() {
+    let v = Value::new(1u32).unwrap();
+    let lock = v.get_lock();
+    let _g = lock.acquire().unwrap();
+    v.update(|x| *x += 1).unwrap(); // Python: with v.get_lock(): v.value += 1
+    assert_eq!(v.get().unwrap(), 2);
+}

@@ -79,7 +79,26 @@ pub(crate) enum Pop<R> {
     Corrupt(u32),
     /// The ring was empty.
     Empty,
+    /// The ring's indices are garbage (a slot's sequence number is ahead of
+    /// a position that does not move): nothing can be taken.
+    Broken,
 }
+
+/// Outcome of [`Mpmc::try_push`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// Enqueued.
+    Done,
+    /// No free slot.
+    Full,
+    /// The ring's indices are garbage (see [`Pop::Broken`]).
+    Broken,
+}
+
+/// Retries allowed while a slot's sequence number is ahead of a position
+/// that does not move. In a healthy ring "ahead" means another party just
+/// claimed the position, so the reload makes progress at once.
+const STALE_RETRIES: u32 = 1000;
 
 impl Mpmc {
     fn stride_for(slot_size: usize) -> Option<usize> {
@@ -208,25 +227,29 @@ impl Mpmc {
     }
 
     /// Enqueues `bytes` if a slot is free. `bytes.len()` must be at most
-    /// `slot_size` (checked by the caller; asserted here).
-    pub fn try_push(&self, bytes: &[u8]) -> bool {
-        assert!(bytes.len() <= self.slot_size);
+    /// `slot_size` (checked by the caller; refused here otherwise).
+    pub fn try_push(&self, bytes: &[u8]) -> Push {
+        if bytes.len() > self.slot_size {
+            return Push::Broken;
+        }
         let h = self.header();
         // Relaxed: a hint; the CAS below decides.
         let mut pos = h.enqueue_pos.0.load(Ordering::Relaxed);
+        let mut stale = 0;
         loop {
             let i = pos % self.cap;
             let slot = self.slot(i);
             // Acquire: pairs with the consumer's Release of `2*(pos + cap)`
             // (or init), so its reads of the slot are done before we write.
             let seq = slot.seq.load(Ordering::Acquire);
-            let diff = seq.wrapping_sub(2 * pos) as i64;
+            // Wrapping: positions come from shared memory and may be garbage.
+            let diff = seq.wrapping_sub(pos.wrapping_mul(2)) as i64;
             if diff == 0 {
                 // Relaxed: claiming the position publishes nothing; the
                 // slot's seq store below does.
                 match h.enqueue_pos.0.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos.wrapping_add(1),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
@@ -239,15 +262,25 @@ impl Mpmc {
                             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data(i), bytes.len())
                         };
                         // Release: pairs with the consumer's Acquire load of seq.
-                        slot.seq.store(2 * pos + 1, Ordering::Release);
-                        return true;
+                        slot.seq
+                            .store(pos.wrapping_mul(2).wrapping_add(1), Ordering::Release);
+                        return Push::Done;
                     }
                     Err(now) => pos = now,
                 }
             } else if diff < 0 {
-                return false;
+                return Push::Full;
             } else {
-                pos = h.enqueue_pos.0.load(Ordering::Relaxed);
+                // Relaxed: a hint, as above.
+                let now = h.enqueue_pos.0.load(Ordering::Relaxed);
+                if now == pos {
+                    stale += 1;
+                    if stale > STALE_RETRIES {
+                        return Push::Broken;
+                    }
+                    crate::atomic::spin_hint();
+                }
+                pos = now;
             }
         }
     }
@@ -258,16 +291,19 @@ impl Mpmc {
         let h = self.header();
         // Relaxed: a hint; the CAS decides.
         let mut pos = h.dequeue_pos.0.load(Ordering::Relaxed);
+        let mut stale = 0;
         loop {
             let i = pos % self.cap;
             let slot = self.slot(i);
             // Acquire: pairs with the producer's Release of `2*pos + 1`.
             let seq = slot.seq.load(Ordering::Acquire);
-            let diff = seq.wrapping_sub(2 * pos + 1) as i64;
+            let diff = seq.wrapping_sub(pos.wrapping_mul(2).wrapping_add(1)) as i64;
             if diff == 0 {
+                // Relaxed: claiming publishes nothing; the Acquire load of
+                // seq above already ordered the producer's writes before us.
                 match h.dequeue_pos.0.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos.wrapping_add(1),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
@@ -280,7 +316,10 @@ impl Mpmc {
                             Pop::Corrupt(len)
                         };
                         // Release: our reads happen before the next producer's writes.
-                        slot.seq.store(2 * (pos + self.cap), Ordering::Release);
+                        slot.seq.store(
+                            pos.wrapping_add(self.cap).wrapping_mul(2),
+                            Ordering::Release,
+                        );
                         return out;
                     }
                     Err(now) => pos = now,
@@ -288,7 +327,16 @@ impl Mpmc {
             } else if diff < 0 {
                 return Pop::Empty;
             } else {
-                pos = h.dequeue_pos.0.load(Ordering::Relaxed);
+                // Relaxed: a hint, as above.
+                let now = h.dequeue_pos.0.load(Ordering::Relaxed);
+                if now == pos {
+                    stale += 1;
+                    if stale > STALE_RETRIES {
+                        return Pop::Broken;
+                    }
+                    crate::atomic::spin_hint();
+                }
+                pos = now;
             }
         }
     }
@@ -350,7 +398,7 @@ mod loom_tests {
             while got.len() < 2 {
                 match r.try_pop(|p, n| unsafe { std::slice::from_raw_parts(p, n).to_vec() }) {
                     Pop::Item(v) => got.push(v[0]),
-                    Pop::Corrupt(_) => panic!("corrupt"),
+                    Pop::Corrupt(_) | Pop::Broken => panic!("corrupt"),
                     Pop::Empty => loom::thread::yield_now(),
                 }
             }
@@ -380,7 +428,7 @@ mod loom_tests {
                 })
             };
             for v in [7u8, 8] {
-                while !r.try_push(&[v]) {
+                while r.try_push(&[v]) != Push::Done {
                     loom::thread::yield_now();
                 }
             }

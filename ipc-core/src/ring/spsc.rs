@@ -78,9 +78,11 @@ impl Spsc {
         cap.checked_add(std::mem::size_of::<SpscHeader>())
     }
 
-    /// Largest payload a ring of `cap` bytes carries.
+    /// Largest payload a ring of `cap` bytes carries: half the ring, so
+    /// that a frame always fits contiguously either after the write
+    /// position or, after a wrap marker, before it (`contig + off == cap`).
     pub fn max_payload(cap: u64) -> usize {
-        (cap as usize).saturating_sub(FRAME_HEADER)
+        (cap as usize / 2).saturating_sub(FRAME_HEADER)
     }
 
     /// Initialises a ring in zeroed memory.
@@ -147,13 +149,22 @@ impl Spsc {
     /// `tail_cache` is a handle-local copy of `tail` (rtrb's trick): `tail`
     /// only grows, so a stale copy underestimates the free space and is
     /// refreshed only then, sparing a cache miss on most pushes.
-    pub fn try_push(&self, payload: &[u8], tail_cache: &AtomicU64) -> bool {
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if `head` was overwritten with a misaligned value.
+    pub fn try_push(&self, payload: &[u8], tail_cache: &AtomicU64) -> Result<bool> {
         let h = self.header();
-        let Some(need) = frame_len(payload.len()) else {
-            return false;
+        let need = match frame_len(payload.len()) {
+            Some(n) if payload.len() <= Self::max_payload(self.cap) => n,
+            _ => return Err(Error::InvalidArgument("frame larger than the ring allows")),
         };
         // Relaxed: only the producer (we hold push_lock) writes head.
         let head = h.head.0.load(Ordering::Relaxed);
+        if head % 8 != 0 {
+            return Err(Error::Corrupt(format!(
+                "pipe ring head {head} is misaligned"
+            )));
+        }
         let off = head & (self.cap - 1);
         let contig = self.cap - off;
         let total = if need > contig { contig + need } else { need };
@@ -165,14 +176,16 @@ impl Spsc {
             // Acquire: pairs with the consumer's Release of tail, so its
             // reads of the space we are about to reuse are complete.
             tail = h.tail.0.load(Ordering::Acquire);
+            // Relaxed: the cache is local to this handle.
             tail_cache.store(tail, Ordering::Relaxed);
             if free(tail) < total {
-                return false;
+                return Ok(false);
             }
         }
         let mut at = head;
         if need > contig {
-            // SAFETY: off is 8-aligned and < cap; 8 bytes fit since contig >= 8.
+            // SAFETY: off is 8-aligned (head checked above, cap a power of
+            // two >= 64) and < cap, so 8 bytes fit since contig >= 8.
             unsafe {
                 self.data
                     .add(off as usize)
@@ -197,7 +210,7 @@ impl Spsc {
         }
         // Release: publishes the frame to the consumer's Acquire of head.
         h.head.0.store(at + need, Ordering::Release);
-        true
+        Ok(true)
     }
 
     /// Consumes one frame, handing `read` its payload pointer and length if
@@ -221,9 +234,12 @@ impl Spsc {
             if avail == 0 {
                 return Ok(Frame::Empty);
             }
+            if tail % 8 != 0 || head % 8 != 0 || avail > self.cap {
+                return self.corrupt(head, "indices misaligned or out of range");
+            }
             let off = tail & (self.cap - 1);
             let contig = self.cap - off;
-            // SAFETY: off is 8-aligned and < cap.
+            // SAFETY: off is 8-aligned (checked above) and < cap.
             let len = unsafe { self.data.add(off as usize).cast::<u32>().read_volatile() };
             if len == WRAP {
                 if contig >= avail {
@@ -297,7 +313,7 @@ mod loom_tests {
                 loom::thread::spawn(move || {
                     let cache = AtomicU64::new(0);
                     for v in 1..=3u8 {
-                        while !r.try_push(&[v; 16], &cache) {
+                        while !r.try_push(&[v; 16], &cache).unwrap() {
                             loom::thread::yield_now();
                         }
                     }

@@ -95,11 +95,13 @@ impl WaitPoint {
             spin_hint();
         }
         loop {
-            // Relaxed: the fence below orders it against the re-check.
+            // Relaxed (both): the SeqCst fence below orders them against
+            // the re-check, pairing with the fence in `notify`.
             let e = self.epoch.load(Ordering::Relaxed);
             self.waiters.fetch_add(1, Ordering::Relaxed);
             fence(Ordering::SeqCst);
             if let Some(v) = cond() {
+                // Relaxed: a stale count only costs a notifier a needless wake.
                 self.waiters.fetch_sub(1, Ordering::Relaxed);
                 return Ok(v);
             }
@@ -107,6 +109,7 @@ impl WaitPoint {
                 Some(s) => futex::wait_slice(&self.epoch, e, deadline, s),
                 None => futex::wait(&self.epoch, e, deadline),
             };
+            // Relaxed: as above.
             self.waiters.fetch_sub(1, Ordering::Relaxed);
             if let Some(v) = cond() {
                 return Ok(v);

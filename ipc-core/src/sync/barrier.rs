@@ -144,9 +144,8 @@ impl Barrier {
                 };
             }
             if futex::wait(&b.gen, g, deadline) == futex::WaitResult::TimedOut
-                && b.gen.load(Ordering::Acquire) == g
+                && self.break_generation(true, Some(g))
             {
-                self.break_generation(true);
                 return Err(Error::Timeout);
             }
         }
@@ -155,21 +154,29 @@ impl Barrier {
     /// Breaks the barrier: current and future waiters get
     /// [`Error::BrokenBarrier`] until [`reset`](Self::reset).
     pub fn abort(&self) {
-        self.break_generation(true);
+        self.break_generation(true, None);
     }
 
     /// Returns the barrier to its initial state; current waiters get
     /// [`Error::BrokenBarrier`].
     pub fn reset(&self) {
-        self.break_generation(false);
+        self.break_generation(false, None);
     }
 
-    fn break_generation(&self, set_broken: bool) {
+    /// Breaks the current generation; with `only`, only if it is still
+    /// generation `only` (checked under the lock, so a timed-out waiter
+    /// never breaks a generation that completed meanwhile). Returns whether
+    /// it broke it.
+    fn break_generation(&self, set_broken: bool, only: Option<u32>) -> bool {
         let b = &*self.raw;
         // A dead holder of the internal lock is recovered like any other.
         b.lock.lock(None);
         // Relaxed: under the lock; `gen`'s Release publishes them.
         let g = b.gen.load(Ordering::Relaxed);
+        if only.is_some_and(|o| o != g) {
+            b.lock.unlock();
+            return false;
+        }
         if b.count.load(Ordering::Relaxed) > 0 {
             b.broken_gen.store(g.wrapping_add(1), Ordering::Relaxed);
         }
@@ -178,6 +185,7 @@ impl Barrier {
         b.gen.store(g.wrapping_add(1), Ordering::Release);
         b.lock.unlock();
         futex::wake_all(&b.gen);
+        true
     }
 
     /// Number of parties needed to pass.

@@ -212,6 +212,7 @@ impl<'a> ConditionGuard<'a> {
         raw.waiters.fetch_add(1, Ordering::Relaxed);
         raw.lock.unlock();
         let r = futex::wait(&raw.seq, seq, deadline);
+        // Relaxed: a stale count only costs a notifier a needless wake.
         raw.waiters.fetch_sub(1, Ordering::Relaxed);
         let notified = r == futex::WaitResult::Woken;
         let g = ConditionGuard {
@@ -237,6 +238,8 @@ impl<'a> ConditionGuard<'a> {
 
 impl Drop for ConditionGuard<'_> {
     fn drop(&mut self) {
-        self.raw.lock.unlock();
+        if self.raw.lock.is_owned_by_me() {
+            self.raw.lock.unlock();
+        }
     }
 }

@@ -9,11 +9,15 @@ use crate::sys::futex;
 use crate::Result;
 
 /// ```text
-/// flag     0 clear, 1 set; the futex word
+/// flag     bit 0: set; bits 1..: number of clear->set transitions (the
+///          generation). The futex word.
 /// waiters  threads sleeping or about to; `set` wakes only if > 0
 /// ```
-/// Dekker pair as in the semaphore: `set` stores the flag then reads
-/// `waiters`; a waiter increments `waiters` then reads the flag (SeqCst).
+/// A waiter returns once the flag is set *or* the generation moved: a
+/// `set()` quickly followed by `clear()` still releases everyone who was
+/// waiting (as Python's `Event.wait` returns `True` after the notify).
+/// Dekker pair as in the semaphore: `set` changes the word then reads
+/// `waiters`; a waiter increments `waiters` then reads the word (SeqCst).
 #[repr(C)]
 pub(crate) struct RawEvent {
     flag: AtomicU32,
@@ -76,25 +80,38 @@ impl Event {
 
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) {
-        if self.raw.flag.swap(1, Ordering::SeqCst) == 0
-            && self.raw.waiters.load(Ordering::SeqCst) > 0
-        {
+        let mut w = self.raw.flag.load(Ordering::SeqCst);
+        loop {
+            if w & 1 != 0 {
+                return;
+            }
+            let next = ((w >> 1).wrapping_add(1) << 1) | 1;
+            match self
+                .raw
+                .flag
+                .compare_exchange_weak(w, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
+        }
+        if self.raw.waiters.load(Ordering::SeqCst) > 0 {
             futex::wake_all(&self.raw.flag);
         }
     }
 
     /// Clears the flag.
     pub fn clear(&self) {
-        // Release: orders the caller's prior writes before the clear
-        // (harmless and cheap; a clear publishes nothing itself).
-        self.raw.flag.store(0, Ordering::Release);
+        // Release: orders the caller's prior writes before the clear (a
+        // clear publishes nothing itself; the generation bits are kept).
+        self.raw.flag.fetch_and(!1, Ordering::Release);
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        // Acquire: pairs with the SeqCst swap in `set`, so data written
+        // Acquire: pairs with the SeqCst CAS in `set`, so data written
         // before `set` is visible once we see the flag.
-        self.raw.flag.load(Ordering::Acquire) != 0
+        self.raw.flag.load(Ordering::Acquire) & 1 != 0
     }
 
     /// Waits until the flag is set.
@@ -109,16 +126,20 @@ impl Event {
     }
 
     fn wait_opt(&self, deadline: Option<Instant>) -> bool {
-        if self.is_set() {
+        // Acquire: as in `is_set`.
+        let start = self.raw.flag.load(Ordering::Acquire);
+        if start & 1 != 0 {
             return true;
         }
+        let released = |w: u32| w & 1 != 0 || (w >> 1) != (start >> 1);
         self.raw.waiters.fetch_add(1, Ordering::SeqCst);
         let set = loop {
-            if self.raw.flag.load(Ordering::SeqCst) != 0 {
+            let w = self.raw.flag.load(Ordering::SeqCst);
+            if released(w) {
                 break true;
             }
-            if futex::wait(&self.raw.flag, 0, deadline) == futex::WaitResult::TimedOut {
-                break self.is_set();
+            if futex::wait(&self.raw.flag, w, deadline) == futex::WaitResult::TimedOut {
+                break released(self.raw.flag.load(Ordering::SeqCst));
             }
         };
         self.raw.waiters.fetch_sub(1, Ordering::SeqCst);

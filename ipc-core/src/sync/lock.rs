@@ -100,16 +100,17 @@ impl Lock {
         self.acquire_deadline_opt(None)
     }
 
-    /// Acquires the lock if it is free, without waiting.
+    /// Acquires the lock if it is free, without waiting. A lock whose
+    /// holder died is taken over ([`LockError::OwnerDied`]).
     ///
     /// # Errors
-    /// [`LockError::WouldBlock`] if it is held.
+    /// [`LockError::WouldBlock`] if it is held by a live thread.
     pub fn try_acquire(&self) -> LockResult<'_> {
-        if self.raw.try_lock() {
-            Ok(self.guard())
-        } else {
-            Err(LockError::WouldBlock)
-        }
+        outcome(
+            self.raw.try_lock_or_recover(),
+            LockError::WouldBlock,
+            || self.guard(),
+        )
     }
 
     /// Blocks for at most `timeout`.
@@ -178,6 +179,10 @@ impl LockGuard<'_> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        self.lock.unlock();
+        // A guard outliving a manual `release` must not free a lock another
+        // thread has taken since.
+        if self.lock.is_owned_by_me() {
+            self.lock.unlock();
+        }
     }
 }

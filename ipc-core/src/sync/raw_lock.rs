@@ -73,6 +73,29 @@ impl RawLock {
         }
     }
 
+    /// One attempt that also takes over a lock whose holder is dead (for
+    /// the public `try_acquire`; reads `/proc` only when the lock is held).
+    pub fn try_lock_or_recover(&self) -> Acquired {
+        if self.try_lock() {
+            return Acquired::Clean;
+        }
+        // Relaxed: the CAS below decides, with Acquire.
+        let w = self.word.load(Ordering::Relaxed);
+        if w != 0 && self.holder_is_dead(w & TID_MASK) {
+            let me = proc::tid() | (w & CONTENDED);
+            // Acquire: take over whatever the dead holder published.
+            if self
+                .word
+                .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.record_owner();
+                return Acquired::OwnerDied;
+            }
+        }
+        Acquired::Busy
+    }
+
     /// Blocks until acquired, the holder is found dead, or `deadline`.
     #[inline]
     pub fn lock(&self, deadline: Option<Instant>) -> Acquired {
@@ -88,6 +111,7 @@ impl RawLock {
         // Spin briefly on plain loads: a holder on another core often
         // releases within a few hundred nanoseconds.
         for _ in 0..100 {
+            // Relaxed: spinning on plain loads; try_lock's CAS decides.
             let w = self.word.load(Ordering::Relaxed);
             if w == 0 {
                 if self.try_lock() {
@@ -99,6 +123,7 @@ impl RawLock {
             spin_hint();
         }
         loop {
+            // Relaxed: a hint; every decision is a CAS.
             let w = self.word.load(Ordering::Relaxed);
             if w == 0 {
                 // Take it as CONTENDED: we cannot know whether others sleep.
@@ -177,11 +202,14 @@ impl RawLock {
     /// Whether the calling thread holds the lock.
     #[inline]
     pub fn is_owned_by_me(&self) -> bool {
+        // Relaxed: only this thread can have stored its own tid here, so
+        // program order makes that store visible to this load.
         self.word.load(Ordering::Relaxed) & TID_MASK == proc::tid()
     }
 
     /// Whether anyone holds the lock.
     pub fn is_locked(&self) -> bool {
+        // Relaxed: a snapshot for diagnostics.
         self.word.load(Ordering::Relaxed) != 0
     }
 

@@ -112,10 +112,10 @@ impl RLock {
         if self.raw.lock.is_owned_by_me() {
             return Ok(self.enter());
         }
-        if self.raw.lock.try_lock() {
-            Ok(self.first())
-        } else {
-            Err(LockError::WouldBlock)
+        match self.raw.lock.try_lock_or_recover() {
+            Acquired::Clean => Ok(self.first()),
+            Acquired::OwnerDied => Err(LockError::OwnerDied(self.first())),
+            Acquired::Busy => Err(LockError::WouldBlock),
         }
     }
 
@@ -207,6 +207,9 @@ impl RLockGuard<'_> {
 
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
-        release_level(self.raw);
+        // See `LockGuard`'s drop: never release a level we no longer hold.
+        if self.raw.lock.is_owned_by_me() {
+            release_level(self.raw);
+        }
     }
 }

@@ -30,6 +30,7 @@ impl RawSemaphore {
     fn try_acquire(&self) -> bool {
         // Acquire on success: pairs with the Release half of `release`'s
         // SeqCst RMW, so what the releaser wrote before is visible.
+        // Relaxed: a starting guess; the Acquire CAS decides.
         let mut v = self.value.load(Ordering::Relaxed);
         while v > 0 {
             match self
@@ -72,6 +73,7 @@ impl RawSemaphore {
         if max == 0 {
             self.value.fetch_add(1, Ordering::SeqCst);
         } else {
+            // Relaxed: a starting guess; the SeqCst CAS decides.
             let mut v = self.value.load(Ordering::Relaxed);
             loop {
                 if v >= max {

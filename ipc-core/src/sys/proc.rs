@@ -45,6 +45,7 @@ thread_local! {
 /// re-read after a fork.
 pub fn tid() -> u32 {
     pid(); // make sure the atfork handler is installed
+           // Relaxed: bumped only in a forked child before any of its code runs.
     let epoch = TID_EPOCH.load(Ordering::Relaxed);
     TID.with(|c| {
         let (t, e) = c.get();
