@@ -44,6 +44,8 @@ mod sync {
 }
 pub mod sys;
 #[cfg(not(loom))]
+pub mod travel;
+#[cfg(not(loom))]
 pub mod tuning;
 #[cfg(not(loom))]
 pub mod value;

@@ -402,3 +402,105 @@ impl Connection {
     /// Closes this end (dropping it does the same).
     pub fn close(self) {}
 }
+
+/// Bytes one ring of `cap` data bytes occupies in the region (128-aligned).
+fn ring_stride(cap: usize) -> Option<usize> {
+    Some(Spsc::bytes_needed(cap)?.checked_add(127)? & !127)
+}
+
+fn fd_locator(fd: &OwnedFd) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/{}/fd/{}", crate::sys::proc::pid(), fd.as_raw_fd())
+}
+
+/// Opens a pipe descriptor of another process by its `/proc` path.
+fn open_fd(path: &str, write: bool) -> Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ok = path.strip_prefix("/proc/").is_some_and(|r| {
+        let p: Vec<&str> = r.split('/').collect();
+        p.len() == 3
+            && p[1] == "fd"
+            && [p[0], p[2]]
+                .iter()
+                .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if !ok {
+        return Err(Error::Corrupt(format!(
+            "not a descriptor locator: {path:?}"
+        )));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // No reader left on the peer's liveness pipe, or the sender is gone.
+            Some(libc::ENXIO) | Some(libc::ENOENT) => Error::PeerClosed,
+            other => Error::Io(nix::errno::Errno::from_raw(other.unwrap_or(libc::EIO))),
+        })?;
+    Ok(OwnedFd::from(f))
+}
+
+impl crate::travel::Travel for Connection {
+    fn token(&self) -> crate::travel::Token {
+        let idx = |i: Option<usize>| i.map_or_else(|| "-".to_owned(), |i| i.to_string());
+        crate::travel::Token {
+            locator: self.rings._region.locator(),
+            kind: Kind::Pipe as u32,
+            offset: 0,
+            extra: vec![
+                idx(self.tx),
+                idx(self.rx),
+                fd_locator(&self._alive),
+                fd_locator(&self.peer),
+            ],
+        }
+    }
+
+    fn from_token(t: crate::travel::Token) -> Result<Self> {
+        let bad = |what: &str| Error::Corrupt(format!("pipe token: {what}"));
+        if t.kind != Kind::Pipe as u32 || t.extra.len() != 4 {
+            return Err(bad("not a pipe end"));
+        }
+        let region = Region::open_locator(&t.locator, Kind::Pipe, 0, None)?;
+        // SAFETY: the region is published and at least one ring long is
+        // checked by `attach`, which validates the capacity against `len`.
+        let first = unsafe { Spsc::attach(region.payload(), region.payload_len()) }?;
+        let per = ring_stride(first.capacity() as usize).ok_or_else(|| bad("ring size"))?;
+        let n = region.payload_len() / per;
+        if !(1..=2).contains(&n) {
+            return Err(bad("ring count"));
+        }
+        let mut rings = vec![first];
+        for i in 1..n {
+            // SAFETY: ring i lies at i*per within the payload (n*per <= len).
+            rings.push(unsafe { Spsc::attach(region.payload().add(i * per), per) }?);
+        }
+        let idx = |s: &str| -> Result<Option<usize>> {
+            match s {
+                "-" => Ok(None),
+                s => s
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|i| *i < n)
+                    .map(Some)
+                    .ok_or_else(|| bad("ring index")),
+            }
+        };
+        let (tx, rx) = (idx(&t.extra[0])?, idx(&t.extra[1])?);
+        Ok(Connection {
+            rings: Arc::new(Rings {
+                rings,
+                _region: region,
+            }),
+            tx,
+            rx,
+            _alive: open_fd(&t.extra[2], true)?,
+            peer: open_fd(&t.extra[3], false)?,
+            sends: Default::default(),
+            tail_cache: Default::default(),
+        })
+    }
+}
+crate::travel::travel_via_token!([] Connection);

@@ -596,3 +596,52 @@ impl<T: Message> SimpleQueue<T> {
         self.q.close()
     }
 }
+
+impl<T: Message> crate::travel::Travel for Queue<T> {
+    fn token(&self) -> crate::travel::Token {
+        crate::travel::Token {
+            locator: self.inner.region.locator(),
+            kind: Kind::Queue as u32,
+            offset: 0,
+            extra: Vec::new(),
+        }
+    }
+    fn from_token(t: crate::travel::Token) -> Result<Self> {
+        if t.kind != Kind::Queue as u32 {
+            return Err(Error::Incompatible {
+                what: "kind",
+                expected: "Queue".into(),
+                found: format!("kind code {}", t.kind),
+            });
+        }
+        let region = Region::open_locator(&t.locator, Kind::Queue, type_tag::<T>(0, 0), None)?;
+        // SAFETY: as in `Queue::open`: published, aligned, kept mapped by `region`.
+        let ring = unsafe { Mpmc::attach(region.payload(), region.payload_len()) }?;
+        Ok(Queue::from_parts(ring, region))
+    }
+}
+crate::travel::travel_via_token!([T: Message] Queue<T>);
+
+impl<T: Message> crate::travel::Travel for JoinableQueue<T> {
+    fn token(&self) -> crate::travel::Token {
+        self.q.token()
+    }
+    fn from_token(t: crate::travel::Token) -> Result<Self> {
+        Ok(JoinableQueue {
+            q: Queue::from_token(t)?,
+        })
+    }
+}
+crate::travel::travel_via_token!([T: Message] JoinableQueue<T>);
+
+impl<T: Message> crate::travel::Travel for SimpleQueue<T> {
+    fn token(&self) -> crate::travel::Token {
+        self.q.token()
+    }
+    fn from_token(t: crate::travel::Token) -> Result<Self> {
+        Ok(SimpleQueue {
+            q: Queue::from_token(t)?,
+        })
+    }
+}
+crate::travel::travel_via_token!([T: Message] SimpleQueue<T>);

@@ -88,6 +88,34 @@ impl<T: ShmSafe> Shared<T> {
         Ok(Self::at(Arc::new(region), 0))
     }
 
+    /// The travelling form of this object (see [`crate::travel`]).
+    pub fn token(&self) -> crate::travel::Token {
+        crate::travel::Token {
+            locator: self.region.locator(),
+            kind: self.region.kind() as u32,
+            offset: (self.ptr.as_ptr() as usize - self.region.payload() as usize) as u64,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Re-opens an object of `kind` from its token.
+    pub fn from_token(kind: Kind, t: &crate::travel::Token) -> Result<Self> {
+        if t.kind != kind as u32 || t.offset != 0 {
+            return Err(crate::Error::Incompatible {
+                what: "kind",
+                expected: format!("{kind:?}"),
+                found: format!("kind code {} at offset {}", t.kind, t.offset),
+            });
+        }
+        let region = Region::open_locator(
+            &t.locator,
+            kind,
+            crate::region::type_tag::<T>(std::mem::size_of::<T>(), std::mem::align_of::<T>()),
+            Some(std::mem::size_of::<T>()),
+        )?;
+        Ok(Self::at(Arc::new(region), 0))
+    }
+
     /// A view of the `T` at `offset` into the region's payload.
     ///
     /// # Panics

@@ -90,6 +90,11 @@ impl<T: Pod> Cells<T> {
             None,
             DEFAULT_OPEN_TIMEOUT,
         )?;
+        Self::validated(region)
+    }
+
+    /// Checks the stored length against the mapping before trusting it.
+    fn validated(region: Region) -> Result<Self> {
         if region.payload_len() < DATA_OFFSET {
             return Err(Error::Corrupt("value region too small".into()));
         }
@@ -110,6 +115,32 @@ impl<T: Pod> Cells<T> {
             len,
             _t: PhantomData,
         })
+    }
+
+    fn token(&self) -> crate::travel::Token {
+        crate::travel::Token {
+            locator: self.region.locator(),
+            kind: self.region.kind() as u32,
+            offset: 0,
+            extra: Vec::new(),
+        }
+    }
+
+    fn from_token(kind: Kind, t: &crate::travel::Token) -> Result<Self> {
+        if t.kind != kind as u32 {
+            return Err(Error::Incompatible {
+                what: "kind",
+                expected: format!("{kind:?}"),
+                found: format!("kind code {}", t.kind),
+            });
+        }
+        let region = Region::open_locator(
+            &t.locator,
+            kind,
+            type_tag::<T>(std::mem::size_of::<T>(), std::mem::align_of::<T>()),
+            None,
+        )?;
+        Self::validated(region)
     }
 
     fn head(&self) -> &Head {
@@ -532,3 +563,23 @@ impl<T: Pod> RawArray<T> {
         (0..self.cells.len).map(|i| self.cells.read(i)).collect()
     }
 }
+
+macro_rules! value_travel {
+    ($ty:ident, $kind:expr) => {
+        impl<T: Pod> crate::travel::Travel for $ty<T> {
+            fn token(&self) -> crate::travel::Token {
+                self.cells.token()
+            }
+            fn from_token(t: crate::travel::Token) -> Result<Self> {
+                Ok($ty {
+                    cells: Cells::from_token($kind, &t)?,
+                })
+            }
+        }
+        crate::travel::travel_via_token!([T: Pod] $ty<T>);
+    };
+}
+value_travel!(Value, Kind::Value);
+value_travel!(Array, Kind::Array);
+value_travel!(RawValue, Kind::Value);
+value_travel!(RawArray, Kind::Array);

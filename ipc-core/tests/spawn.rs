@@ -6,7 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use ipc_core::pipe::Connection;
 use ipc_core::process::{wait, Process, StartMethod};
+use ipc_core::queue::Queue;
+use ipc_core::sync::Lock;
+use ipc_core::value::Value;
 use ipc_core::Error;
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -182,6 +186,83 @@ fn hundred_children_from_a_busy_threaded_parent() -> Result<(), Failed> {
     Ok(())
 }
 
+fn fill(q: (Queue<u64>, u64)) -> u64 {
+    let (q, k) = q;
+    for i in 0..250 {
+        q.put(&(k * 1000 + i)).unwrap();
+    }
+    k
+}
+
+fn count((lock, v): (Lock, Value<u64>)) {
+    for _ in 0..10_000 {
+        let _g = lock.acquire().unwrap();
+        v.set_unlocked(v.get_unlocked() + 1);
+    }
+}
+
+fn echo(end: Connection) -> u32 {
+    let mut n = 0;
+    while let Ok(x) = end.recv::<u32>() {
+        end.send(&(x + 1)).unwrap();
+        n += 1;
+    }
+    n
+}
+
+fn queue_filled_by_four_spawned_children() -> Result<(), Failed> {
+    let q = Queue::<u64>::new(64)?;
+    let mut ps: Vec<_> = (0..4)
+        .map(|k| spawn_builder().target_fn(fill, (q.clone(), k)))
+        .collect();
+    for p in &mut ps {
+        p.start()?;
+    }
+    let mut got: Vec<u64> = (0..1000)
+        .map(|_| q.get_timeout(Duration::from_secs(30)))
+        .collect::<Result<_, _>>()?;
+    for (k, p) in ps.iter_mut().enumerate() {
+        check(p.join()? == k as u64, "child index")?;
+    }
+    got.sort();
+    let want: Vec<u64> = (0..4)
+        .flat_map(|k| (0..250).map(move |i| k * 1000 + i))
+        .collect();
+    check(got == want, "every message exactly once")
+}
+
+fn lock_and_value_shared_with_spawned_children() -> Result<(), Failed> {
+    let lock = Lock::new()?;
+    let v = Value::new(0u64)?;
+    let mut ps: Vec<_> = (0..4)
+        .map(|_| spawn_builder().target_fn(count, (lock.clone(), v.clone())))
+        .collect();
+    for p in &mut ps {
+        p.start()?;
+    }
+    for p in &mut ps {
+        p.join()?;
+    }
+    check(v.get()? == 40_000, "40,000 increments")
+}
+
+fn pipe_end_passed_to_a_spawned_child() -> Result<(), Failed> {
+    let (a, b) = ipc_core::pipe::Pipe::new(true)?;
+    let mut p = spawn_builder().target_fn(echo, b);
+    p.start()?;
+    for i in 0..100u32 {
+        a.send(&i)?;
+        check(a.recv::<u32>()? == i + 1, "echo")?;
+    }
+    // Our copy of `b` went into the Process (dropped with the job once the
+    // child started); closing `a` ends the child's loop with PeerClosed.
+    drop(a);
+    check(
+        p.join_timeout(Duration::from_secs(20))? == 100,
+        "child saw 100 messages",
+    )
+}
+
 fn main() {
     ipc_core::init();
     let args = Arguments::from_args();
@@ -190,6 +271,18 @@ fn main() {
         Trial::test("err_panic_and_signals", err_panic_and_signals),
         Trial::test("join_timeout_and_sentinels", join_timeout_and_sentinels),
         Trial::test("name_daemon_and_parent", name_daemon_and_parent),
+        Trial::test(
+            "queue_filled_by_four_spawned_children",
+            queue_filled_by_four_spawned_children,
+        ),
+        Trial::test(
+            "lock_and_value_shared_with_spawned_children",
+            lock_and_value_shared_with_spawned_children,
+        ),
+        Trial::test(
+            "pipe_end_passed_to_a_spawned_child",
+            pipe_end_passed_to_a_spawned_child,
+        ),
         Trial::test(
             "bogus_target_is_a_typed_error",
             bogus_target_is_a_typed_error,

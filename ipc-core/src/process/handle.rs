@@ -70,7 +70,7 @@ impl ProcessBuilder {
 
     /// A `fn` target with its argument (every start method). Pass several
     /// arguments as a tuple.
-    pub fn target_fn<A: Message + Clone + Send + 'static, R: TargetOutput>(
+    pub fn target_fn<A: Message + Send + 'static, R: TargetOutput>(
         self,
         f: fn(A) -> R,
         arg: A,

@@ -74,17 +74,46 @@ fn anchor() -> usize {
     init as fn() as usize
 }
 
-type Trampoline = fn(usize, &[u8]) -> Outcome;
+/// Runs the target at `target` on the argument bytes; calls `ack` once the
+/// argument is decoded (the parent may then drop its copies of handles).
+type Trampoline = fn(usize, &[u8], &mut dyn FnMut()) -> Outcome;
 
-fn trampoline<A: Message, R: TargetOutput>(target: usize, args: &[u8]) -> Outcome {
+fn trampoline<A: Message, R: TargetOutput>(
+    target: usize,
+    args: &[u8],
+    ack: &mut dyn FnMut(),
+) -> Outcome {
     // SAFETY: `target` is the address of an `fn(A) -> R` of this very
     // executable: the parent took it from such a pointer, the offset was
     // applied to the same anchor in the same (identity-checked) image, and
     // `run_child` verified it lies in an executable segment of the image.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
-    match target::value::<A>(args) {
+    let a = target::value::<A>(args);
+    ack();
+    match a {
         Ok(a) => target::run(move || f(a)),
         Err(e) => Outcome::Setup(format!("could not decode the argument: {e}")),
+    }
+}
+
+/// A `fn` target with its argument, type-erased.
+trait FnJob<R>: Send {
+    fn run(self: Box<Self>) -> Outcome;
+    fn encode(&self) -> Result<Vec<u8>>;
+}
+
+struct Call<A, R> {
+    f: fn(A) -> R,
+    arg: A,
+}
+
+impl<A: Message + Send, R: TargetOutput> FnJob<R> for Call<A, R> {
+    fn run(self: Box<Self>) -> Outcome {
+        let Call { f, arg } = *self;
+        target::run(move || f(arg))
+    }
+    fn encode(&self) -> Result<Vec<u8>> {
+        codec::encode_with(&self.arg, |b| b.to_vec())
     }
 }
 
@@ -92,26 +121,21 @@ fn trampoline<A: Message, R: TargetOutput>(target: usize, args: &[u8]) -> Outcom
 pub(crate) struct SpawnJob<R> {
     target: usize,
     tramp: usize,
-    run: Box<dyn FnOnce() -> Outcome + Send>,
-    encode: Box<dyn Fn() -> Result<Vec<u8>> + Send>,
-    _r: std::marker::PhantomData<fn() -> R>,
+    job: Box<dyn FnJob<R>>,
 }
 
 impl<R: TargetOutput> SpawnJob<R> {
-    pub fn new<A: Message + Clone + Send + 'static>(f: fn(A) -> R, arg: A) -> SpawnJob<R> {
-        let a2 = arg.clone();
+    pub fn new<A: Message + Send + 'static>(f: fn(A) -> R, arg: A) -> SpawnJob<R> {
         SpawnJob {
             target: f as usize,
             tramp: trampoline::<A, R> as Trampoline as usize,
-            run: Box::new(move || target::run(move || f(arg))),
-            encode: Box::new(move || codec::encode_with(&a2, |b| b.to_vec())),
-            _r: std::marker::PhantomData,
+            job: Box::new(Call { f, arg }),
         }
     }
 
     /// Runs the target in this process (the `Fork` method).
     pub fn run_here(self) -> Outcome {
-        (self.run)()
+        self.job.run()
     }
 
     /// Re-executes the current program to run the target; returns the pid.
@@ -128,30 +152,40 @@ impl<R: TargetOutput> SpawnJob<R> {
             }
         }
         let mut args = shm::memfd("ipc-args")?;
-        let bytes = (self.encode)()?;
+        let bytes = self.job.encode()?;
+        // The child acknowledges on this pipe once it has decoded the
+        // argument: handles in it are located through our descriptors
+        // (/proc/<pid>/fd/N), which must stay open until then.
+        let (ack_r, ack_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         args.write_all(&bytes)
             .and_then(|_| args.seek(SeekFrom::Start(0)).map(|_| ()))
             .map_err(target::io)?;
         let spec = format!(
-            "1;{};{};{};{};{};{};{};{}",
+            "1;{};{};{};{};{};{};{};{};{}",
             self.tramp.wrapping_sub(anchor()) as isize,
             self.target.wrapping_sub(anchor()) as isize,
             args.as_raw_fd(),
             result.as_raw_fd(),
+            ack_w.as_raw_fd(),
             u8::from(daemon),
             proc::pid(),
             exe_identity()?,
             name,
         );
         let exe = std::env::current_exe().map_err(target::io)?;
-        let (afd, rfd, parent) = (args.as_raw_fd(), result.as_raw_fd(), proc::pid());
+        let (afd, rfd, kfd, parent) = (
+            args.as_raw_fd(),
+            result.as_raw_fd(),
+            ack_w.as_raw_fd(),
+            proc::pid(),
+        );
         let mut cmd = std::process::Command::new(exe);
         cmd.args(std::env::args_os().skip(1)).env(ENV, spec);
         // SAFETY: the closure runs in the forked child before exec and only
         // makes async-signal-safe calls (fcntl, prctl, getppid, _exit).
         unsafe {
             cmd.pre_exec(move || {
-                for fd in [afd, rfd] {
+                for fd in [afd, rfd, kfd] {
                     if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -166,6 +200,16 @@ impl<R: TargetOutput> SpawnJob<R> {
             })
         };
         let child = cmd.spawn().map_err(target::io)?;
+        drop(ack_w);
+        // One byte: decoded. End of file: the child died first. Either way
+        // our handles may go; `join` reports what happened to the child.
+        let mut ack = File::from(ack_r);
+        let mut b = [0u8; 1];
+        while let Err(e) = ack.read(&mut b) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
         Ok(Pid::from_raw(child.id() as i32))
     }
 }
@@ -209,8 +253,8 @@ fn text_segments() -> Result<Vec<(usize, usize)>> {
 
 /// The child side: parse the request, check it, run the target, report.
 fn run_child(spec: &str) -> std::result::Result<i32, String> {
-    let f: Vec<&str> = spec.splitn(9, ';').collect();
-    if f.len() != 9 || f[0] != "1" {
+    let f: Vec<&str> = spec.splitn(10, ';').collect();
+    if f.len() != 10 || f[0] != "1" {
         return Err(format!("malformed {ENV} request"));
     }
     let num = |s: &str| {
@@ -218,15 +262,27 @@ fn run_child(spec: &str) -> std::result::Result<i32, String> {
             .map_err(|_| format!("malformed {ENV} field {s:?}"))
     };
     let (tramp_off, target_off) = (num(f[1])?, num(f[2])?);
-    let (afd, rfd) = (num(f[3])? as i32, num(f[4])? as i32);
-    let daemon = f[5] == "1";
-    let name = f[8].to_owned();
+    let (afd, rfd, kfd) = (num(f[3])? as i32, num(f[4])? as i32, num(f[5])? as i32);
+    let daemon = f[6] == "1";
+    let name = f[9].to_owned();
     // SAFETY: the parent passed these descriptors to us (CLOEXEC cleared
     // before exec) and nothing else in this fresh process owns them.
-    let (mut args, mut result) = unsafe { (File::from_raw_fd(afd), File::from_raw_fd(rfd)) };
+    let (mut args, mut result, ack) = unsafe {
+        (
+            File::from_raw_fd(afd),
+            File::from_raw_fd(rfd),
+            File::from_raw_fd(kfd),
+        )
+    };
+    let mut ack = Some(ack);
+    let mut send_ack = || {
+        if let Some(mut a) = ack.take() {
+            let _ = a.write_all(&[1]);
+        }
+    };
     let _ = CURRENT.set((name, daemon, proc::pid()));
     let outcome = (|| {
-        if exe_identity().map_err(|e| e.to_string())? != f[7] {
+        if exe_identity().map_err(|e| e.to_string())? != f[8] {
             return Err(
                 "the executable changed since the parent started (a different build)".to_owned(),
             );
@@ -245,9 +301,10 @@ fn run_child(spec: &str) -> std::result::Result<i32, String> {
         // SAFETY: `tramp` is the address of a `Trampoline` of this image
         // (same identity, same anchor, checked to be in its code).
         let t = unsafe { std::mem::transmute::<usize, Trampoline>(tramp) };
-        Ok(t(target, &bytes))
+        Ok(t(target, &bytes, &mut send_ack))
     })()
     .unwrap_or_else(Outcome::Setup);
+    send_ack();
     target::write(&mut result, &outcome).map_err(|e| e.to_string())?;
     Ok(outcome.exit_code())
 }

@@ -239,6 +239,84 @@ impl Region {
             }
             Err(e) => return Err(e.into()),
         };
+        Region::open_file(
+            file,
+            Some(name.to_owned()),
+            kind,
+            type_tag,
+            payload_size,
+            timeout,
+        )
+    }
+
+    /// Where another process can open this region: `shm:<name>` for a
+    /// named region, `/proc/<pid>/fd/<fd>` for an anonymous one (valid
+    /// while this process holds it open).
+    pub fn locator(&self) -> String {
+        use std::os::fd::AsRawFd;
+        match &self.name {
+            Some(n) => format!("shm:{n}"),
+            None => format!("/proc/{}/fd/{}", proc::pid(), self.file.as_raw_fd()),
+        }
+    }
+
+    /// Opens a region from a [`locator`](Region::locator), validating it as
+    /// [`Region::open_with`] does.
+    ///
+    /// # Errors
+    /// As [`Region::open_with`]; [`Error::NotFound`] if the process that
+    /// held an anonymous region is gone.
+    pub fn open_locator(
+        locator: &str,
+        kind: Kind,
+        type_tag: u64,
+        payload_size: Option<usize>,
+    ) -> Result<Region> {
+        if let Some(name) = locator.strip_prefix("shm:") {
+            return Region::open_with(name, kind, type_tag, payload_size, DEFAULT_OPEN_TIMEOUT);
+        }
+        let path = locator
+            .strip_prefix("/proc/")
+            .filter(|rest| {
+                let mut it = rest.split('/');
+                let ok = |p: Option<&str>| {
+                    p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                };
+                ok(it.next()) && it.next() == Some("fd") && ok(it.next()) && it.next().is_none()
+            })
+            .map(|_| locator)
+            .ok_or_else(|| Error::InvalidName {
+                name: locator.to_owned(),
+                reason: "not a region locator (shm:<name> or /proc/<pid>/fd/<fd>)",
+            })?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NotFound {
+                    name: locator.to_owned(),
+                },
+                _ => Error::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+            })?;
+        Region::open_file(
+            file,
+            None,
+            kind,
+            type_tag,
+            payload_size,
+            DEFAULT_OPEN_TIMEOUT,
+        )
+    }
+
+    fn open_file(
+        file: File,
+        name: Option<String>,
+        kind: Kind,
+        type_tag: u64,
+        payload_size: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Region> {
         let deadline = Instant::now() + timeout;
         // The creator sets the length right after creating the file: wait for it.
         let len = loop {
@@ -313,7 +391,7 @@ impl Region {
         Ok(Region {
             map,
             file,
-            name: Some(name.to_owned()),
+            name,
             kind,
             creator_pid: None,
             unlink_on_drop: false,

@@ -211,3 +211,5 @@ impl Barrier {
         self.raw.region().name()
     }
 }
+
+super::simple_travel!(Barrier, Kind::Barrier);

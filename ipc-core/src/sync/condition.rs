@@ -243,3 +243,5 @@ impl Drop for ConditionGuard<'_> {
         }
     }
 }
+
+super::simple_travel!(Condition, Kind::Condition);

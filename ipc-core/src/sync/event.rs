@@ -151,3 +151,5 @@ impl Event {
         self.raw.region().name()
     }
 }
+
+super::simple_travel!(Event, Kind::Event);

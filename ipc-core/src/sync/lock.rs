@@ -186,3 +186,28 @@ impl Drop for LockGuard<'_> {
         }
     }
 }
+
+impl crate::travel::Travel for Lock {
+    fn token(&self) -> crate::travel::Token {
+        self.raw.token()
+    }
+    fn from_token(t: crate::travel::Token) -> Result<Self> {
+        // A Value's or Array's lock sits at offset 0 of its region.
+        match Kind::from_u32(t.kind) {
+            Some(k @ (Kind::Value | Kind::Array)) if t.offset == 0 => {
+                let region = crate::region::Region::open_locator(&t.locator, k, 0, None)?;
+                if region.payload_len() < std::mem::size_of::<RawLock>() {
+                    return Err(Error::Corrupt("value region too small for its lock".into()));
+                }
+                Ok(Lock::from_shared(Shared::at(
+                    std::sync::Arc::new(region),
+                    0,
+                )))
+            }
+            _ => Ok(Lock {
+                raw: Shared::from_token(Kind::Lock, &t)?,
+            }),
+        }
+    }
+}
+crate::travel::travel_via_token!([] Lock);

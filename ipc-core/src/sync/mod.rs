@@ -23,3 +23,22 @@ pub use lock::{Lock, LockGuard, LockResult};
 pub use lock_error::LockError;
 pub use rlock::{RLock, RLockGuard, RLockResult};
 pub use semaphore::{BoundedSemaphore, Semaphore};
+
+/// Implements [`Travel`](crate::travel::Travel) (and so `rkyv`) for a sync
+/// handle whose only field is `raw: Shared<_>` in its own region.
+macro_rules! simple_travel {
+    ($ty:ident, $kind:expr) => {
+        impl $crate::travel::Travel for $ty {
+            fn token(&self) -> $crate::travel::Token {
+                self.raw.token()
+            }
+            fn from_token(t: $crate::travel::Token) -> $crate::Result<Self> {
+                Ok($ty {
+                    raw: $crate::shared::Shared::from_token($kind, &t)?,
+                })
+            }
+        }
+        $crate::travel::travel_via_token!([] $ty);
+    };
+}
+use simple_travel;

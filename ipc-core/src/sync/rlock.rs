@@ -213,3 +213,5 @@ impl Drop for RLockGuard<'_> {
         }
     }
 }
+
+super::simple_travel!(RLock, Kind::RLock);

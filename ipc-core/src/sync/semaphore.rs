@@ -242,3 +242,28 @@ semaphore_api!(
     true,
     "```\nlet s = ipc_core::sync::BoundedSemaphore::new(1)?;\ns.acquire()?;\ns.release()?;\nassert!(matches!(s.release(), Err(ipc_core::Error::ReleasedTooManyTimes)));\n# Ok::<(), ipc_core::Error>(())\n```"
 );
+
+macro_rules! semaphore_travel {
+    ($ty:ident, $bounded:expr) => {
+        impl crate::travel::Travel for $ty {
+            fn token(&self) -> crate::travel::Token {
+                self.raw.token()
+            }
+            fn from_token(t: crate::travel::Token) -> Result<Self> {
+                let raw: Shared<RawSemaphore> = Shared::from_token(Kind::Semaphore, &t)?;
+                // Relaxed: written before the region was published.
+                if (raw.max.load(Ordering::Relaxed) != 0) != $bounded {
+                    return Err(Error::Incompatible {
+                        what: "kind",
+                        expected: stringify!($ty).into(),
+                        found: "another semaphore flavour".into(),
+                    });
+                }
+                Ok($ty { raw })
+            }
+        }
+        crate::travel::travel_via_token!([] $ty);
+    };
+}
+semaphore_travel!(Semaphore, false);
+semaphore_travel!(BoundedSemaphore, true);
