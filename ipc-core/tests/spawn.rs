@@ -1,6 +1,7 @@
-//! `Process` with the `Spawn` start method. This test binary has its own
-//! `main` (libtest-mimic) so that it can call `ipc_core::init()` first,
-//! as every program using `Spawn` must: the children re-execute it.
+//! `Process` with the `Spawn` and `ForkServer` start methods (every test
+//! runs once per method). This test binary has its own `main`
+//! (libtest-mimic) so that it can call `ipc_core::init()` first, as every
+//! program using these methods must: they re-execute it.
 
 mod common;
 
@@ -14,8 +15,12 @@ use ipc_core::value::Value;
 use ipc_core::Error;
 use libtest_mimic::{Arguments, Failed, Trial};
 
+thread_local! {
+    static METHOD: std::cell::Cell<StartMethod> = const { std::cell::Cell::new(StartMethod::Spawn) };
+}
+
 fn spawn_builder() -> ipc_core::process::ProcessBuilder {
-    Process::builder().start_method(StartMethod::Spawn)
+    Process::builder().start_method(METHOD.with(|m| m.get()))
 }
 
 fn square(x: u64) -> u64 {
@@ -266,31 +271,46 @@ fn pipe_end_passed_to_a_spawned_child() -> Result<(), Failed> {
 fn main() {
     ipc_core::init();
     let args = Arguments::from_args();
-    let tests = vec![
-        Trial::test("fn_target_args_and_result", fn_target_args_and_result),
-        Trial::test("err_panic_and_signals", err_panic_and_signals),
-        Trial::test("join_timeout_and_sentinels", join_timeout_and_sentinels),
-        Trial::test("name_daemon_and_parent", name_daemon_and_parent),
-        Trial::test(
+    let tests: Vec<(&str, fn() -> Result<(), Failed>)> = vec![
+        ("fn_target_args_and_result", fn_target_args_and_result),
+        ("err_panic_and_signals", err_panic_and_signals),
+        ("join_timeout_and_sentinels", join_timeout_and_sentinels),
+        ("name_daemon_and_parent", name_daemon_and_parent),
+        (
             "queue_filled_by_four_spawned_children",
             queue_filled_by_four_spawned_children,
         ),
-        Trial::test(
+        (
             "lock_and_value_shared_with_spawned_children",
             lock_and_value_shared_with_spawned_children,
         ),
-        Trial::test(
+        (
             "pipe_end_passed_to_a_spawned_child",
             pipe_end_passed_to_a_spawned_child,
         ),
-        Trial::test(
+        (
             "bogus_target_is_a_typed_error",
             bogus_target_is_a_typed_error,
         ),
-        Trial::test(
+        (
             "hundred_children_from_a_busy_threaded_parent",
             hundred_children_from_a_busy_threaded_parent,
         ),
     ];
+    let tests = [
+        ("spawn", StartMethod::Spawn),
+        ("forkserver", StartMethod::ForkServer),
+    ]
+    .into_iter()
+    .flat_map(|(tag, m)| {
+        tests.iter().map(move |(name, f)| {
+            let f = *f;
+            Trial::test(format!("{tag}::{name}"), move || {
+                METHOD.with(|c| c.set(m));
+                f()
+            })
+        })
+    })
+    .collect();
     libtest_mimic::run(&args, tests).exit();
 }

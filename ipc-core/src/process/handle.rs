@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::WaitStatus;
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::spawn::SpawnJob;
@@ -194,7 +193,8 @@ impl<R: TargetOutput> Process<R> {
         let r = self.launch(job);
         match r {
             Ok(running) => {
-                registry::add(running.pid, &self.name, self.daemon);
+                let via_server = self.method == StartMethod::ForkServer;
+                registry::add(running.pid, &self.name, self.daemon, via_server);
                 self.state = State::Running(running);
                 Ok(())
             }
@@ -235,19 +235,24 @@ impl<R: TargetOutput> Process<R> {
                     Err(e) => Err((e, None)),
                 }
             }
-            (StartMethod::Spawn, Job::Closure(f)) => Err((
+            (StartMethod::Spawn | StartMethod::ForkServer, Job::Closure(f)) => Err((
                 Error::InvalidArgument(
                     "a closure target needs the Fork start method; use target_fn",
                 ),
                 Some(Job::Closure(f)),
             )),
-            (StartMethod::Spawn, Job::Fn(j)) => match j.spawn(&self.name, self.daemon, &result) {
-                Ok(pid) => match watch(pid) {
-                    Ok(pidfd) => Ok(Running { pid, pidfd, result }),
-                    Err(e) => Err((e, None)),
-                },
-                Err(e) => Err((e, Some(Job::Fn(j)))),
-            },
+            (m @ (StartMethod::Spawn | StartMethod::ForkServer), Job::Fn(j)) => {
+                let started = if m == StartMethod::Spawn {
+                    j.spawn(&self.name, self.daemon, &result)
+                        .and_then(|pid| Ok((pid, watch(pid)?)))
+                } else {
+                    j.via_server(&self.name, self.daemon, &result)
+                };
+                match started {
+                    Ok((pid, pidfd)) => Ok(Running { pid, pidfd, result }),
+                    Err(e) => Err((e, Some(Job::Fn(j)))),
+                }
+            }
         }
     }
 
@@ -321,15 +326,10 @@ impl<R: TargetOutput> Process<R> {
         let State::Running(r) = &mut self.state else {
             return;
         };
-        let Some(status) = registry::reap(r.pid, block) else {
+        let Some(exitcode) = registry::reap(r.pid, block) else {
             return;
         };
         registry::remove(r.pid);
-        let exitcode = match status {
-            WaitStatus::Exited(_, c) => c,
-            WaitStatus::Signaled(_, s, _) => -(s as i32),
-            _ => -1,
-        };
         let outcome = target::read(&mut r.result).ok().flatten();
         let State::Running(r) = std::mem::replace(&mut self.state, State::Gone) else {
             return;
@@ -407,8 +407,9 @@ impl<R: TargetOutput> Process<R> {
     fn signal(&mut self, sig: Signal) -> Result<()> {
         self.poll(false);
         match &self.state {
-            // The child is not reaped, so its pid cannot have been reused.
-            State::Running(r) => kill(r.pid, sig).map_err(Error::from),
+            // Through the pidfd: immune to pid reuse even for fork-server
+            // children, which the server (not we) reaps.
+            State::Running(r) => pidfd_send_signal(&r.pidfd, sig),
             State::Finished(_) => Ok(()),
             _ => Err(Error::NotStarted),
         }
@@ -420,6 +421,26 @@ impl<R: TargetOutput> Drop for Process<R> {
         if let State::Running(r) = &self.state {
             registry::detach(r.pid);
         }
+    }
+}
+
+fn pidfd_send_signal(pidfd: &OwnedFd, sig: Signal) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with a valid pidfd, a valid signal, no
+    // siginfo and no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match nix::errno::Errno::result(r) {
+        // ESRCH: it has exited already; nothing to signal.
+        Ok(_) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -437,7 +458,7 @@ fn watch(pid: Pid) -> Result<OwnedFd> {
 /// First thing a forked child does: name itself, forget its parent's
 /// children, and for a daemon, die with the parent.
 fn child_setup(name: &str, daemon: bool, parent: u32) {
-    let _ = CURRENT.set((name.to_owned(), daemon, proc::pid()));
+    let _ = CURRENT.set((name.to_owned(), daemon, proc::pid(), parent));
     if daemon {
         set_parent_death_signal(parent);
     }

@@ -13,6 +13,7 @@
 //! # Ok::<(), ipc_core::Error>(())
 //! ```
 
+mod forkserver;
 mod handle;
 mod registry;
 mod spawn;
@@ -43,6 +44,9 @@ use crate::Result;
 ///   `main` runs the target. A clean process: safe whatever the parent's
 ///   threads do. The target must be a `fn` item (it is found in the child
 ///   by its offset in the executable), arguments travel `rkyv`-encoded.
+/// * `ForkServer`: a helper (this program re-executed once, on first use)
+///   forks each child. As clean as `Spawn` and nearly as fast as `Fork`;
+///   same `fn`-target rule as `Spawn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartMethod {
@@ -50,6 +54,8 @@ pub enum StartMethod {
     Fork,
     /// Re-execute the current executable.
     Spawn,
+    /// Fork from a clean single-threaded helper process.
+    ForkServer,
 }
 
 static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
@@ -70,6 +76,7 @@ pub fn set_start_method(m: StartMethod) {
         match m {
             StartMethod::Fork => 0,
             StartMethod::Spawn => 1,
+            StartMethod::ForkServer => 2,
         },
         Ordering::Relaxed,
     );
@@ -80,6 +87,7 @@ pub fn get_start_method() -> StartMethod {
     // Relaxed: see `set_start_method`.
     match DEFAULT_METHOD.load(Ordering::Relaxed) {
         1 => StartMethod::Spawn,
+        2 => StartMethod::ForkServer,
         _ => StartMethod::Fork,
     }
 }
@@ -138,7 +146,10 @@ pub struct ProcessInfo {
     pub daemon: bool,
 }
 
-pub(crate) static CURRENT: OnceLock<(String, bool, u32)> = OnceLock::new();
+/// (name, daemon, our pid, the pid of the process that started us) in a
+/// child started by ipc; the pid tells a forked grandchild that the entry
+/// was inherited and is not its own.
+pub(crate) static CURRENT: OnceLock<(String, bool, u32, u32)> = OnceLock::new();
 
 /// The calling process's name, pid and daemon flag.
 ///
@@ -168,8 +179,7 @@ pub fn current_process() -> ProcessInfo {
 /// assert!(ipc_core::process::parent_process().is_none());
 /// ```
 pub fn parent_process() -> Option<ProcessInfo> {
-    CURRENT.get().filter(|c| c.2 == crate::sys::proc::pid())?;
-    let ppid = nix::unistd::getppid().as_raw() as u32;
+    let ppid = CURRENT.get().filter(|c| c.2 == crate::sys::proc::pid())?.3;
     Some(ProcessInfo {
         name: "parent".to_owned(),
         pid: ppid,

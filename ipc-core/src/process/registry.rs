@@ -1,7 +1,8 @@
 //! Every child this process started, so none is left a zombie: children are
 //! reaped by `join`, by `Process`'s `Drop` (without blocking), by
 //! `active_children()`, and at exit (non-daemon children are joined, daemon
-//! children terminated first, as Python does).
+//! children terminated first, as Python does). Children of the fork server
+//! are reaped by the server, which reports their exit codes.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, Once};
@@ -13,16 +14,18 @@ use nix::unistd::Pid;
 use crate::sys::proc;
 
 #[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    pub name: String,
-    pub daemon: bool,
+struct Entry {
+    name: String,
+    daemon: bool,
+    /// Forked by the fork server, not by us.
+    via_server: bool,
     /// The process that started the child (entries copied into a forked
     /// child's memory belong to its parent and are ignored there).
-    pub owner: u32,
-    /// Exit status once reaped.
-    pub status: Option<WaitStatus>,
+    owner: u32,
+    /// Exit code once reaped (`-N` for signal N).
+    code: Option<i32>,
     /// The `Process` handle is gone: forget the entry once reaped.
-    pub detached: bool,
+    detached: bool,
 }
 
 static REGISTRY: Mutex<Option<HashMap<i32, Entry>>> = Mutex::new(None);
@@ -34,7 +37,7 @@ fn with<T>(f: impl FnOnce(&mut HashMap<i32, Entry>) -> T) -> T {
 }
 
 /// Records a newly started child.
-pub(crate) fn add(pid: Pid, name: &str, daemon: bool) {
+pub(crate) fn add(pid: Pid, name: &str, daemon: bool, via_server: bool) {
     ATEXIT.call_once(|| {
         // SAFETY: registering a plain extern "C" function with atexit.
         unsafe { libc::atexit(at_exit) };
@@ -46,47 +49,58 @@ pub(crate) fn add(pid: Pid, name: &str, daemon: bool) {
             Entry {
                 name: name.to_owned(),
                 daemon,
+                via_server,
                 owner,
-                status: None,
+                code: None,
                 detached: false,
             },
         )
     });
 }
 
-/// Reaps `pid` if it has exited (or waits for it when `block`), recording
-/// and returning its status.
-pub(crate) fn reap(pid: Pid, block: bool) -> Option<WaitStatus> {
-    if let Some(s) = with(|m| m.get(&pid.as_raw()).and_then(|e| e.status)) {
-        return Some(s);
-    }
+fn wait_own(pid: Pid, block: bool) -> Option<i32> {
     let flags = if block {
         None
     } else {
         Some(WaitPidFlag::WNOHANG)
     };
-    let status = loop {
+    loop {
         match waitpid(pid, flags) {
             Ok(WaitStatus::StillAlive) => return None,
-            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => break s,
-            Ok(_) => continue, // stopped/continued: not an exit
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => {
-                // ECHILD: reaped elsewhere or not ours; report what we know.
-                return with(|m| m.get(&pid.as_raw()).and_then(|e| e.status));
-            }
+            Ok(WaitStatus::Exited(_, c)) => return Some(c),
+            Ok(WaitStatus::Signaled(_, s, _)) => return Some(-(s as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            // ECHILD: not ours (any more); nothing to reap.
+            Err(_) => return Some(-1),
         }
+    }
+}
+
+/// Reaps `pid` if it has exited (or waits for it when `block`), recording
+/// and returning its exit code.
+pub(crate) fn reap(pid: Pid, block: bool) -> Option<i32> {
+    let (known, via_server) = with(|m| {
+        m.get(&pid.as_raw())
+            .map_or((None, false), |e| (e.code, e.via_server))
+    });
+    if known.is_some() {
+        return known;
+    }
+    let code = if via_server {
+        super::forkserver::exit_code(pid, block)?
+    } else {
+        wait_own(pid, block)?
     };
     with(|m| {
         if let Some(e) = m.get_mut(&pid.as_raw()) {
             if e.detached {
                 m.remove(&pid.as_raw());
             } else {
-                e.status = Some(status);
+                e.code = Some(code);
             }
         }
     });
-    Some(status)
+    Some(code)
 }
 
 /// Forgets a child whose status the caller has taken.
@@ -99,7 +113,7 @@ pub(crate) fn active() -> Vec<(u32, String, bool)> {
     let me = proc::pid();
     let pids: Vec<i32> = with(|m| {
         m.iter()
-            .filter(|(_, e)| e.owner == me && e.status.is_none())
+            .filter(|(_, e)| e.owner == me && e.code.is_none())
             .map(|(p, _)| *p)
             .collect()
     });
@@ -137,16 +151,14 @@ pub(crate) fn reap_finished() {
 
 extern "C" fn at_exit() {
     let me = proc::pid();
-    let Ok(mut g) = REGISTRY.try_lock() else {
-        return;
+    let mine: Vec<(i32, bool)> = {
+        let Ok(g) = REGISTRY.try_lock() else { return };
+        let Some(m) = g.as_ref() else { return };
+        m.iter()
+            .filter(|(_, e)| e.owner == me && e.code.is_none())
+            .map(|(p, e)| (*p, e.daemon))
+            .collect()
     };
-    let Some(m) = g.as_mut() else { return };
-    let mine: Vec<(i32, bool)> = m
-        .iter()
-        .filter(|(_, e)| e.owner == me && e.status.is_none())
-        .map(|(p, e)| (*p, e.daemon))
-        .collect();
-    drop(g);
     // Daemon children are terminated, then everyone is reaped: non-daemon
     // children are waited for (joined), as Python does at interpreter exit.
     for (p, daemon) in &mine {
@@ -155,6 +167,6 @@ extern "C" fn at_exit() {
         }
     }
     for (p, _) in mine {
-        while let Err(nix::errno::Errno::EINTR) = waitpid(Pid::from_raw(p), None) {}
+        let _ = reap(Pid::from_raw(p), true);
     }
 }

@@ -48,6 +48,10 @@ pub fn init() {
     // Relaxed: read by this same thread's later spawns, or by threads it
     // starts afterwards (a happens-before edge).
     INIT_CALLED.store(true, Ordering::Relaxed);
+    if let Some(spec) = std::env::var_os(super::forkserver::ENV) {
+        std::env::remove_var(super::forkserver::ENV);
+        super::forkserver::serve(&spec.to_string_lossy());
+    }
     let Some(spec) = std::env::var_os(ENV) else {
         return;
     };
@@ -70,7 +74,7 @@ pub(crate) fn init_called() -> bool {
 }
 
 /// The address all offsets are relative to.
-fn anchor() -> usize {
+pub(crate) fn anchor() -> usize {
     init as fn() as usize
 }
 
@@ -138,8 +142,9 @@ impl<R: TargetOutput> SpawnJob<R> {
         self.job.run()
     }
 
-    /// Re-executes the current program to run the target; returns the pid.
-    pub fn spawn(&self, name: &str, daemon: bool, result: &File) -> Result<Pid> {
+    /// Checks the target can be found by a re-executed program and writes
+    /// the encoded argument into a fresh `memfd`.
+    fn prepare(&self) -> Result<File> {
         if !init_called() {
             return Err(Error::InitNotCalled);
         }
@@ -153,13 +158,30 @@ impl<R: TargetOutput> SpawnJob<R> {
         }
         let mut args = shm::memfd("ipc-args")?;
         let bytes = self.job.encode()?;
+        args.write_all(&bytes)
+            .and_then(|_| args.seek(SeekFrom::Start(0)).map(|_| ()))
+            .map_err(target::io)?;
+        Ok(args)
+    }
+
+    /// Has the fork server fork a child running the target.
+    pub fn via_server(
+        &self,
+        name: &str,
+        daemon: bool,
+        result: &File,
+    ) -> Result<(Pid, std::os::fd::OwnedFd)> {
+        let args = self.prepare()?;
+        super::forkserver::launch(self.tramp, self.target, daemon, name, &args, result)
+    }
+
+    /// Re-executes the current program to run the target; returns the pid.
+    pub fn spawn(&self, name: &str, daemon: bool, result: &File) -> Result<Pid> {
+        let args = self.prepare()?;
         // The child acknowledges on this pipe once it has decoded the
         // argument: handles in it are located through our descriptors
         // (/proc/<pid>/fd/N), which must stay open until then.
         let (ack_r, ack_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        args.write_all(&bytes)
-            .and_then(|_| args.seek(SeekFrom::Start(0)).map(|_| ()))
-            .map_err(target::io)?;
         let spec = format!(
             "1;{};{};{};{};{};{};{};{};{}",
             self.tramp.wrapping_sub(anchor()) as isize,
@@ -215,7 +237,7 @@ impl<R: TargetOutput> SpawnJob<R> {
 }
 
 /// (dev, inode, size, mtime) of the running executable.
-fn exe_identity() -> Result<String> {
+pub(crate) fn exe_identity() -> Result<String> {
     let m = std::fs::metadata("/proc/self/exe").map_err(target::io)?;
     Ok(format!(
         "{}:{}:{}:{}.{}",
@@ -251,6 +273,32 @@ fn text_segments() -> Result<Vec<(usize, usize)>> {
         .collect())
 }
 
+/// Checks that both addresses are in this executable's code, then runs
+/// the trampoline (in a spawned or fork-server child).
+pub(crate) fn run_trampoline(
+    tramp: usize,
+    target: usize,
+    args: &[u8],
+    ack: &mut dyn FnMut(),
+) -> Outcome {
+    let text = match text_segments() {
+        Ok(t) => t,
+        Err(e) => return Outcome::Setup(e.to_string()),
+    };
+    if ![tramp, target]
+        .iter()
+        .all(|a| text.iter().any(|(lo, hi)| (*lo..*hi).contains(a)))
+    {
+        return Outcome::Setup("the target is not in this executable's code".to_owned());
+    }
+    // SAFETY: `tramp` is the address of a `Trampoline` of this image: the
+    // parent took it from such a function pointer, the offset was applied
+    // to the same anchor in the same (identity-checked) executable, and it
+    // lies in the executable's code (checked above).
+    let t = unsafe { std::mem::transmute::<usize, Trampoline>(tramp) };
+    t(target, args, ack)
+}
+
 /// The child side: parse the request, check it, run the target, report.
 fn run_child(spec: &str) -> std::result::Result<i32, String> {
     let f: Vec<&str> = spec.splitn(10, ';').collect();
@@ -280,7 +328,8 @@ fn run_child(spec: &str) -> std::result::Result<i32, String> {
             let _ = a.write_all(&[1]);
         }
     };
-    let _ = CURRENT.set((name, daemon, proc::pid()));
+    let parent = f[7].parse::<u32>().unwrap_or(0);
+    let _ = CURRENT.set((name, daemon, proc::pid(), parent));
     let outcome = (|| {
         if exe_identity().map_err(|e| e.to_string())? != f[8] {
             return Err(
@@ -289,19 +338,9 @@ fn run_child(spec: &str) -> std::result::Result<i32, String> {
         }
         let tramp = anchor().wrapping_add(tramp_off as isize as usize);
         let target = anchor().wrapping_add(target_off as isize as usize);
-        let text = text_segments().map_err(|e| e.to_string())?;
-        if ![tramp, target]
-            .iter()
-            .all(|a| text.iter().any(|(lo, hi)| (*lo..*hi).contains(a)))
-        {
-            return Err("the target is not in this executable's code".to_owned());
-        }
         let mut bytes = Vec::new();
         args.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-        // SAFETY: `tramp` is the address of a `Trampoline` of this image
-        // (same identity, same anchor, checked to be in its code).
-        let t = unsafe { std::mem::transmute::<usize, Trampoline>(tramp) };
-        Ok(t(target, &bytes, &mut send_ack))
+        Ok(run_trampoline(tramp, target, &bytes, &mut send_ack))
     })()
     .unwrap_or_else(Outcome::Setup);
     send_ack();
