@@ -268,10 +268,12 @@ fn pipe_end_passed_to_a_spawned_child() -> Result<(), Failed> {
     )
 }
 
+type TestFn = fn() -> Result<(), Failed>;
+
 fn main() {
     ipc_core::init();
     let args = Arguments::from_args();
-    let tests: Vec<(&str, fn() -> Result<(), Failed>)> = vec![
+    let tests: Vec<(&str, TestFn)> = vec![
         ("fn_target_args_and_result", fn_target_args_and_result),
         ("err_panic_and_signals", err_panic_and_signals),
         ("join_timeout_and_sentinels", join_timeout_and_sentinels),
