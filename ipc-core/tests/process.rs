@@ -258,3 +258,33 @@ fn orphan_outlives_its_parent_and_finishes_its_work() {
     assert_eq!(before, middle.as_raw() as u32);
     assert_ne!(after, before, "the orphan was re-parented");
 }
+
+#[test]
+fn non_daemon_children_are_joined_when_the_parent_exits() {
+    // A middle process starts a slow non-daemon child and exits at once
+    // through `exit` (atexit handlers run): it must wait for the child,
+    // as Python joins non-daemon children at interpreter exit.
+    let q = Queue::<u8>::new(2).unwrap();
+    let q2 = q.clone();
+    let t = Instant::now();
+    let middle = fork_child(move || {
+        let q3 = q2.clone();
+        let mut c = Process::new(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            q3.put(&1).unwrap();
+        });
+        c.start().unwrap();
+        drop(c); // no join: the exit handler does it
+        std::process::exit(0)
+    });
+    join_ok(middle);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "parent exited before its child"
+    );
+    assert_eq!(
+        q.get_nowait().unwrap(),
+        1,
+        "the child finished before the parent exited"
+    );
+}

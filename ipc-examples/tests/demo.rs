@@ -24,27 +24,44 @@ fn demo_prints_the_conversation_and_the_comparison() {
     assert!(text.contains("x faster"), "{text}");
 }
 
-#[test]
-fn quickstart_example_runs() {
-    // The README's quick start, built as an example of this package.
+/// Builds (if needed) and runs an example of this package; returns stdout.
+fn run_example(name: &str) -> String {
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_ipc-examples"))
         .parent()
         .unwrap()
-        .join("examples/quickstart");
+        .join("examples")
+        .join(name);
     if !exe.exists() {
-        // Examples are built by `cargo test` but not necessarily by nextest
-        // in every mode; build it explicitly.
         let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "ipc-examples", "--example", "quickstart"])
+            .args(["build", "-p", "ipc-examples", "--example", name])
             .status()
             .expect("cargo build");
         assert!(st.success());
     }
     let out = std::process::Command::new(&exe)
         .output()
-        .expect("run quickstart");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+        .expect("run the example");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn quickstart_example_runs() {
+    let text = run_example("quickstart");
     assert!(text.contains("parent got job #1 \"hello\""), "{text}");
     assert!(text.contains("child got done #1"), "{text}");
+}
+
+#[test]
+fn processes_example_runs() {
+    let text = run_example("processes");
+    assert!(
+        text.contains("worker returned 7 and put 49 on the queue"),
+        "{text}"
+    );
 }

@@ -253,6 +253,7 @@ pub(crate) fn serve(spec: &str) -> ! {
     // SAFETY: the parent passed us this socket (CLOEXEC cleared before exec).
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let me = proc::pid();
+    super::spawn::warm_up();
     let mut children: Vec<(Pid, OwnedFd)> = Vec::new();
     loop {
         let mut fds: Vec<PollFd<'_>> =

@@ -249,12 +249,17 @@ pub(crate) fn exe_identity() -> Result<String> {
     ))
 }
 
-/// Address ranges of the executable's code segments.
+/// Address ranges of the executable's code segments (read once: the main
+/// executable's mappings do not move; a fork-server child inherits them).
 fn text_segments() -> Result<Vec<(usize, usize)>> {
+    static TEXT: std::sync::OnceLock<Vec<(usize, usize)>> = std::sync::OnceLock::new();
+    if let Some(t) = TEXT.get() {
+        return Ok(t.clone());
+    }
     let exe = std::fs::read_link("/proc/self/exe").map_err(target::io)?;
     let exe = exe.to_string_lossy();
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(target::io)?;
-    Ok(maps
+    let t: Vec<(usize, usize)> = maps
         .lines()
         .filter_map(|l| {
             let mut it = l.split_ascii_whitespace();
@@ -270,7 +275,14 @@ fn text_segments() -> Result<Vec<(usize, usize)>> {
                 usize::from_str_radix(hi, 16).ok()?,
             ))
         })
-        .collect())
+        .collect();
+    Ok(TEXT.get_or_init(|| t).clone())
+}
+
+/// Reads the code segments now (the fork server does, so its children
+/// need not).
+pub(crate) fn warm_up() {
+    let _ = text_segments();
 }
 
 /// Checks that both addresses are in this executable's code, then runs

@@ -388,7 +388,7 @@ mod loom_tests {
                 .map(|v| {
                     let r = r.clone();
                     loom::thread::spawn(move || {
-                        while !r.try_push(&[v]) {
+                        while r.try_push(&[v]) != Push::Done {
                             loom::thread::yield_now()
                         }
                     })
@@ -396,6 +396,7 @@ mod loom_tests {
                 .collect();
             let mut got = Vec::new();
             while got.len() < 2 {
+                // SAFETY: try_pop hands us `n` readable bytes of a slot we own.
                 match r.try_pop(|p, n| unsafe { std::slice::from_raw_parts(p, n).to_vec() }) {
                     Pop::Item(v) => got.push(v[0]),
                     Pop::Corrupt(_) | Pop::Broken => panic!("corrupt"),
@@ -419,6 +420,7 @@ mod loom_tests {
                 loom::thread::spawn(move || {
                     let mut got = Vec::new();
                     while got.len() < 2 {
+                        // SAFETY: every message is one byte, readable while we own the slot.
                         match r.try_pop(|p, _| unsafe { p.read() }) {
                             Pop::Item(v) => got.push(v),
                             _ => loom::thread::yield_now(),

@@ -323,6 +323,7 @@ mod loom_tests {
             while got.len() < 3 {
                 match r.try_pop(
                     |_| true,
+                    // SAFETY: try_pop hands us `n` readable bytes of the frame.
                     |p, n| unsafe { std::slice::from_raw_parts(p, n).to_vec() },
                 ) {
                     Ok(Frame::Item(v)) => {

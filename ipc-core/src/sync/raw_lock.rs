@@ -241,6 +241,8 @@ mod loom_tests {
                     let l = lock.clone();
                     loom::thread::spawn(move || {
                         assert_eq!(l.0.lock(None), Acquired::Clean);
+                        // SAFETY: the lock gives this thread exclusive access
+                        // (that is what the model checks).
                         l.1.with_mut(|p| unsafe { *p += 1 });
                         l.0.unlock();
                     })
@@ -249,6 +251,7 @@ mod loom_tests {
             for h in hs {
                 h.join().unwrap();
             }
+            // SAFETY: both threads have been joined.
             assert_eq!(lock.1.with(|p| unsafe { *p }), 2);
             assert!(!lock.0.is_locked());
         });
