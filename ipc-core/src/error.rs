@@ -141,6 +141,19 @@ pub enum Error {
     /// `start` was called twice.
     #[error("the process was already started")]
     AlreadyStarted,
+    /// A pool worker died (e.g. killed) while running this task; the pool
+    /// replaced it and carries on.
+    #[error("the pool worker (pid {pid}) running this task died")]
+    WorkerDied {
+        /// The dead worker's pid.
+        pid: u64,
+    },
+    /// The pool can no longer run tasks (Python's `BrokenProcessPool`).
+    #[error("the process pool is broken: {0}")]
+    BrokenPool(String),
+    /// The task was cancelled before it started.
+    #[error("the task was cancelled")]
+    Cancelled,
     /// An operating-system call failed.
     #[error("system call failed: {0}")]
     Io(#[from] nix::errno::Errno),

@@ -28,6 +28,8 @@ pub mod error;
 #[cfg(not(loom))]
 pub mod pipe;
 #[cfg(not(loom))]
+pub mod pool;
+#[cfg(not(loom))]
 pub mod process;
 #[cfg(not(loom))]
 pub mod queue;

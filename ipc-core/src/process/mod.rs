@@ -16,8 +16,8 @@
 mod forkserver;
 mod handle;
 mod registry;
-mod spawn;
-mod target;
+pub(crate) mod spawn;
+pub(crate) mod target;
 
 pub use handle::{Process, ProcessBuilder};
 pub use spawn::init;

@@ -80,9 +80,9 @@ pub(crate) fn anchor() -> usize {
 
 /// Runs the target at `target` on the argument bytes; calls `ack` once the
 /// argument is decoded (the parent may then drop its copies of handles).
-type Trampoline = fn(usize, &[u8], &mut dyn FnMut()) -> Outcome;
+pub(crate) type Trampoline = fn(usize, &[u8], &mut dyn FnMut()) -> Outcome;
 
-fn trampoline<A: Message, R: TargetOutput>(
+pub(crate) fn trampoline<A: Message, R: TargetOutput>(
     target: usize,
     args: &[u8],
     ack: &mut dyn FnMut(),
@@ -277,6 +277,14 @@ fn text_segments() -> Result<Vec<(usize, usize)>> {
         })
         .collect();
     Ok(TEXT.get_or_init(|| t).clone())
+}
+
+/// Whether `addr` lies in this executable's code (a `fn` that a
+/// re-executed or forked copy of this program can find again).
+pub(crate) fn in_text(addr: usize) -> Result<bool> {
+    Ok(text_segments()?
+        .iter()
+        .any(|(lo, hi)| (*lo..*hi).contains(&addr)))
 }
 
 /// Reads the code segments now (the fork server does, so its children

@@ -1,0 +1,640 @@
+//! The machinery shared by `Pool` and `ProcessPoolExecutor`: a task queue
+//! and a reply queue in shared memory, a table of outstanding results, and
+//! a supervisor thread that starts workers, replaces or mourns dead ones,
+//! and dispatches replies when no caller is waiting for them.
+//!
+//! Callers waiting for a result pop replies themselves (the reply queue is
+//! MPMC), so a round trip needs no thread hand-off; the supervisor only
+//! pops when nobody waits (for callbacks and `join`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::task::{Reply, Task, STOP};
+use super::worker::{worker_main, WorkerCtx};
+use crate::process::target::Outcome;
+use crate::process::{Process, StartMethod};
+use crate::queue::Queue;
+use crate::value::RawArray;
+use crate::{Error, Result};
+
+/// Why a task has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Panicked(String),
+    Failed(String),
+    Setup(String),
+    WorkerDied(u64),
+    Broken(String),
+    Cancelled,
+}
+
+impl Failure {
+    pub fn to_error(&self) -> Error {
+        let name = "pool worker".to_owned();
+        match self {
+            Failure::Panicked(m) => Error::Panicked {
+                name,
+                message: m.clone(),
+            },
+            Failure::Failed(m) => Error::TargetFailed {
+                name,
+                message: m.clone(),
+            },
+            Failure::Setup(m) => Error::Exited {
+                name,
+                code: 1,
+                detail: Some(m.clone()),
+            },
+            Failure::WorkerDied(pid) => Error::WorkerDied { pid: *pid },
+            Failure::Broken(m) => Error::BrokenPool(m.clone()),
+            Failure::Cancelled => Error::Cancelled,
+        }
+    }
+}
+
+pub(crate) type Done = std::result::Result<Vec<u8>, Failure>;
+type Callback = Box<dyn FnOnce(&Done) + Send>;
+
+#[derive(Default)]
+struct Slot {
+    result: Option<Done>,
+    callback: Option<Callback>,
+    /// Handed to a worker queue (the executor's "running").
+    queued: bool,
+}
+
+/// Settings fixed at creation.
+pub(crate) struct Config {
+    pub processes: usize,
+    pub method: StartMethod,
+    pub max_tasks: u64,
+    pub init: Option<Task>,
+    pub queue_capacity: usize,
+    pub max_message_size: usize,
+    /// Executor semantics: a dead worker breaks the pool; tasks wait in the
+    /// parent until a worker is about to be free (so they can be cancelled).
+    pub executor: bool,
+}
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<u64, Slot>,
+    /// Executor only: tasks not yet handed to the worker queue.
+    pending: VecDeque<Task>,
+    /// Tasks in the worker queue or running.
+    in_queue: usize,
+    broken: Option<String>,
+}
+
+pub(crate) struct Core {
+    pub cfg: Config,
+    tasks: Queue<Task>,
+    replies: Queue<Reply>,
+    inflight: RawArray<u64>,
+    state: Mutex<State>,
+    cv: Condvar,
+    next_id: AtomicU64,
+    /// Threads waiting for results (they pop replies themselves).
+    waiters: AtomicUsize,
+    closing: AtomicBool,
+    terminate: AtomicBool,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// Worker pids, for tests and `Pool::pids`.
+    pids: Mutex<Vec<u32>>,
+}
+
+impl Core {
+    pub fn start(cfg: Config) -> Result<Arc<Core>> {
+        if cfg.processes == 0 {
+            return Err(Error::InvalidArgument("a pool needs at least one process"));
+        }
+        let tasks = Queue::builder()
+            .capacity(cfg.queue_capacity)
+            .max_message_size(cfg.max_message_size)
+            .build()?;
+        let replies = Queue::builder()
+            .capacity(cfg.queue_capacity)
+            .max_message_size(cfg.max_message_size)
+            .build()?;
+        let inflight = RawArray::new(&vec![0u64; cfg.processes])?;
+        let core = Arc::new(Core {
+            cfg,
+            tasks,
+            replies,
+            inflight,
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            waiters: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            terminate: AtomicBool::new(false),
+            supervisor: Mutex::new(None),
+            pids: Mutex::new(Vec::new()),
+        });
+        // Workers are started by the supervisor thread, which lives as long
+        // as the pool: their parent-death signal follows that thread.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c2 = core.clone();
+        let h = std::thread::Builder::new()
+            .name("ipc-pool-supervisor".into())
+            .spawn(move || supervise(c2, tx))
+            .map_err(crate::process::target::io)?;
+        *core.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        match rx.recv() {
+            Ok(Ok(())) => Ok(core),
+            Ok(Err(e)) => {
+                core.terminate();
+                Err(e)
+            }
+            Err(_) => Err(Error::BrokenPool(
+                "the pool supervisor failed to start".into(),
+            )),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn new_id(&self) -> u64 {
+        // Relaxed: ids only need to be unique.
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a task and hands it to the workers (or, for the executor,
+    /// to the pending list).
+    pub fn submit(&self, task: Task, callback: Option<Callback>) -> Result<()> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let id = task.id;
+        {
+            let mut st = self.lock();
+            if let Some(b) = &st.broken {
+                return Err(Error::BrokenPool(b.clone()));
+            }
+            st.slots.insert(
+                id,
+                Slot {
+                    callback,
+                    ..Slot::default()
+                },
+            );
+            if self.cfg.executor {
+                st.pending.push_back(task);
+                drop(st);
+                return self.feed();
+            }
+            st.in_queue += 1;
+            if let Some(s) = st.slots.get_mut(&id) {
+                s.queued = true;
+            }
+        }
+        self.tasks.put(&task).inspect_err(|_| {
+            self.lock().slots.remove(&id);
+        })
+    }
+
+    /// Executor: moves pending tasks to the worker queue while fewer than
+    /// `processes + 1` are queued or running (as Python's call queue).
+    fn feed(&self) -> Result<()> {
+        loop {
+            let task = {
+                let mut st = self.lock();
+                if st.in_queue > self.cfg.processes || st.broken.is_some() {
+                    return Ok(());
+                }
+                let Some(t) = st.pending.pop_front() else {
+                    return Ok(());
+                };
+                st.in_queue += 1;
+                if let Some(s) = st.slots.get_mut(&t.id) {
+                    s.queued = true;
+                }
+                t
+            };
+            self.tasks.put(&task)?;
+        }
+    }
+
+    fn dispatch(&self, r: Reply) {
+        let done: Done = match r.outcome {
+            Outcome::Ok(b) => Ok(b),
+            Outcome::Err(m) => Err(Failure::Failed(m)),
+            Outcome::Panic(m) => Err(Failure::Panicked(m)),
+            Outcome::Setup(m) => Err(Failure::Setup(m)),
+        };
+        self.complete(r.id, done, true);
+    }
+
+    /// Records a task's result (unless it already has one), runs its
+    /// callback, wakes waiters.
+    fn complete(&self, id: u64, done: Done, from_worker: bool) {
+        let cb = {
+            let mut st = self.lock();
+            if from_worker {
+                st.in_queue = st.in_queue.saturating_sub(1);
+            }
+            match st.slots.get_mut(&id) {
+                Some(s) if s.result.is_none() => {
+                    s.result = Some(done.clone());
+                    s.callback.take()
+                }
+                _ => None,
+            }
+        };
+        if let Some(cb) = cb {
+            cb(&done);
+        }
+        self.cv.notify_all();
+        if self.cfg.executor && from_worker {
+            let _ = self.feed();
+        }
+    }
+
+    /// Pops and dispatches one reply, waiting at most `slice`.
+    fn drive(&self, slice: Duration) -> bool {
+        match self.replies.get_timeout(slice) {
+            Ok(r) => {
+                self.dispatch(r);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Waits until `ready(state)` holds or `deadline` passes; pops replies
+    /// meanwhile. Returns whether `ready` held.
+    fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        ready: &dyn Fn(&HashMap<u64, SlotView<'_>>) -> bool,
+    ) -> bool {
+        // Relaxed: a hint for the supervisor (it re-checks every 10 ms).
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let ok = loop {
+            if self.check(ready) {
+                break true;
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                break false;
+            }
+            let slice = left.map_or(Duration::from_millis(2), |l| {
+                l.min(Duration::from_millis(2))
+            });
+            self.drive(slice);
+        };
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        ok
+    }
+
+    fn check(&self, ready: &dyn Fn(&HashMap<u64, SlotView<'_>>) -> bool) -> bool {
+        let st = self.lock();
+        let view: HashMap<u64, SlotView<'_>> = st
+            .slots
+            .iter()
+            .map(|(k, s)| {
+                (
+                    *k,
+                    SlotView {
+                        result: s.result.as_ref(),
+                        queued: s.queued,
+                    },
+                )
+            })
+            .collect();
+        ready(&view)
+    }
+
+    /// Waits for every id; returns their results (or `None` on timeout).
+    pub fn wait_all(&self, ids: &[u64], deadline: Option<Instant>) -> Option<Vec<Done>> {
+        let ok = self.wait_until(deadline, &|v| {
+            ids.iter()
+                .all(|i| v.get(i).is_none_or(|s| s.result.is_some()))
+        });
+        if !ok {
+            return None;
+        }
+        let st = self.lock();
+        Some(
+            ids.iter()
+                .map(|i| {
+                    st.slots
+                        .get(i)
+                        .and_then(|s| s.result.clone())
+                        .unwrap_or(Err(Failure::Broken("result already collected".into())))
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits until one of `ids` is done; returns the done ones.
+    pub fn wait_any(&self, ids: &[u64], deadline: Option<Instant>) -> Vec<u64> {
+        self.wait_until(deadline, &|v| {
+            ids.iter()
+                .any(|i| v.get(i).is_none_or(|s| s.result.is_some()))
+        });
+        let st = self.lock();
+        ids.iter()
+            .copied()
+            .filter(|i| st.slots.get(i).is_none_or(|s| s.result.is_some()))
+            .collect()
+    }
+
+    pub fn is_done(&self, id: u64) -> bool {
+        self.lock()
+            .slots
+            .get(&id)
+            .is_none_or(|s| s.result.is_some())
+    }
+
+    pub fn result_of(&self, id: u64) -> Option<Done> {
+        self.lock().slots.get(&id).and_then(|s| s.result.clone())
+    }
+
+    pub fn is_queued(&self, id: u64) -> bool {
+        self.lock()
+            .slots
+            .get(&id)
+            .is_some_and(|s| s.queued && s.result.is_none())
+    }
+
+    /// Adds a callback, or runs it now if the task is done.
+    pub fn on_done(&self, id: u64, cb: Callback) {
+        let now = {
+            let mut st = self.lock();
+            match st.slots.get_mut(&id) {
+                Some(s) if s.result.is_none() => {
+                    let prev = s.callback.take();
+                    s.callback = Some(match prev {
+                        Some(p) => Box::new(move |d: &Done| {
+                            p(d);
+                            cb(d);
+                        }),
+                        None => cb,
+                    });
+                    None
+                }
+                Some(s) => s.result.clone().map(|r| (r, cb)),
+                None => None,
+            }
+        };
+        if let Some((r, cb)) = now {
+            cb(&r);
+        }
+    }
+
+    /// Executor: cancels a task still pending in the parent.
+    pub fn cancel(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        let Some(pos) = st.pending.iter().position(|t| t.id == id) else {
+            return st
+                .slots
+                .get(&id)
+                .is_some_and(|s| s.result == Some(Err(Failure::Cancelled)));
+        };
+        st.pending.remove(pos);
+        drop(st);
+        self.complete(id, Err(Failure::Cancelled), false);
+        true
+    }
+
+    /// Executor: cancels every pending task.
+    pub fn cancel_pending(&self) {
+        let ids: Vec<u64> = self.lock().pending.drain(..).map(|t| t.id).collect();
+        for id in ids {
+            self.complete(id, Err(Failure::Cancelled), false);
+        }
+    }
+
+    pub fn forget(&self, ids: &[u64]) {
+        let mut st = self.lock();
+        for i in ids {
+            if st.slots.get(i).is_some_and(|s| s.result.is_some()) {
+                st.slots.remove(i);
+            }
+        }
+    }
+
+    pub fn broken(&self) -> Option<String> {
+        self.lock().broken.clone()
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.pids.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// No more tasks will be accepted.
+    pub fn close(&self) {
+        // Release: pairs with the Acquire in `submit` and the supervisor.
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// After `close`: lets workers finish the queue, then stop; waits.
+    pub fn join(&self) -> Result<()> {
+        if !self.closing.load(Ordering::Acquire) {
+            return Err(Error::InvalidArgument("close() the pool before join()"));
+        }
+        if self.cfg.executor {
+            // Pending executor tasks must reach the workers first.
+            while !self.lock().pending.is_empty() && self.broken().is_none() {
+                self.drive(Duration::from_millis(2));
+                let _ = self.feed();
+            }
+        }
+        if self.broken().is_none() {
+            for _ in 0..self.cfg.processes {
+                let _ = self.tasks.put(&Task {
+                    id: STOP,
+                    tramp: 0,
+                    target: 0,
+                    args: Vec::new(),
+                });
+            }
+        }
+        self.join_supervisor();
+        Ok(())
+    }
+
+    /// Kills the workers at once; outstanding tasks fail with `BrokenPool`.
+    pub fn terminate(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.terminate.store(true, Ordering::Release);
+        self.join_supervisor();
+    }
+
+    fn join_supervisor(&self) {
+        let h = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+        // Whatever is still outstanding will never complete.
+        let ids: Vec<u64> = {
+            let mut st = self.lock();
+            st.pending.clear();
+            st.slots
+                .iter()
+                .filter(|(_, s)| s.result.is_none())
+                .map(|(i, _)| *i)
+                .collect()
+        };
+        for id in ids {
+            self.complete(
+                id,
+                Err(Failure::Broken("the pool was terminated".into())),
+                false,
+            );
+        }
+        self.tasks.close();
+        self.replies.close();
+    }
+}
+
+/// A read-only view of a slot for wait predicates.
+pub(crate) struct SlotView<'a> {
+    pub result: Option<&'a Done>,
+    #[allow(dead_code)]
+    pub queued: bool,
+}
+
+fn start_worker(core: &Core, index: usize) -> Result<Process<Result<(), String>>> {
+    let ctx = WorkerCtx {
+        tasks: core.tasks.clone(),
+        replies: core.replies.clone(),
+        inflight: core.inflight.clone(),
+        index: index as u32,
+        max_tasks: core.cfg.max_tasks,
+        init: core.cfg.init.as_ref().map(|t| Task {
+            id: 0,
+            tramp: t.tramp,
+            target: t.target,
+            args: t.args.clone(),
+        }),
+    };
+    let mut p = Process::builder()
+        .name(format!("PoolWorker-{}", index + 1))
+        .daemon(true)
+        .start_method(core.cfg.method)
+        .target_fn(worker_main, ctx);
+    p.start()?;
+    Ok(p)
+}
+
+/// The supervisor thread: starts workers, watches them, dispatches
+/// replies nobody waits for, and shuts everything down.
+fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
+    let n = core.cfg.processes;
+    let mut workers: Vec<Option<Process<Result<(), String>>>> = Vec::with_capacity(n);
+    for i in 0..n {
+        match start_worker(&core, i) {
+            Ok(p) => workers.push(Some(p)),
+            Err(e) => {
+                for p in workers.iter_mut().flatten() {
+                    let _ = p.kill();
+                    let _ = p.join();
+                }
+                let _ = started.send(Err(e));
+                return;
+            }
+        }
+    }
+    let record = |w: &[Option<Process<Result<(), String>>>]| {
+        *core.pids.lock().unwrap_or_else(|p| p.into_inner()) =
+            w.iter().flatten().filter_map(|p| p.pid()).collect();
+    };
+    record(&workers);
+    let _ = started.send(Ok(()));
+    loop {
+        // Acquire: pairs with the Release in `terminate`.
+        if core.terminate.load(Ordering::Acquire) {
+            for p in workers.iter_mut().flatten() {
+                let _ = p.kill();
+            }
+            for p in workers.iter_mut().flatten() {
+                let _ = p.join();
+            }
+            return;
+        }
+        // Relaxed: a hint; a wrong guess costs at most one 10 ms slice.
+        if core.waiters.load(Ordering::Relaxed) == 0 {
+            core.drive(Duration::from_millis(10));
+        } else {
+            let fds: Vec<_> = workers
+                .iter()
+                .flatten()
+                .filter_map(|p| p.sentinel())
+                .collect();
+            let _ = crate::process::wait(&fds, Some(Duration::from_millis(10)));
+        }
+        // Reap and handle workers that exited.
+        let mut changed = false;
+        for i in 0..n {
+            let exited = workers[i].as_mut().is_some_and(|p| !p.is_alive());
+            if !exited {
+                continue;
+            }
+            changed = true;
+            let mut p = workers[i].take().expect("checked above");
+            let code = p.exitcode().unwrap_or(-1);
+            // Replies a worker sent before dying are delivered first.
+            while core.drive(Duration::ZERO) {}
+            let task = core.inflight.get(i).unwrap_or(0);
+            let _ = core.inflight.set(i, 0);
+            let pid = p.pid().unwrap_or(0) as u64;
+            let clean = code == 0 && task == 0;
+            if task != 0 && task != STOP {
+                core.complete(task, Err(Failure::WorkerDied(pid)), true);
+            }
+            if core.cfg.executor && !clean {
+                break_pool(
+                    &core,
+                    format!("a worker process (pid {pid}) terminated abruptly"),
+                );
+            }
+            let closing = core.closing.load(Ordering::Acquire);
+            if !closing && core.broken().is_none() {
+                match start_worker(&core, i) {
+                    Ok(np) => workers[i] = Some(np),
+                    Err(e) => break_pool(&core, format!("could not replace a worker: {e}")),
+                }
+            }
+        }
+        if changed {
+            record(&workers);
+        }
+        if core.closing.load(Ordering::Acquire) && workers.iter().all(|w| w.is_none()) {
+            while core.drive(Duration::ZERO) {}
+            return;
+        }
+    }
+}
+
+/// Marks the pool broken and fails every outstanding task (Python's
+/// `BrokenProcessPool`).
+fn break_pool(core: &Core, msg: String) {
+    let ids: Vec<u64> = {
+        let mut st = core.lock();
+        if st.broken.is_some() {
+            return;
+        }
+        st.broken = Some(msg.clone());
+        st.pending.clear();
+        st.slots
+            .iter()
+            .filter(|(_, s)| s.result.is_none())
+            .map(|(i, _)| *i)
+            .collect()
+    };
+    for id in ids {
+        core.complete(id, Err(Failure::Broken(msg.clone())), false);
+    }
+}

@@ -1,0 +1,471 @@
+//! `ProcessPoolExecutor` and its `Future`s (Python's
+//! `concurrent.futures`).
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::core::{Core, Done, Failure};
+use super::pool::PoolBuilder;
+use super::task::{encode, Code};
+use crate::codec::Message;
+use crate::process::{StartMethod, TargetOutput};
+use crate::{Error, Result};
+
+/// A pool executing submitted calls in worker processes (Python's
+/// `concurrent.futures.ProcessPoolExecutor`).
+///
+/// Calls wait in the parent until a worker is about to be free, so a
+/// [`Future::cancel`] succeeds while the call has not started. A worker
+/// that dies breaks the executor: every pending future fails with
+/// [`Error::BrokenPool`] (Python's `BrokenProcessPool`).
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::pool::ProcessPoolExecutor;
+/// fn cube(x: i64) -> i64 { x * x * x }
+/// let ex = ProcessPoolExecutor::new(2)?;
+/// let f = ex.submit(cube, 3)?;
+/// assert_eq!(f.result(None)?, 27);
+/// let all: Vec<i64> = ex.map(cube, 1..=3, 1)?.collect::<Result<_, _>>()?;
+/// assert_eq!(all, vec![1, 8, 27]);
+/// ex.shutdown(true, false);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub struct ProcessPoolExecutor {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPoolExecutor")
+            .field("max_workers", &self.core.cfg.processes)
+            .finish()
+    }
+}
+
+/// Builder for a [`ProcessPoolExecutor`].
+#[derive(Default)]
+pub struct ExecutorBuilder {
+    inner: PoolBuilder,
+}
+
+impl ExecutorBuilder {
+    /// Number of workers (default: `cpu_count()`).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.inner = self.inner.processes(n);
+        self
+    }
+    /// Replace each worker after this many calls (Python's `max_tasks_per_child`).
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.inner = self.inner.maxtasksperchild(n);
+        self
+    }
+    /// Run `f(arg)` once in each worker first.
+    pub fn initializer<A: Message + Send + 'static, R: TargetOutput>(
+        mut self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Self {
+        self.inner = self.inner.initializer(f, arg);
+        self
+    }
+    /// Start method of the workers.
+    pub fn start_method(mut self, m: StartMethod) -> Self {
+        self.inner = self.inner.start_method(m);
+        self
+    }
+    /// Starts the workers.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn build(self) -> Result<ProcessPoolExecutor> {
+        Ok(ProcessPoolExecutor {
+            core: Core::start(self.inner.config(true)?)?,
+        })
+    }
+}
+
+/// The eventual result of a submitted call (Python's `Future`).
+pub struct Future<T> {
+    core: Arc<Core>,
+    id: u64,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Future")
+            .field("id", &self.id)
+            .field("done", &self.done())
+            .finish()
+    }
+}
+
+impl<T: Message> Future<T> {
+    /// Waits for the call's value (Python's `result(timeout)`).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; [`Error::Cancelled`]; the call's own error;
+    /// [`Error::BrokenPool`].
+    pub fn result(&self, timeout: Option<Duration>) -> Result<T> {
+        match self
+            .core
+            .wait_all(&[self.id], timeout.map(|t| Instant::now() + t))
+        {
+            Some(mut d) => match d.pop() {
+                Some(Ok(b)) => crate::process::target::value(&b),
+                Some(Err(f)) => Err(f.to_error()),
+                None => Err(Error::BrokenPool("no result".into())),
+            },
+            None => Err(Error::Timeout),
+        }
+    }
+
+    /// The call's error, if it failed (Python's `exception(timeout)`).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if it is not done in time.
+    pub fn exception(&self, timeout: Option<Duration>) -> Result<Option<Error>> {
+        match self
+            .core
+            .wait_all(&[self.id], timeout.map(|t| Instant::now() + t))
+        {
+            Some(mut d) => Ok(d.pop().and_then(|r| r.err()).map(|f| f.to_error())),
+            None => Err(Error::Timeout),
+        }
+    }
+
+    /// Calls `f` with the result once the call is done (at once if it is).
+    pub fn add_done_callback(&self, f: impl FnOnce(Result<T>) + Send + 'static) {
+        self.core.on_done(
+            self.id,
+            Box::new(move |d: &Done| {
+                f(match d {
+                    Ok(b) => crate::process::target::value(b),
+                    Err(e) => Err(e.to_error()),
+                })
+            }),
+        );
+    }
+}
+
+impl<T> Future<T> {
+    /// Whether the call finished, failed or was cancelled.
+    pub fn done(&self) -> bool {
+        self.core.is_done(self.id)
+    }
+
+    /// Whether the call was handed to a worker and is not done.
+    pub fn running(&self) -> bool {
+        self.core.is_queued(self.id)
+    }
+
+    /// Whether the call was cancelled.
+    pub fn cancelled(&self) -> bool {
+        matches!(self.core.result_of(self.id), Some(Err(Failure::Cancelled)))
+    }
+
+    /// Cancels the call if it has not started; returns whether it is
+    /// cancelled (Python's `cancel`).
+    pub fn cancel(&self) -> bool {
+        self.core.cancel(self.id)
+    }
+}
+
+impl<T> Drop for Future<T> {
+    fn drop(&mut self) {
+        self.core.forget(&[self.id]);
+    }
+}
+
+/// Any future, for [`wait`] and [`as_completed`] over futures of
+/// different value types.
+pub trait AnyFuture {
+    /// Which pool and task this future follows.
+    fn key(&self) -> FutureKey;
+}
+
+/// Identifies a future's pool and task (opaque).
+#[derive(Clone)]
+pub struct FutureKey {
+    core: Arc<Core>,
+    id: u64,
+}
+
+impl std::fmt::Debug for FutureKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FutureKey").field("id", &self.id).finish()
+    }
+}
+
+impl<T> AnyFuture for Future<T> {
+    fn key(&self) -> FutureKey {
+        FutureKey {
+            core: self.core.clone(),
+            id: self.id,
+        }
+    }
+}
+
+/// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
+/// `ALL_COMPLETED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// As soon as any future is done.
+    FirstCompleted,
+    /// As soon as any future fails (or all are done).
+    FirstException,
+    /// When all are done.
+    AllCompleted,
+}
+
+/// Indices of the futures given to [`wait`], split by state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DoneAndNotDone {
+    /// Done (finished, failed or cancelled).
+    pub done: Vec<usize>,
+    /// Still pending or running.
+    pub not_done: Vec<usize>,
+}
+
+fn split(keys: &[FutureKey]) -> DoneAndNotDone {
+    let mut r = DoneAndNotDone::default();
+    for (i, k) in keys.iter().enumerate() {
+        if k.core.is_done(k.id) {
+            r.done.push(i)
+        } else {
+            r.not_done.push(i)
+        }
+    }
+    r
+}
+
+/// Waits for futures (Python's `concurrent.futures.wait`); returns the
+/// indices of those done and not done.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::pool::{wait, ProcessPoolExecutor, ReturnWhen};
+/// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+/// let ex = ProcessPoolExecutor::new(2)?;
+/// let (a, b) = (ex.submit(nap, 10)?, ex.submit(nap, 2000)?);
+/// let r = wait(&[&a, &b], None, ReturnWhen::FirstCompleted);
+/// assert_eq!(r.done, vec![0]);
+/// ex.shutdown(false, true);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub fn wait(fs: &[&dyn AnyFuture], timeout: Option<Duration>, when: ReturnWhen) -> DoneAndNotDone {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let keys: Vec<FutureKey> = fs.iter().map(|f| f.key()).collect();
+    loop {
+        let r = split(&keys);
+        let failed = r
+            .done
+            .iter()
+            .any(|&i| matches!(keys[i].core.result_of(keys[i].id), Some(Err(_))));
+        let enough = match when {
+            ReturnWhen::FirstCompleted => !r.done.is_empty(),
+            ReturnWhen::FirstException => failed || r.not_done.is_empty(),
+            ReturnWhen::AllCompleted => r.not_done.is_empty(),
+        } || r.not_done.is_empty();
+        if enough || deadline.is_some_and(|d| Instant::now() >= d) {
+            return r;
+        }
+        // Drive the first not-done future's pool for a short slice.
+        let c = &keys[r.not_done[0]].core;
+        let ids: Vec<u64> = r
+            .not_done
+            .iter()
+            .map(|&i| &keys[i])
+            .filter(|k| Arc::ptr_eq(&k.core, c))
+            .map(|k| k.id)
+            .collect();
+        let slice = Instant::now() + Duration::from_millis(5);
+        c.wait_any(&ids, Some(deadline.map_or(slice, |d| d.min(slice))));
+    }
+}
+
+/// Yields the indices of `fs` in the order they complete (Python's
+/// `as_completed`); after `timeout`, yields `Err(Timeout)` once and stops.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::pool::{as_completed, ProcessPoolExecutor};
+/// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+/// let ex = ProcessPoolExecutor::new(2)?;
+/// let fs = [ex.submit(nap, 300)?, ex.submit(nap, 10)?];
+/// let order: Vec<usize> = as_completed(&[&fs[0], &fs[1]], None).collect::<Result<_, _>>()?;
+/// assert_eq!(order, vec![1, 0]);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub fn as_completed(fs: &[&dyn AnyFuture], timeout: Option<Duration>) -> AsCompleted {
+    AsCompleted {
+        keys: fs.iter().map(|f| f.key()).collect(),
+        left: (0..fs.len()).collect(),
+        deadline: timeout.map(|t| Instant::now() + t),
+        timed_out: false,
+    }
+}
+
+/// The iterator of [`as_completed`].
+#[derive(Debug)]
+pub struct AsCompleted {
+    keys: Vec<FutureKey>,
+    left: VecDeque<usize>,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+impl Iterator for AsCompleted {
+    type Item = Result<usize>;
+
+    fn next(&mut self) -> Option<Result<usize>> {
+        if self.left.is_empty() || self.timed_out {
+            return None;
+        }
+        loop {
+            if let Some(pos) = self
+                .left
+                .iter()
+                .position(|&i| self.keys[i].core.is_done(self.keys[i].id))
+            {
+                return self.left.remove(pos).map(Ok);
+            }
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.timed_out = true;
+                return Some(Err(Error::Timeout));
+            }
+            let c = self.keys[self.left[0]].core.clone();
+            let ids: Vec<u64> = self.left.iter().map(|&i| self.keys[i].id).collect();
+            let slice = Instant::now() + Duration::from_millis(5);
+            c.wait_any(&ids, Some(self.deadline.map_or(slice, |d| d.min(slice))));
+        }
+    }
+}
+
+impl ProcessPoolExecutor {
+    /// An executor with `max_workers` workers.
+    ///
+    /// # Errors
+    /// As [`ExecutorBuilder::build`].
+    pub fn new(max_workers: usize) -> Result<ProcessPoolExecutor> {
+        ExecutorBuilder::default().max_workers(max_workers).build()
+    }
+
+    /// A builder (max_workers, max_tasks_per_child, initializer, start method).
+    pub fn builder() -> ExecutorBuilder {
+        ExecutorBuilder::default()
+    }
+
+    /// Pids of the current workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.core.pids()
+    }
+
+    /// Schedules `f(arg)` (Python's `submit`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after `shutdown`; [`Error::BrokenPool`];
+    /// [`Error::TargetNotFound`]; [`Error::MessageTooLarge`].
+    pub fn submit<A: Message + Send + 'static, R: TargetOutput>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<Future<R::Value>> {
+        let id = self.core.new_id();
+        self.core
+            .submit(Code::single(f)?.task(id, encode(&arg)?), None)?;
+        Ok(Future {
+            core: self.core.clone(),
+            id,
+            _t: PhantomData,
+        })
+    }
+
+    /// `f` over `items`, results in input order (Python's `map`): all calls
+    /// are submitted now, in chunks of `chunksize` items.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn map<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> Result<ExecutorMap<R::Value>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+    {
+        let code = Code::chunk(f)?;
+        let mut futures = VecDeque::new();
+        let mut it = items.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<A> = it.by_ref().take(chunksize.max(1)).collect();
+            let id = self.core.new_id();
+            self.core.submit(code.task(id, encode(&chunk)?), None)?;
+            futures.push_back(Future {
+                core: self.core.clone(),
+                id,
+                _t: PhantomData,
+            });
+        }
+        Ok(ExecutorMap {
+            futures,
+            ready: VecDeque::new(),
+        })
+    }
+
+    /// Stops accepting calls; with `wait`, waits for running and pending
+    /// calls to finish and the workers to exit; with `cancel_futures`,
+    /// cancels calls not yet started (Python's `shutdown`).
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.core.close();
+        if cancel_futures {
+            self.core.cancel_pending();
+        }
+        if wait {
+            let _ = self.core.join();
+        }
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        // Python's `with` block: shut down and wait.
+        self.core.close();
+        if self.core.broken().is_none() {
+            let _ = self.core.join();
+        }
+        self.core.terminate();
+    }
+}
+
+/// The iterator of [`ProcessPoolExecutor::map`].
+pub struct ExecutorMap<T> {
+    futures: VecDeque<Future<Vec<T>>>,
+    ready: VecDeque<T>,
+}
+
+impl<T: Message> Iterator for ExecutorMap<T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        loop {
+            if let Some(v) = self.ready.pop_front() {
+                return Some(Ok(v));
+            }
+            let f = self.futures.pop_front()?;
+            match f.result(None) {
+                Ok(v) => self.ready.extend(v),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}

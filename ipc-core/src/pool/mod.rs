@@ -1,0 +1,22 @@
+//! `Pool` and `ProcessPoolExecutor`: Python's process pools, over a task
+//! queue and a reply queue in shared memory.
+//!
+//! Tasks are `fn` items with `rkyv` arguments and results (found in any
+//! worker through their offset in the executable), so the workers may be
+//! started by any start method. A worker killed mid-task never hangs a
+//! caller: `Pool` fails that task with [`Error::WorkerDied`](crate::Error::WorkerDied)
+//! and replaces the worker; the executor marks itself broken
+//! ([`Error::BrokenPool`](crate::Error::BrokenPool)) as Python does.
+
+mod core;
+mod executor;
+#[allow(clippy::module_inception)]
+mod pool;
+mod task;
+mod worker;
+
+pub use executor::{
+    as_completed, wait, AnyFuture, AsCompleted, DoneAndNotDone, ExecutorBuilder, ExecutorMap,
+    Future, FutureKey, ProcessPoolExecutor, ReturnWhen,
+};
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};

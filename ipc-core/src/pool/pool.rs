@@ -1,0 +1,563 @@
+//! `Pool` (Python's `multiprocessing.Pool`).
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::core::{Config, Core, Done};
+use super::task::{encode, Code};
+use crate::codec::Message;
+use crate::process::{cpu_count, get_start_method, StartMethod, TargetOutput};
+use crate::{Error, Result};
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// Tasks are `fn` items with `rkyv` arguments and results, so they run in
+/// workers started by any start method. A task that panics or returns
+/// `Err` fails only its caller; a worker killed mid-task fails that task
+/// with [`Error::WorkerDied`] and is replaced, and every other task still
+/// completes. Dropping the pool terminates it.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::pool::Pool;
+/// fn square(x: u64) -> u64 { x * x }
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(square, 0..5, None)?, vec![0, 1, 4, 9, 16]);
+/// assert_eq!(pool.apply(square, 7)?, 49);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub struct Pool {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.core.cfg.processes)
+            .field("method", &self.core.cfg.method)
+            .finish()
+    }
+}
+
+/// Builder for a [`Pool`].
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::pool::Pool;
+/// fn setup(_: ()) {}
+/// let pool = Pool::builder().processes(2).initializer(setup, ()).maxtasksperchild(100).build()?;
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub struct PoolBuilder {
+    processes: usize,
+    method: Option<StartMethod>,
+    max_tasks: u64,
+    init: Option<Result<super::task::Task>>,
+    queue_capacity: usize,
+    max_message_size: usize,
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (default: [`cpu_count`]).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = n;
+        self
+    }
+    /// Start method of the workers (default: [`get_start_method`]).
+    pub fn start_method(mut self, m: StartMethod) -> Self {
+        self.method = Some(m);
+        self
+    }
+    /// Replace each worker after this many tasks (Python's `maxtasksperchild`).
+    pub fn maxtasksperchild(mut self, n: u64) -> Self {
+        self.max_tasks = n;
+        self
+    }
+    /// Run `f(arg)` once in each worker before its first task.
+    pub fn initializer<A: Message + Send + 'static, R: TargetOutput>(
+        mut self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Self {
+        self.init = Some(Code::single(f).and_then(|c| Ok(c.task(0, encode(&arg)?))));
+        self
+    }
+    /// Largest encoded task or result chunk (default 1 MiB).
+    pub fn max_message_size(mut self, n: usize) -> Self {
+        self.max_message_size = n;
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for zero processes; whatever starting a
+    /// worker returns (e.g. [`Error::InitNotCalled`] for `Spawn`).
+    pub fn build(self) -> Result<Pool> {
+        Ok(Pool {
+            core: Core::start(self.config(false)?)?,
+        })
+    }
+
+    pub(crate) fn config(self, executor: bool) -> Result<Config> {
+        Ok(Config {
+            processes: self.processes,
+            method: self.method.unwrap_or_else(get_start_method),
+            max_tasks: self.max_tasks,
+            init: self.init.transpose()?,
+            queue_capacity: self.queue_capacity,
+            max_message_size: self.max_message_size,
+            executor,
+        })
+    }
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            processes: cpu_count(),
+            method: None,
+            max_tasks: 0,
+            init: None,
+            queue_capacity: 1024,
+            max_message_size: 1 << 20,
+        }
+    }
+}
+
+/// The result of an `apply_async` or `map_async` (Python's `AsyncResult`).
+pub struct AsyncResult<T> {
+    core: Arc<Core>,
+    ids: Vec<u64>,
+    decode: fn(Vec<Done>) -> Result<T>,
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("tasks", &self.ids.len())
+            .finish()
+    }
+}
+
+fn decode_one<T: Message>(mut d: Vec<Done>) -> Result<T> {
+    match d.pop() {
+        Some(Ok(b)) => crate::process::target::value(&b),
+        Some(Err(f)) => Err(f.to_error()),
+        None => Err(Error::BrokenPool("no result".into())),
+    }
+}
+
+fn decode_chunks<T: Message>(d: Vec<Done>) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for c in d {
+        match c {
+            Ok(b) => out.extend(crate::process::target::value::<Vec<T>>(&b)?),
+            Err(f) => return Err(f.to_error()),
+        }
+    }
+    Ok(out)
+}
+
+impl<T> AsyncResult<T> {
+    /// Waits for the result (Python's `get(timeout)`).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; the task's own error ([`Error::Panicked`],
+    /// [`Error::TargetFailed`]); [`Error::WorkerDied`]; [`Error::BrokenPool`].
+    pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        match self.core.wait_all(&self.ids, deadline) {
+            Some(d) => (self.decode)(d),
+            None => Err(Error::Timeout),
+        }
+    }
+
+    /// Waits until ready, at most `timeout`; returns whether it is.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        self.core
+            .wait_all(&self.ids, timeout.map(|t| Instant::now() + t))
+            .is_some()
+    }
+
+    /// Whether the result has arrived.
+    pub fn ready(&self) -> bool {
+        self.ids.iter().all(|i| self.core.is_done(*i))
+    }
+
+    /// Whether it completed without error.
+    ///
+    /// # Errors
+    /// [`Error::NotStarted`] if it is not ready yet (Python raises `ValueError`).
+    pub fn successful(&self) -> Result<bool> {
+        if !self.ready() {
+            return Err(Error::NotStarted);
+        }
+        Ok(self
+            .ids
+            .iter()
+            .all(|i| matches!(self.core.result_of(*i), Some(Ok(_)))))
+    }
+}
+
+impl<T> Drop for AsyncResult<T> {
+    fn drop(&mut self) {
+        self.core.forget(&self.ids);
+    }
+}
+
+/// Python's default `chunksize` for `map`: about four chunks per worker.
+fn auto_chunksize(len: usize, processes: usize) -> usize {
+    let per = processes.max(1) * 4;
+    (len / per + usize::from(len % per != 0)).max(1)
+}
+
+impl Pool {
+    /// A pool of `processes` workers (Python's `Pool(processes)`).
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A builder with defaults ([`cpu_count`] workers).
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// Pids of the current workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.core.pids()
+    }
+
+    fn submit_one<A: Message + Send + 'static, R: TargetOutput>(
+        &self,
+        code: Code,
+        arg: &A,
+        cb: Option<Box<dyn FnOnce(&Done) + Send>>,
+    ) -> Result<u64> {
+        let id = self.core.new_id();
+        self.core.submit(code.task(id, encode(arg)?), cb)?;
+        Ok(id)
+    }
+
+    /// Runs `f(arg)` in a worker and waits (Python's `apply`).
+    ///
+    /// # Errors
+    /// As [`AsyncResult::get`].
+    pub fn apply<A: Message + Send + 'static, R: TargetOutput>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<R::Value> {
+        self.apply_async(f, arg)?.get(None)
+    }
+
+    /// Starts `f(arg)` in a worker (Python's `apply_async`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after `close`; [`Error::TargetNotFound`];
+    /// [`Error::MessageTooLarge`]; [`Error::BrokenPool`].
+    pub fn apply_async<A: Message + Send + 'static, R: TargetOutput>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<AsyncResult<R::Value>> {
+        let id = self.submit_one::<A, R>(Code::single(f)?, &arg, None)?;
+        Ok(AsyncResult {
+            core: self.core.clone(),
+            ids: vec![id],
+            decode: decode_one::<R::Value>,
+        })
+    }
+
+    /// `apply_async` with Python's `callback` / `error_callback`: one of
+    /// them runs (in a pool thread) when the result arrives.
+    ///
+    /// # Errors
+    /// As [`apply_async`](Self::apply_async).
+    pub fn apply_async_with<A, R, C, E>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        callback: C,
+        error_callback: E,
+    ) -> Result<AsyncResult<R::Value>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        C: FnOnce(R::Value) + Send + 'static,
+        E: FnOnce(Error) + Send + 'static,
+    {
+        let cb = Box::new(move |d: &Done| match d {
+            Ok(b) => match crate::process::target::value::<R::Value>(b) {
+                Ok(v) => callback(v),
+                Err(e) => error_callback(e),
+            },
+            Err(f) => error_callback(f.to_error()),
+        });
+        let id = self.submit_one::<A, R>(Code::single(f)?, &arg, Some(cb))?;
+        Ok(AsyncResult {
+            core: self.core.clone(),
+            ids: vec![id],
+            decode: decode_one::<R::Value>,
+        })
+    }
+
+    fn submit_chunks<A: Message + Send + 'static, R: TargetOutput>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<u64>> {
+        let code = Code::chunk(f)?;
+        let size = chunksize
+            .unwrap_or_else(|| auto_chunksize(items.len(), self.core.cfg.processes))
+            .max(1);
+        let mut ids = Vec::new();
+        let mut it = items.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<A> = it.by_ref().take(size).collect();
+            let id = self.core.new_id();
+            self.core.submit(code.task(id, encode(&chunk)?), None)?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// `f` over every item, in order (Python's `map`); `chunksize` `None`
+    /// picks Python's default (about four chunks per worker).
+    ///
+    /// # Errors
+    /// The first failing item's error; as [`apply_async`](Self::apply_async).
+    pub fn map<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R::Value>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async(f, items, chunksize)?.get(None)
+    }
+
+    /// As [`map`](Self::map) without waiting (Python's `map_async`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](Self::apply_async).
+    pub fn map_async<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R::Value>>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+    {
+        let ids = self.submit_chunks(f, items.into_iter().collect(), chunksize)?;
+        Ok(AsyncResult {
+            core: self.core.clone(),
+            ids,
+            decode: decode_chunks::<R::Value>,
+        })
+    }
+
+    /// `map` for a function of several arguments, given as tuples (Python's
+    /// `starmap`; in Rust the tuple is the one argument).
+    ///
+    /// # Errors
+    /// As [`map`](Self::map).
+    pub fn starmap<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R::Value>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+    {
+        self.map(f, items, chunksize)
+    }
+
+    /// As [`starmap`](Self::starmap) without waiting.
+    ///
+    /// # Errors
+    /// As [`map_async`](Self::map_async).
+    pub fn starmap_async<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R::Value>>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async(f, items, chunksize)
+    }
+
+    /// A lazy, ordered iterator of `f` over `items` (Python's `imap`);
+    /// items are submitted as the iterator advances (default chunksize 1).
+    pub fn imap<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> IMap<'_, A, R, I::IntoIter>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+    {
+        IMap::new(self, f, items.into_iter(), chunksize, true)
+    }
+
+    /// As [`imap`](Self::imap), yielding results as they complete (Python's
+    /// `imap_unordered`).
+    pub fn imap_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> IMap<'_, A, R, I::IntoIter>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+    {
+        IMap::new(self, f, items.into_iter(), chunksize, false)
+    }
+
+    /// No more tasks (Python's `close`).
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Waits for the workers to finish the queued tasks and exit; call
+    /// [`close`](Self::close) first (Python's `join`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the pool was not closed.
+    pub fn join(&self) -> Result<()> {
+        self.core.join()
+    }
+
+    /// Kills the workers now; outstanding tasks fail with
+    /// [`Error::BrokenPool`] (Python's `terminate`).
+    pub fn terminate(&self) {
+        self.core.terminate();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.core.terminate();
+    }
+}
+
+/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+pub struct IMap<'p, A, R: TargetOutput, I> {
+    pool: &'p Pool,
+    code: Result<Code>,
+    input: I,
+    chunksize: usize,
+    ordered: bool,
+    in_flight: VecDeque<u64>,
+    ready: VecDeque<Result<R::Value>>,
+    _a: PhantomData<fn(A)>,
+}
+
+impl<'p, A, R, I> IMap<'p, A, R, I>
+where
+    A: Message + Send + 'static,
+    R: TargetOutput,
+    I: Iterator<Item = A>,
+{
+    fn new(pool: &'p Pool, f: fn(A) -> R, input: I, chunksize: usize, ordered: bool) -> Self {
+        IMap {
+            pool,
+            code: Code::chunk(f),
+            input,
+            chunksize: chunksize.max(1),
+            ordered,
+            in_flight: VecDeque::new(),
+            ready: VecDeque::new(),
+            _a: PhantomData,
+        }
+    }
+
+    /// Keeps about two chunks per worker in flight.
+    fn top_up(&mut self) -> Result<()> {
+        let code = *self
+            .code
+            .as_ref()
+            .map_err(|e| Error::TargetNotFound(e.to_string()))?;
+        while self.in_flight.len() < self.pool.core.cfg.processes * 2 {
+            let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let id = self.pool.core.new_id();
+            self.pool
+                .core
+                .submit(code.task(id, encode(&chunk)?), None)?;
+            self.in_flight.push_back(id);
+        }
+        Ok(())
+    }
+
+    fn collect(&mut self, id: u64) {
+        let d = self.pool.core.wait_all(&[id], None).unwrap_or_default();
+        match decode_chunks::<R::Value>(d) {
+            Ok(v) => self.ready.extend(v.into_iter().map(Ok)),
+            Err(e) => self.ready.push_back(Err(e)),
+        }
+        self.pool.core.forget(&[id]);
+    }
+}
+
+impl<A, R, I> Iterator for IMap<'_, A, R, I>
+where
+    A: Message + Send + 'static,
+    R: TargetOutput,
+    I: Iterator<Item = A>,
+{
+    type Item = Result<R::Value>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            if let Err(e) = self.top_up() {
+                return Some(Err(e));
+            }
+            if self.in_flight.is_empty() {
+                return None;
+            }
+            let id = if self.ordered {
+                self.in_flight.pop_front()?
+            } else {
+                let ids: Vec<u64> = self.in_flight.iter().copied().collect();
+                let done = self.pool.core.wait_any(&ids, None);
+                let first = *done.first()?;
+                self.in_flight.retain(|i| *i != first);
+                first
+            };
+            self.collect(id);
+        }
+    }
+}
