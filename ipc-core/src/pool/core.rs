@@ -57,7 +57,7 @@ impl Failure {
 }
 
 pub(crate) type Done = std::result::Result<Vec<u8>, Failure>;
-type Callback = Box<dyn FnOnce(&Done) + Send>;
+pub(crate) type Callback = Box<dyn FnOnce(&Done) + Send>;
 
 #[derive(Default)]
 struct Slot {
@@ -577,6 +577,7 @@ fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
         }
         // Reap and handle workers that exited.
         let mut changed = false;
+        #[allow(clippy::needless_range_loop)] // `i` also indexes `inflight`
         for i in 0..n {
             let exited = workers[i].as_mut().is_some_and(|p| !p.is_alive());
             if !exited {

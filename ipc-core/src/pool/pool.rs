@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::{Config, Core, Done};
+use super::core::{Callback, Config, Core, Done};
 use super::task::{encode, Code};
 use crate::codec::Message;
 use crate::process::{cpu_count, get_start_method, StartMethod, TargetOutput};
@@ -235,11 +235,11 @@ impl Pool {
         self.core.pids()
     }
 
-    fn submit_one<A: Message + Send + 'static, R: TargetOutput>(
+    fn submit_one<A: Message + Send + 'static>(
         &self,
         code: Code,
         arg: &A,
-        cb: Option<Box<dyn FnOnce(&Done) + Send>>,
+        cb: Option<Callback>,
     ) -> Result<u64> {
         let id = self.core.new_id();
         self.core.submit(code.task(id, encode(arg)?), cb)?;
@@ -268,7 +268,7 @@ impl Pool {
         f: fn(A) -> R,
         arg: A,
     ) -> Result<AsyncResult<R::Value>> {
-        let id = self.submit_one::<A, R>(Code::single(f)?, &arg, None)?;
+        let id = self.submit_one::<A>(Code::single(f)?, &arg, None)?;
         Ok(AsyncResult {
             core: self.core.clone(),
             ids: vec![id],
@@ -301,7 +301,7 @@ impl Pool {
             },
             Err(f) => error_callback(f.to_error()),
         });
-        let id = self.submit_one::<A, R>(Code::single(f)?, &arg, Some(cb))?;
+        let id = self.submit_one::<A>(Code::single(f)?, &arg, Some(cb))?;
         Ok(AsyncResult {
             core: self.core.clone(),
             ids: vec![id],
