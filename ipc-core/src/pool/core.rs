@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,6 @@ pub(crate) struct Core {
     replies: Queue<Reply>,
     inflight: RawArray<u64>,
     state: Mutex<State>,
-    cv: Condvar,
     next_id: AtomicU64,
     /// Threads waiting for results (they pop replies themselves).
     waiters: AtomicUsize,
@@ -127,7 +126,6 @@ impl Core {
             replies,
             inflight,
             state: Mutex::new(State::default()),
-            cv: Condvar::new(),
             next_id: AtomicU64::new(1),
             waiters: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -194,9 +192,35 @@ impl Core {
                 s.queued = true;
             }
         }
-        self.tasks.put(&task).inspect_err(|_| {
+        self.put_task(&task).inspect_err(|_| {
             self.lock().slots.remove(&id);
         })
+    }
+
+    /// Puts a task; while the task queue is full, delivers replies instead
+    /// of idling (workers may be blocked on a full reply queue), so a large
+    /// `map` needs no other thread to make progress.
+    fn put_task(&self, task: &Task) -> Result<()> {
+        match self.tasks.put_nowait(task) {
+            Err(Error::Full) => {}
+            other => return other,
+        }
+        // Relaxed: a hint for the supervisor, as in `wait_until`.
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let r = loop {
+            match self.tasks.put_nowait(task) {
+                Err(Error::Full) => {
+                    if !self.drive(Duration::from_micros(200))
+                        && self.terminate.load(Ordering::Acquire)
+                    {
+                        break Err(Error::Closed);
+                    }
+                }
+                other => break other,
+            }
+        };
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        r
     }
 
     /// Executor: moves pending tasks to the worker queue while fewer than
@@ -217,7 +241,7 @@ impl Core {
                 }
                 t
             };
-            self.tasks.put(&task)?;
+            self.put_task(&task)?;
         }
     }
 
@@ -250,7 +274,9 @@ impl Core {
         if let Some(cb) = cb {
             cb(&done);
         }
-        self.cv.notify_all();
+        // No condition variable to signal: waiters pop replies themselves
+        // (in slices of at most 2 ms), so they see this result at once or
+        // at the end of their current slice.
         if self.cfg.executor && from_worker {
             let _ = self.feed();
         }
@@ -267,17 +293,17 @@ impl Core {
         }
     }
 
-    /// Waits until `ready(state)` holds or `deadline` passes; pops replies
+    /// Waits until `ready(slots)` holds or `deadline` passes; pops replies
     /// meanwhile. Returns whether `ready` held.
     fn wait_until(
         &self,
         deadline: Option<Instant>,
-        ready: &dyn Fn(&HashMap<u64, SlotView<'_>>) -> bool,
+        ready: &mut dyn FnMut(&HashMap<u64, Slot>) -> bool,
     ) -> bool {
         // Relaxed: a hint for the supervisor (it re-checks every 10 ms).
         self.waiters.fetch_add(1, Ordering::Relaxed);
         let ok = loop {
-            if self.check(ready) {
+            if ready(&self.lock().slots) {
                 break true;
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -293,29 +319,16 @@ impl Core {
         ok
     }
 
-    fn check(&self, ready: &dyn Fn(&HashMap<u64, SlotView<'_>>) -> bool) -> bool {
-        let st = self.lock();
-        let view: HashMap<u64, SlotView<'_>> = st
-            .slots
-            .iter()
-            .map(|(k, s)| {
-                (
-                    *k,
-                    SlotView {
-                        result: s.result.as_ref(),
-                        queued: s.queued,
-                    },
-                )
-            })
-            .collect();
-        ready(&view)
-    }
-
     /// Waits for every id; returns their results (or `None` on timeout).
     pub fn wait_all(&self, ids: &[u64], deadline: Option<Instant>) -> Option<Vec<Done>> {
-        let ok = self.wait_until(deadline, &|v| {
-            ids.iter()
-                .all(|i| v.get(i).is_none_or(|s| s.result.is_some()))
+        // Ids are checked in order and never re-checked once done, so
+        // waiting for n results costs O(n), not O(n^2).
+        let mut next = 0;
+        let ok = self.wait_until(deadline, &mut |slots| {
+            while next < ids.len() && slots.get(&ids[next]).is_none_or(|s| s.result.is_some()) {
+                next += 1;
+            }
+            next == ids.len()
         });
         if !ok {
             return None;
@@ -335,9 +348,9 @@ impl Core {
 
     /// Waits until one of `ids` is done; returns the done ones.
     pub fn wait_any(&self, ids: &[u64], deadline: Option<Instant>) -> Vec<u64> {
-        self.wait_until(deadline, &|v| {
+        self.wait_until(deadline, &mut |slots| {
             ids.iter()
-                .any(|i| v.get(i).is_none_or(|s| s.result.is_some()))
+                .any(|i| slots.get(i).is_none_or(|s| s.result.is_some()))
         });
         let st = self.lock();
         ids.iter()
@@ -497,13 +510,6 @@ impl Core {
         self.tasks.close();
         self.replies.close();
     }
-}
-
-/// A read-only view of a slot for wait predicates.
-pub(crate) struct SlotView<'a> {
-    pub result: Option<&'a Done>,
-    #[allow(dead_code)]
-    pub queued: bool,
 }
 
 fn start_worker(core: &Core, index: usize) -> Result<Process<Result<(), String>>> {

@@ -251,10 +251,10 @@ pub(crate) fn exe_identity() -> Result<String> {
 
 /// Address ranges of the executable's code segments (read once: the main
 /// executable's mappings do not move; a fork-server child inherits them).
-fn text_segments() -> Result<Vec<(usize, usize)>> {
+fn text_segments() -> Result<&'static [(usize, usize)]> {
     static TEXT: std::sync::OnceLock<Vec<(usize, usize)>> = std::sync::OnceLock::new();
     if let Some(t) = TEXT.get() {
-        return Ok(t.clone());
+        return Ok(t);
     }
     let exe = std::fs::read_link("/proc/self/exe").map_err(target::io)?;
     let exe = exe.to_string_lossy();
@@ -276,7 +276,7 @@ fn text_segments() -> Result<Vec<(usize, usize)>> {
             ))
         })
         .collect();
-    Ok(TEXT.get_or_init(|| t).clone())
+    Ok(TEXT.get_or_init(|| t))
 }
 
 /// Whether `addr` lies in this executable's code (a `fn` that a
