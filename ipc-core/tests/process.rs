@@ -288,3 +288,25 @@ fn non_daemon_children_are_joined_when_the_parent_exits() {
         "the child finished before the parent exited"
     );
 }
+
+#[test]
+fn daemon_started_from_a_short_lived_thread_outlives_the_thread() {
+    // PR_SET_PDEATHSIG follows the creating *thread*; ipc creates daemon
+    // children from a thread that lives as long as the process.
+    let mut p = std::thread::spawn(|| {
+        let mut p = Process::builder()
+            .daemon(true)
+            .target(|| std::thread::sleep(Duration::from_secs(30)));
+        p.start().unwrap();
+        p
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        p.is_alive(),
+        "the daemon died with the thread that started it"
+    );
+    p.kill().unwrap();
+    let _ = p.join();
+}

@@ -268,6 +268,38 @@ fn pipe_end_passed_to_a_spawned_child() -> Result<(), Failed> {
     )
 }
 
+fn pool_and_executor_workers() -> Result<(), Failed> {
+    let m = METHOD.with(|m| m.get());
+    let pool = ipc_core::pool::Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .build()?;
+    check(
+        pool.map(square, 0..50u64, None)? == (0..50u64).map(|x| x * x).collect::<Vec<_>>(),
+        "pool map",
+    )?;
+    let q = Queue::<u64>::new(256)?; // `fill` puts 250 items
+    check(
+        pool.apply(fill, (q.clone(), 3))? == 3,
+        "queue handle through a pool task",
+    )?;
+    check(
+        q.get_timeout(Duration::from_secs(10))? == 3000,
+        "queue content",
+    )?;
+    drop(pool);
+    let ex = ipc_core::pool::ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .start_method(m)
+        .build()?;
+    check(
+        ex.submit(square, 11)?.result(None)? == 121,
+        "executor submit",
+    )?;
+    ex.shutdown(true, false);
+    Ok(())
+}
+
 type TestFn = fn() -> Result<(), Failed>;
 
 fn main() {
@@ -294,6 +326,7 @@ fn main() {
             "bogus_target_is_a_typed_error",
             bogus_target_is_a_typed_error,
         ),
+        ("pool_and_executor_workers", pool_and_executor_workers),
         (
             "hundred_children_from_a_busy_threaded_parent",
             hundred_children_from_a_busy_threaded_parent,

@@ -190,7 +190,15 @@ impl<R: TargetOutput> Process<R> {
             }
         };
         registry::reap_finished();
-        let r = self.launch(job);
+        let (name, daemon, method) = (self.name.clone(), self.daemon, self.method);
+        let r = if daemon || method == StartMethod::ForkServer {
+            // Children that die with us are created by a thread that lives
+            // as long as we do (see `launcher`).
+            super::launcher::run(move || launch(&name, daemon, method, job))
+                .unwrap_or_else(|e| Err((crate::process::target::io(e), None)))
+        } else {
+            launch(&name, daemon, method, job)
+        };
         match r {
             Ok(running) => {
                 let via_server = self.method == StartMethod::ForkServer;
@@ -201,57 +209,6 @@ impl<R: TargetOutput> Process<R> {
             Err((e, job)) => {
                 self.state = job.map_or(State::Gone, State::New);
                 Err(e)
-            }
-        }
-    }
-
-    fn launch(&self, job: Job<R>) -> std::result::Result<Running, (Error, Option<Job<R>>)> {
-        let result = match shm::memfd("ipc-result") {
-            Ok(f) => f,
-            Err(e) => return Err((e.into(), Some(job))),
-        };
-        match (self.method, job) {
-            (StartMethod::Fork, job) => {
-                let parent = proc::pid();
-                // SAFETY: the child runs only the target (and `_exit`s); it
-                // never returns into the caller's frames.
-                let pid = match unsafe { fork() } {
-                    Ok(ForkResult::Parent { child }) => child,
-                    Ok(ForkResult::Child) => {
-                        let mut result = result;
-                        child_setup(&self.name, self.daemon, parent);
-                        let outcome = match job {
-                            Job::Closure(f) => target::run(f),
-                            Job::Fn(j) => j.run_here(),
-                        };
-                        let _ = target::write(&mut result, &outcome);
-                        // SAFETY: ends the child without the parent's destructors.
-                        unsafe { libc::_exit(outcome.exit_code()) }
-                    }
-                    Err(e) => return Err((e.into(), Some(job))),
-                };
-                match watch(pid) {
-                    Ok(pidfd) => Ok(Running { pid, pidfd, result }),
-                    Err(e) => Err((e, None)),
-                }
-            }
-            (StartMethod::Spawn | StartMethod::ForkServer, Job::Closure(f)) => Err((
-                Error::InvalidArgument(
-                    "a closure target needs the Fork start method; use target_fn",
-                ),
-                Some(Job::Closure(f)),
-            )),
-            (m @ (StartMethod::Spawn | StartMethod::ForkServer), Job::Fn(j)) => {
-                let started = if m == StartMethod::Spawn {
-                    j.spawn(&self.name, self.daemon, &result)
-                        .and_then(|pid| Ok((pid, watch(pid)?)))
-                } else {
-                    j.via_server(&self.name, self.daemon, &result)
-                };
-                match started {
-                    Ok((pid, pidfd)) => Ok(Running { pid, pidfd, result }),
-                    Err(e) => Err((e, Some(Job::Fn(j)))),
-                }
             }
         }
     }
@@ -420,6 +377,60 @@ impl<R: TargetOutput> Drop for Process<R> {
     fn drop(&mut self) {
         if let State::Running(r) = &self.state {
             registry::detach(r.pid);
+        }
+    }
+}
+
+fn launch<R: TargetOutput>(
+    name: &str,
+    daemon: bool,
+    method: StartMethod,
+    job: Job<R>,
+) -> std::result::Result<Running, (Error, Option<Job<R>>)> {
+    let result = match shm::memfd("ipc-result") {
+        Ok(f) => f,
+        Err(e) => return Err((e.into(), Some(job))),
+    };
+    match (method, job) {
+        (StartMethod::Fork, job) => {
+            let parent = proc::pid();
+            // SAFETY: the child runs only the target (and `_exit`s); it
+            // never returns into the caller's frames.
+            let pid = match unsafe { fork() } {
+                Ok(ForkResult::Parent { child }) => child,
+                Ok(ForkResult::Child) => {
+                    let mut result = result;
+                    child_setup(name, daemon, parent);
+                    let outcome = match job {
+                        Job::Closure(f) => target::run(f),
+                        Job::Fn(j) => j.run_here(),
+                    };
+                    let _ = target::write(&mut result, &outcome);
+                    // SAFETY: ends the child without the parent's destructors.
+                    unsafe { libc::_exit(outcome.exit_code()) }
+                }
+                Err(e) => return Err((e.into(), Some(job))),
+            };
+            match watch(pid) {
+                Ok(pidfd) => Ok(Running { pid, pidfd, result }),
+                Err(e) => Err((e, None)),
+            }
+        }
+        (StartMethod::Spawn | StartMethod::ForkServer, Job::Closure(f)) => Err((
+            Error::InvalidArgument("a closure target needs the Fork start method; use target_fn"),
+            Some(Job::Closure(f)),
+        )),
+        (m @ (StartMethod::Spawn | StartMethod::ForkServer), Job::Fn(j)) => {
+            let started = if m == StartMethod::Spawn {
+                j.spawn(name, daemon, &result)
+                    .and_then(|pid| Ok((pid, watch(pid)?)))
+            } else {
+                j.via_server(name, daemon, &result)
+            };
+            match started {
+                Ok((pid, pidfd)) => Ok(Running { pid, pidfd, result }),
+                Err(e) => Err((e, Some(Job::Fn(j)))),
+            }
         }
     }
 }

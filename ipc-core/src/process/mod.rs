@@ -15,6 +15,7 @@
 
 mod forkserver;
 mod handle;
+mod launcher;
 mod registry;
 pub(crate) mod spawn;
 pub(crate) mod target;

@@ -1,0 +1,49 @@
+//! A thread that lives as long as the process and starts the children
+//! that must die with us.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that created the child
+//! exits, not the process. A daemon child (or the fork server) started
+//! from a short-lived thread would be killed as soon as that thread ends.
+//! Creating them from this thread ties them to the process's lifetime.
+
+use std::sync::mpsc::{channel, sync_channel, Sender};
+use std::sync::Mutex;
+
+use crate::sys::proc;
+
+type Work = Box<dyn FnOnce() + Send>;
+
+/// (pid that started the thread, its queue): a forked child has no such
+/// thread (threads do not survive fork) and starts its own.
+static LAUNCHER: Mutex<Option<(u32, Sender<Work>)>> = Mutex::new(None);
+
+/// Runs `f` on the launcher thread and returns its result.
+pub(crate) fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
+    let me = proc::pid();
+    let tx = {
+        let mut g = LAUNCHER.lock().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some((pid, tx)) if *pid == me => tx.clone(),
+            _ => {
+                let (tx, rx) = channel::<Work>();
+                std::thread::Builder::new()
+                    .name("ipc-launcher".into())
+                    .spawn(move || {
+                        while let Ok(w) = rx.recv() {
+                            w();
+                        }
+                    })?;
+                *g = Some((me, tx.clone()));
+                tx
+            }
+        }
+    };
+    let (done_tx, done_rx) = sync_channel(1);
+    tx.send(Box::new(move || {
+        let _ = done_tx.send(f());
+    }))
+    .map_err(|_| std::io::Error::other("the ipc launcher thread is gone"))?;
+    done_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the ipc launcher thread is gone"))
+}
