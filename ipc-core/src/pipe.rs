@@ -343,6 +343,11 @@ impl Connection {
         let h = rx.header();
         let r = h.data_ready.0.wait_until(
             || {
+                // Look before locking: spinning on plain loads keeps the
+                // lock's cache line quiet until there is something to take.
+                if !rx.has_data() {
+                    return None;
+                }
                 let Some(_g) = EndGuard::lock(&h.pop_lock.0, deadline) else {
                     return Some(Err(Error::Timeout));
                 };

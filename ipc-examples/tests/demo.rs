@@ -65,3 +65,12 @@ fn processes_example_runs() {
         "{text}"
     );
 }
+
+#[test]
+fn pools_example_runs() {
+    let text = run_example("pools");
+    let mut squares: Vec<u64> = text.lines().filter_map(|l| l.parse().ok()).collect();
+    squares.sort();
+    assert_eq!(squares, vec![0, 1, 4, 9], "{text}");
+    assert_eq!(text.matches("done: true").count(), 2, "{text}");
+}
