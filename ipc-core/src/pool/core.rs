@@ -474,6 +474,29 @@ impl Core {
         Ok(())
     }
 
+    /// Fails every task without a result (and drops pending ones) with
+    /// `BrokenPool(msg)`; with `mark`, also marks the pool broken (once).
+    fn fail_outstanding(&self, msg: &str, mark: bool) {
+        let ids: Vec<u64> = {
+            let mut st = self.lock();
+            if mark {
+                if st.broken.is_some() {
+                    return;
+                }
+                st.broken = Some(msg.to_owned());
+            }
+            st.pending.clear();
+            st.slots
+                .iter()
+                .filter(|(_, s)| s.result.is_none())
+                .map(|(i, _)| *i)
+                .collect()
+        };
+        for id in ids {
+            self.complete(id, Err(Failure::Broken(msg.to_owned())), false);
+        }
+    }
+
     /// Kills the workers at once; outstanding tasks fail with `BrokenPool`.
     pub fn terminate(&self) {
         self.closing.store(true, Ordering::Release);
@@ -491,22 +514,7 @@ impl Core {
             let _ = h.join();
         }
         // Whatever is still outstanding will never complete.
-        let ids: Vec<u64> = {
-            let mut st = self.lock();
-            st.pending.clear();
-            st.slots
-                .iter()
-                .filter(|(_, s)| s.result.is_none())
-                .map(|(i, _)| *i)
-                .collect()
-        };
-        for id in ids {
-            self.complete(
-                id,
-                Err(Failure::Broken("the pool was terminated".into())),
-                false,
-            );
-        }
+        self.fail_outstanding("the pool was terminated", false);
         self.tasks.close();
         self.replies.close();
     }
@@ -628,20 +636,5 @@ fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
 /// Marks the pool broken and fails every outstanding task (Python's
 /// `BrokenProcessPool`).
 fn break_pool(core: &Core, msg: String) {
-    let ids: Vec<u64> = {
-        let mut st = core.lock();
-        if st.broken.is_some() {
-            return;
-        }
-        st.broken = Some(msg.clone());
-        st.pending.clear();
-        st.slots
-            .iter()
-            .filter(|(_, s)| s.result.is_none())
-            .map(|(i, _)| *i)
-            .collect()
-    };
-    for id in ids {
-        core.complete(id, Err(Failure::Broken(msg.clone())), false);
-    }
+    core.fail_outstanding(&msg, true);
 }
