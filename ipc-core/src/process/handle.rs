@@ -283,6 +283,12 @@ impl<R: TargetOutput> Process<R> {
         let State::Running(r) = &mut self.state else {
             return;
         };
+        if block {
+            // Wait on the pidfd first, holding no lock: a fork-server child's
+            // exit code comes through the server's shared socket, which must
+            // not stay locked while a long-running child works.
+            let _ = super::wait(&[r.pidfd.as_fd()], None);
+        }
         let Some(exitcode) = registry::reap(r.pid, block) else {
             return;
         };
