@@ -433,3 +433,90 @@ fn executor_max_tasks_per_child_and_initializer() {
     let n = v.get().unwrap();
     assert!((3..=4).contains(&n), "initializer ran {n} times");
 }
+
+fn slow_square(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(30));
+    x * x
+}
+
+fn len(v: Vec<u8>) -> u64 {
+    v.len() as u64
+}
+
+#[test]
+fn close_join_finishes_the_queue_even_when_workers_retire() {
+    // Regression (review): retired workers were not replaced after close.
+    let p = Pool::builder()
+        .processes(1)
+        .maxtasksperchild(1)
+        .build()
+        .unwrap();
+    let rs: Vec<_> = (0..4u64)
+        .map(|i| p.apply_async(slow_square, i).unwrap())
+        .collect();
+    p.close();
+    p.join().unwrap();
+    let out: Vec<u64> = rs
+        .iter()
+        .map(|r| r.get(Some(Duration::from_secs(5))).unwrap())
+        .collect();
+    assert_eq!(out, vec![0, 1, 4, 9]);
+}
+
+#[test]
+fn executor_shutdown_with_retiring_workers_completes() {
+    // Regression (review): shutdown(wait) hung with max_tasks_per_child.
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let fs: Vec<_> = (0..5u64)
+        .map(|i| ex.submit(slow_square, i).unwrap())
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        ex.shutdown(true, false);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "shutdown hung"
+    );
+    let out: Vec<u64> = fs
+        .iter()
+        .map(|f| f.result(Some(Duration::from_secs(1))).unwrap())
+        .collect();
+    assert_eq!(out, vec![0, 1, 4, 9, 16]);
+}
+
+#[test]
+fn oversized_argument_is_refused_and_the_executor_keeps_working() {
+    // Regression (review): a too-large task leaked its slot and wedged the executor.
+    let ex = ProcessPoolExecutor::new(1).unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            ex.submit(len, vec![0u8; 2 << 20]),
+            Err(Error::MessageTooLarge { .. })
+        ));
+    }
+    assert_eq!(
+        ex.submit(len, vec![1u8; 10])
+            .unwrap()
+            .result(Some(Duration::from_secs(10)))
+            .unwrap(),
+        10
+    );
+}
+
+#[test]
+fn a_panicking_callback_does_not_break_the_pool() {
+    let pool = Pool::new(1).unwrap();
+    let r = pool
+        .apply_async_with(square, 2, |_| panic!("callback bug"), |_| {})
+        .unwrap();
+    assert_eq!(r.get(Some(Duration::from_secs(10))).unwrap(), 4);
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    pool.close();
+    pool.join().unwrap();
+}

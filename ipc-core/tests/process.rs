@@ -310,3 +310,47 @@ fn daemon_started_from_a_short_lived_thread_outlives_the_thread() {
     p.kill().unwrap();
     let _ = p.join();
 }
+
+#[test]
+fn concurrent_reaping_never_loses_an_exit_status() {
+    // Regression (review): a join racing `active_children()` lost the status.
+    isolated(|| {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let h = std::thread::spawn(move || {
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = active_children();
+            }
+        });
+        let mut bad = 0;
+        for _ in 0..300 {
+            let mut p = Process::new(|| 5u64);
+            p.start().unwrap();
+            if p.join().ok() != Some(5) || p.exitcode() != Some(0) {
+                bad += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap();
+        bad == 0
+    });
+}
+
+#[test]
+fn a_forked_grandchild_knows_its_own_name_and_parent() {
+    // Regression (review): the inherited name was never replaced.
+    let mut p = Process::builder().name("outer").target(|| {
+        let outer = std::process::id();
+        let mut q = Process::builder().name("inner").target(|| {
+            (
+                current_process().name,
+                parent_process().map_or(0, |p| p.pid),
+            )
+        });
+        q.start().unwrap();
+        let (name, parent) = q.join().unwrap();
+        name == "inner" && parent == outer
+    });
+    p.start().unwrap();
+    assert!(p.join().unwrap());
+}

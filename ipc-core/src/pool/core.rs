@@ -65,6 +65,8 @@ struct Slot {
     callback: Option<Callback>,
     /// Handed to a worker queue (the executor's "running").
     queued: bool,
+    /// Nobody holds a handle to the result: drop it when it arrives.
+    abandoned: bool,
 }
 
 /// Settings fixed at creation.
@@ -169,6 +171,15 @@ impl Core {
         if self.closing.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        // Refuse what can never fit before registering anything (the
+        // task's own fields take well under 64 bytes).
+        let max = self.tasks.max_message_size();
+        if task.args.len() + 64 > max {
+            return Err(Error::MessageTooLarge {
+                size: task.args.len() + 64,
+                max,
+            });
+        }
         let id = task.id;
         {
             let mut st = self.lock();
@@ -205,22 +216,19 @@ impl Core {
             Err(Error::Full) => {}
             other => return other,
         }
-        // Relaxed: a hint for the supervisor, as in `wait_until`.
-        self.waiters.fetch_add(1, Ordering::Relaxed);
-        let r = loop {
+        let _w = Waiting::new(&self.waiters);
+        loop {
             match self.tasks.put_nowait(task) {
                 Err(Error::Full) => {
                     if !self.drive(Duration::from_micros(200))
                         && self.terminate.load(Ordering::Acquire)
                     {
-                        break Err(Error::Closed);
+                        return Err(Error::Closed);
                     }
                 }
-                other => break other,
+                other => return other,
             }
-        };
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
-        r
+        }
     }
 
     /// Executor: moves pending tasks to the worker queue while fewer than
@@ -241,7 +249,11 @@ impl Core {
                 }
                 t
             };
-            self.put_task(&task)?;
+            if let Err(e) = self.put_task(&task) {
+                // Not handed over after all: undo and fail just this task.
+                self.lock().in_queue -= 1;
+                self.complete(task.id, Err(Failure::Setup(e.to_string())), false);
+            }
         }
     }
 
@@ -266,13 +278,19 @@ impl Core {
             match st.slots.get_mut(&id) {
                 Some(s) if s.result.is_none() => {
                     s.result = Some(done.clone());
-                    s.callback.take()
+                    let cb = s.callback.take();
+                    if s.abandoned {
+                        st.slots.remove(&id);
+                    }
+                    cb
                 }
                 _ => None,
             }
         };
         if let Some(cb) = cb {
-            cb(&done);
+            // A panicking user callback must not take a pool thread (or an
+            // unrelated caller's `get`) down with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(&done)));
         }
         // No condition variable to signal: waiters pop replies themselves
         // (in slices of at most 2 ms), so they see this result at once or
@@ -300,8 +318,7 @@ impl Core {
         deadline: Option<Instant>,
         ready: &mut dyn FnMut(&HashMap<u64, Slot>) -> bool,
     ) -> bool {
-        // Relaxed: a hint for the supervisor (it re-checks every 10 ms).
-        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let _w = Waiting::new(&self.waiters);
         let ok = loop {
             if ready(&self.lock().slots) {
                 break true;
@@ -315,7 +332,6 @@ impl Core {
             });
             self.drive(slice);
         };
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
         ok
     }
 
@@ -398,7 +414,7 @@ impl Core {
             }
         };
         if let Some((r, cb)) = now {
-            cb(&r);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(&r)));
         }
     }
 
@@ -425,13 +441,25 @@ impl Core {
         }
     }
 
+    /// The caller no longer wants these results: drop them now, or as soon
+    /// as they arrive.
     pub fn forget(&self, ids: &[u64]) {
         let mut st = self.lock();
         for i in ids {
-            if st.slots.get(i).is_some_and(|s| s.result.is_some()) {
-                st.slots.remove(i);
+            match st.slots.get_mut(i) {
+                Some(s) if s.result.is_some() => {
+                    st.slots.remove(i);
+                }
+                Some(s) => s.abandoned = true,
+                None => {}
             }
         }
+    }
+
+    /// Whether some task has no result yet.
+    fn has_outstanding(&self) -> bool {
+        let st = self.lock();
+        !st.pending.is_empty() || st.slots.values().any(|s| s.result.is_none())
     }
 
     pub fn broken(&self) -> Option<String> {
@@ -455,7 +483,10 @@ impl Core {
         }
         if self.cfg.executor {
             // Pending executor tasks must reach the workers first.
-            while !self.lock().pending.is_empty() && self.broken().is_none() {
+            while !self.lock().pending.is_empty()
+                && self.broken().is_none()
+                && !self.supervisor_finished()
+            {
                 self.drive(Duration::from_millis(2));
                 let _ = self.feed();
             }
@@ -472,6 +503,14 @@ impl Core {
         }
         self.join_supervisor();
         Ok(())
+    }
+
+    fn supervisor_finished(&self) -> bool {
+        self.supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|h| h.is_finished())
     }
 
     /// Fails every task without a result (and drops pending ones) with
@@ -520,7 +559,26 @@ impl Core {
     }
 }
 
-fn start_worker(core: &Core, index: usize) -> Result<Process<Result<(), String>>> {
+/// Counts a thread as popping replies itself while alive (also when it
+/// unwinds), so the supervisor leaves the reply queue to it.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        // Relaxed: a hint for the supervisor (it re-checks every 10 ms).
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        // Relaxed: as in `new`.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn start_worker(core: &Core, index: usize) -> Result<Process<Result<bool, String>>> {
     let ctx = WorkerCtx {
         tasks: core.tasks.clone(),
         replies: core.replies.clone(),
@@ -547,7 +605,7 @@ fn start_worker(core: &Core, index: usize) -> Result<Process<Result<(), String>>
 /// replies nobody waits for, and shuts everything down.
 fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
     let n = core.cfg.processes;
-    let mut workers: Vec<Option<Process<Result<(), String>>>> = Vec::with_capacity(n);
+    let mut workers: Vec<Option<Process<Result<bool, String>>>> = Vec::with_capacity(n);
     for i in 0..n {
         match start_worker(&core, i) {
             Ok(p) => workers.push(Some(p)),
@@ -561,7 +619,7 @@ fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
             }
         }
     }
-    let record = |w: &[Option<Process<Result<(), String>>>]| {
+    let record = |w: &[Option<Process<Result<bool, String>>>]| {
         *core.pids.lock().unwrap_or_else(|p| p.into_inner()) =
             w.iter().flatten().filter_map(|p| p.pid()).collect();
     };
@@ -600,6 +658,7 @@ fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
             changed = true;
             let mut p = workers[i].take().expect("checked above");
             let code = p.exitcode().unwrap_or(-1);
+            let retired = matches!(p.join(), Ok(true));
             // Replies a worker sent before dying are delivered first.
             while core.drive(Duration::ZERO) {}
             let task = core.inflight.get(i).unwrap_or(0);
@@ -615,8 +674,13 @@ fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
                     format!("a worker process (pid {pid}) terminated abruptly"),
                 );
             }
+            // Replace the worker unless the pool is winding down with
+            // nothing left to do (a closed pool still finishes its queue,
+            // even when workers retire after `maxtasksperchild` tasks).
+            // A worker that took a STOP is not replaced once closing.
             let closing = core.closing.load(Ordering::Acquire);
-            if !closing && core.broken().is_none() {
+            let needed = !closing || ((retired || !clean) && core.has_outstanding());
+            if needed && core.broken().is_none() {
                 match start_worker(&core, i) {
                     Ok(np) => workers[i] = Some(np),
                     Err(e) => break_pool(&core, format!("could not replace a worker: {e}")),

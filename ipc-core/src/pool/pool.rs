@@ -529,6 +529,13 @@ where
     }
 }
 
+impl<A, R: TargetOutput, I> Drop for IMap<'_, A, R, I> {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.in_flight.iter().copied().collect();
+        self.pool.core.forget(&ids);
+    }
+}
+
 impl<A, R, I> Iterator for IMap<'_, A, R, I>
 where
     A: Message + Send + 'static,

@@ -20,9 +20,10 @@ pub(crate) struct WorkerCtx {
     pub init: Option<Task>,
 }
 
-/// A worker's main loop. Returns when told to stop, after `max_tasks`
-/// tasks, or when the pool's queues are closed.
-pub(crate) fn worker_main(ctx: WorkerCtx) -> Result<(), String> {
+/// A worker's main loop. Returns `Ok(true)` when it retires after
+/// `max_tasks` tasks (the pool replaces it), `Ok(false)` when told to stop
+/// or when the pool's queues are closed.
+pub(crate) fn worker_main(ctx: WorkerCtx) -> Result<bool, String> {
     let i = ctx.index as usize;
     if let Some(init) = &ctx.init {
         match task::run(init) {
@@ -36,11 +37,11 @@ pub(crate) fn worker_main(ctx: WorkerCtx) -> Result<(), String> {
     loop {
         let t = match ctx.tasks.get() {
             Ok(t) => t,
-            Err(crate::Error::Closed) => return Ok(()),
+            Err(crate::Error::Closed) => return Ok(false),
             Err(e) => return Err(e.to_string()),
         };
         if t.id == STOP {
-            return Ok(());
+            return Ok(false);
         }
         // Mark the task as ours before running it, so that if we die the
         // pool knows which task died with us.
@@ -48,13 +49,22 @@ pub(crate) fn worker_main(ctx: WorkerCtx) -> Result<(), String> {
         let outcome = task::run(&t);
         // Reply before clearing the mark: a death in between is resolved by
         // the pool draining replies before it blames us.
-        ctx.replies
-            .put(&Reply { id: t.id, outcome })
-            .map_err(|e| e.to_string())?;
+        match ctx.replies.put(&Reply { id: t.id, outcome }) {
+            Ok(()) => {}
+            // Fail just this task, not the worker.
+            Err(e @ crate::Error::MessageTooLarge { .. }) => ctx
+                .replies
+                .put(&Reply {
+                    id: t.id,
+                    outcome: Outcome::Setup(format!("the result is too large: {e}")),
+                })
+                .map_err(|e| e.to_string())?,
+            Err(e) => return Err(e.to_string()),
+        }
         ctx.inflight.set(i, 0).map_err(|e| e.to_string())?;
         done += 1;
         if ctx.max_tasks != 0 && done >= ctx.max_tasks {
-            return Ok(());
+            return Ok(true);
         }
     }
 }

@@ -33,7 +33,6 @@ use nix::unistd::{fork, ForkResult, Pid};
 use super::handle::set_parent_death_signal;
 use super::spawn::{anchor, exe_identity, run_trampoline};
 use super::target;
-use super::CURRENT;
 use crate::sys::{proc, shm};
 use crate::{Error, Result};
 
@@ -216,25 +215,38 @@ fn note_exit(server: &mut Server, msg: &str) {
     }
 }
 
-/// The exit code of server child `pid`: waits for it when `block`.
-pub(crate) fn exit_code(pid: Pid, block: bool) -> Option<i32> {
+/// The exit code of server child `pid` if the server has reported it
+/// (never blocks).
+pub(crate) fn exit_code(pid: Pid, _block: bool) -> Option<i32> {
     let mut guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
     let server = guard.as_mut()?;
     loop {
         if let Some(c) = server.exits.remove(&pid.as_raw()) {
             return Some(c);
         }
-        if !block {
-            let mut fds = [PollFd::new(server.sock.as_fd(), PollFlags::POLLIN)];
-            if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
-                return None;
-            }
+        let mut fds = [PollFd::new(server.sock.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+            return None;
         }
         match recv(&server.sock) {
             Ok(Some((m, _))) => note_exit(server, &m),
-            // The server is gone: its children's codes are lost with it.
-            _ => return Some(-(libc::SIGKILL)),
+            _ => return None,
         }
+    }
+}
+
+/// Waits up to `limit` for the server to report `pid`'s exit code (the
+/// child has exited: its pidfd was readable). `None` if the server is gone.
+pub(crate) fn exit_code_wait(pid: Pid, limit: std::time::Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(c) = exit_code(pid, false) {
+            return Some(c);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -331,7 +343,7 @@ fn fork_child(req: &str, fds: Vec<OwnedFd>, sock: &OwnedFd, server: u32) -> Opti
         Ok(ForkResult::Parent { child }) => Some(child),
         Ok(ForkResult::Child) => {
             let _ = nix::unistd::close(sock.as_raw_fd());
-            let _ = CURRENT.set((name, daemon, proc::pid(), client));
+            super::set_current(name, daemon, client);
             if daemon {
                 set_parent_death_signal(server);
             }

@@ -10,7 +10,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use super::spawn::SpawnJob;
 use super::target::{self, Outcome, TargetOutput};
-use super::{get_start_method, registry, StartMethod, CURRENT};
+use super::{get_start_method, registry, StartMethod};
 use crate::codec::Message;
 use crate::sys::{proc, shm};
 use crate::{Error, Result};
@@ -294,6 +294,13 @@ impl<R: TargetOutput> Process<R> {
         };
         registry::remove(r.pid);
         let outcome = target::read(&mut r.result).ok().flatten();
+        // A fork-server child whose server died before reporting: the
+        // outcome it wrote tells how it ended; no outcome means it was killed.
+        let exitcode = match (exitcode, &outcome) {
+            (registry::UNKNOWN, Some(o)) => o.exit_code(),
+            (registry::UNKNOWN, None) => -libc::SIGKILL,
+            (c, _) => c,
+        };
         let State::Running(r) = std::mem::replace(&mut self.state, State::Gone) else {
             return;
         };
@@ -475,7 +482,7 @@ fn watch(pid: Pid) -> Result<OwnedFd> {
 /// First thing a forked child does: name itself, forget its parent's
 /// children, and for a daemon, die with the parent.
 fn child_setup(name: &str, daemon: bool, parent: u32) {
-    let _ = CURRENT.set((name.to_owned(), daemon, proc::pid(), parent));
+    super::set_current(name.to_owned(), daemon, parent);
     if daemon {
         set_parent_death_signal(parent);
     }

@@ -30,7 +30,9 @@ pub(crate) fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
                     .name("ipc-launcher".into())
                     .spawn(move || {
                         while let Ok(w) = rx.recv() {
-                            w();
+                            // A panic in one job must not kill the thread
+                            // every later daemon start depends on.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(w));
                         }
                     })?;
                 *g = Some((me, tx.clone()));

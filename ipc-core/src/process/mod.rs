@@ -26,7 +26,7 @@ pub use target::TargetOutput;
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -150,7 +150,29 @@ pub struct ProcessInfo {
 /// (name, daemon, our pid, the pid of the process that started us) in a
 /// child started by ipc; the pid tells a forked grandchild that the entry
 /// was inherited and is not its own.
-pub(crate) static CURRENT: OnceLock<(String, bool, u32, u32)> = OnceLock::new();
+pub(crate) static CURRENT: Mutex<Option<(String, bool, u32, u32)>> = Mutex::new(None);
+
+/// Records who we are in a freshly started child (overwriting what a
+/// forked child inherited from its parent).
+pub(crate) fn set_current(name: String, daemon: bool, parent: u32) {
+    // A forked child is single-threaded, but the parent may have held the
+    // lock while forking: take the value even from a poisoned or held
+    // copy by replacing the whole mutex contents.
+    let v = Some((name, daemon, crate::sys::proc::pid(), parent));
+    match CURRENT.try_lock() {
+        Ok(mut g) => *g = v,
+        Err(std::sync::TryLockError::Poisoned(p)) => *p.into_inner() = v,
+        Err(std::sync::TryLockError::WouldBlock) => {}
+    }
+}
+
+fn current() -> Option<(String, bool, u32, u32)> {
+    CURRENT
+        .try_lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .filter(|c| c.2 == crate::sys::proc::pid())
+}
 
 /// The calling process's name, pid and daemon flag.
 ///
@@ -160,10 +182,7 @@ pub(crate) static CURRENT: OnceLock<(String, bool, u32, u32)> = OnceLock::new();
 /// assert_eq!(ipc_core::process::current_process().name, "MainProcess");
 /// ```
 pub fn current_process() -> ProcessInfo {
-    let (name, daemon) = CURRENT
-        .get()
-        .filter(|c| c.2 == crate::sys::proc::pid())
-        .map_or(("MainProcess".to_owned(), false), |c| (c.0.clone(), c.1));
+    let (name, daemon) = current().map_or(("MainProcess".to_owned(), false), |c| (c.0, c.1));
     ProcessInfo {
         name,
         pid: crate::sys::proc::pid(),
@@ -180,7 +199,7 @@ pub fn current_process() -> ProcessInfo {
 /// assert!(ipc_core::process::parent_process().is_none());
 /// ```
 pub fn parent_process() -> Option<ProcessInfo> {
-    let ppid = CURRENT.get().filter(|c| c.2 == crate::sys::proc::pid())?.3;
+    let ppid = current()?.3;
     Some(ProcessInfo {
         name: "parent".to_owned(),
         pid: ppid,

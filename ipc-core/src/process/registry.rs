@@ -58,49 +58,80 @@ pub(crate) fn add(pid: Pid, name: &str, daemon: bool, via_server: bool) {
     });
 }
 
-fn wait_own(pid: Pid, block: bool) -> Option<i32> {
-    let flags = if block {
-        None
-    } else {
-        Some(WaitPidFlag::WNOHANG)
-    };
+/// Exit code meaning "the child ended but its code is unknown" (its fork
+/// server died before reporting it); callers fall back on the outcome
+/// the child wrote.
+pub(crate) const UNKNOWN: i32 = i32::MIN;
+
+fn waitpid_nohang(pid: Pid) -> Option<i32> {
     loop {
-        match waitpid(pid, flags) {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => return None,
             Ok(WaitStatus::Exited(_, c)) => return Some(c),
             Ok(WaitStatus::Signaled(_, s, _)) => return Some(-(s as i32)),
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            // ECHILD: not ours (any more); nothing to reap.
-            Err(_) => return Some(-1),
+            // ECHILD: not our child. Every reap of our children goes
+            // through this registry under its lock, so this cannot be a
+            // status another thread took and did not record.
+            Err(_) => return Some(UNKNOWN),
         }
     }
 }
 
 /// Reaps `pid` if it has exited (or waits for it when `block`), recording
 /// and returning its exit code.
+///
+/// The status is collected under the registry lock (non-blocking calls
+/// only), so two threads reaping the same child can never both call
+/// `waitpid` and have one of them lose the status. A blocking reap polls:
+/// callers that can (`Process::join`) first wait on the child's pidfd, so
+/// the first poll succeeds.
 pub(crate) fn reap(pid: Pid, block: bool) -> Option<i32> {
-    let (known, via_server) = with(|m| {
-        m.get(&pid.as_raw())
-            .map_or((None, false), |e| (e.code, e.via_server))
-    });
-    if known.is_some() {
-        return known;
-    }
-    let code = if via_server {
-        super::forkserver::exit_code(pid, block)?
-    } else {
-        wait_own(pid, block)?
-    };
-    with(|m| {
-        if let Some(e) = m.get_mut(&pid.as_raw()) {
+    loop {
+        let code = with(|m| {
+            let e = m.get(&pid.as_raw())?;
+            if let Some(c) = e.code {
+                return Some(c);
+            }
+            let code = if e.via_server {
+                super::forkserver::exit_code(pid, false)?
+            } else {
+                waitpid_nohang(pid)?
+            };
+            let e = m.get_mut(&pid.as_raw())?;
             if e.detached {
                 m.remove(&pid.as_raw());
             } else {
                 e.code = Some(code);
             }
+            Some(code)
+        });
+        // Not registered (already forgotten): reap directly.
+        let code = match code {
+            Some(c) => Some(c),
+            None if !with(|m| m.contains_key(&pid.as_raw())) => waitpid_nohang(pid),
+            None => None,
+        };
+        if code.is_some() || !block {
+            return code;
         }
-    });
-    Some(code)
+        if with(|m| m.get(&pid.as_raw()).is_some_and(|e| e.via_server)) {
+            // The server reports exits over its socket; give it time, then
+            // give up if it is gone (the outcome file still tells).
+            match super::forkserver::exit_code_wait(pid, std::time::Duration::from_secs(2)) {
+                Some(c) => {
+                    with(|m| {
+                        if let Some(e) = m.get_mut(&pid.as_raw()) {
+                            e.code = Some(c);
+                        }
+                    });
+                    return Some(c);
+                }
+                None => return Some(UNKNOWN),
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Forgets a child whose status the caller has taken.

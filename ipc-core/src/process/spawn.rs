@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::unistd::Pid;
 
 use super::target::{self, Outcome, TargetOutput};
-use super::CURRENT;
 use crate::codec::{self, Message};
 use crate::sys::{proc, shm};
 use crate::{Error, Result};
@@ -349,7 +348,7 @@ fn run_child(spec: &str) -> std::result::Result<i32, String> {
         }
     };
     let parent = f[7].parse::<u32>().unwrap_or(0);
-    let _ = CURRENT.set((name, daemon, proc::pid(), parent));
+    super::set_current(name, daemon, parent);
     let outcome = (|| {
         if exe_identity().map_err(|e| e.to_string())? != f[8] {
             return Err(
