@@ -1,12 +1,11 @@
 //! Process identity that survives pid reuse: (pid, start time).
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
 
 /// Cached `getpid()`, refreshed in every forked child by a `pthread_atfork`
 /// handler so the hot paths never make a syscall for it.
 static PID: AtomicU32 = AtomicU32::new(0);
-static ATFORK: Once = Once::new();
+static ATFORK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn refresh_pid_in_child() {
     // Async-signal-safe: one syscall and one atomic store.
@@ -28,10 +27,14 @@ pub fn pid() -> u32 {
     if p != 0 {
         return p;
     }
-    ATFORK.call_once(|| {
+    // Not a `Once`: a child forked while another thread of its parent was
+    // inside `call_once` would wait forever for a registration that no
+    // thread of the child will finish. A flag can only make us skip it.
+    // Relaxed: the flag guards a one-time side effect, no data.
+    if !ATFORK.swap(true, Ordering::Relaxed) {
         // SAFETY: registering a child handler that only does async-signal-safe work.
         unsafe { libc::pthread_atfork(None, None, Some(refresh_pid_in_child)) };
-    });
+    }
     let p = std::process::id();
     PID.store(p, Ordering::Relaxed);
     p

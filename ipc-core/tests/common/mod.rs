@@ -15,6 +15,8 @@ use nix::unistd::{fork, ForkResult, Pid};
 /// panics). The child dies with its parent thread (PR_SET_PDEATHSIG), and
 /// never runs the parent's destructors (`_exit`).
 pub fn fork_child(f: impl FnOnce() -> i32) -> Pid {
+    // Make sure ipc's fork handler is registered before we fork.
+    ipc_core::sys::proc::pid();
     // SAFETY: the child only runs `f` (code of this test) and `_exit`s.
     match unsafe { fork() }.expect("fork") {
         ForkResult::Parent { child } => child,
