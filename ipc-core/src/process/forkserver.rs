@@ -237,16 +237,31 @@ pub(crate) fn exit_code(pid: Pid, _block: bool) -> Option<i32> {
 
 /// Waits up to `limit` for the server to report `pid`'s exit code (the
 /// child has exited: its pidfd was readable). `None` if the server is gone.
+/// Waits on the socket in short slices, releasing the lock between them.
 pub(crate) fn exit_code_wait(pid: Pid, limit: std::time::Duration) -> Option<i32> {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        if let Some(c) = exit_code(pid, false) {
-            return Some(c);
+        {
+            let mut guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+            let server = guard.as_mut()?;
+            if let Some(c) = server.exits.remove(&pid.as_raw()) {
+                return Some(c);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let slice = left.min(std::time::Duration::from_millis(20));
+            let ms = u16::try_from(slice.as_millis().max(1)).unwrap_or(20);
+            let mut fds = [PollFd::new(server.sock.as_fd(), PollFlags::POLLIN)];
+            if matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
+                match recv(&server.sock) {
+                    Ok(Some((m, _))) => note_exit(server, &m),
+                    _ => return None,
+                }
+            }
         }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::yield_now();
     }
 }
 
