@@ -20,7 +20,6 @@ use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::sync::Mutex;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
@@ -33,6 +32,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use super::handle::set_parent_death_signal;
 use super::spawn::{anchor, exe_identity, run_trampoline};
 use super::target;
+use crate::sys::fork_local::ForkLocal;
 use crate::sys::{proc, shm};
 use crate::{Error, Result};
 
@@ -45,7 +45,9 @@ struct Server {
     exits: HashMap<i32, i32>,
 }
 
-static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+/// Fork-aware: a forked child never shares its parent's server connection
+/// (their messages would interleave); it starts its own server if needed.
+static SERVER: ForkLocal<Option<Server>> = ForkLocal::new();
 
 fn send(sock: &OwnedFd, text: &str, fds: &[RawFd]) -> Result<()> {
     let iov = [IoSlice::new(text.as_bytes())];
@@ -152,48 +154,46 @@ pub(crate) fn launch(
     args: &File,
     result: &File,
 ) -> Result<(Pid, OwnedFd)> {
-    let mut guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
-    let server = ensure(&mut guard)?;
-    let (ack_r, ack_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let req = format!(
-        "run;{};{};{};{};{name}",
-        tramp.wrapping_sub(anchor()) as isize,
-        target.wrapping_sub(anchor()) as isize,
-        u8::from(daemon),
-        proc::pid(),
-    );
-    send(
-        &server.sock,
-        &req,
-        &[args.as_raw_fd(), result.as_raw_fd(), ack_w.as_raw_fd()],
-    )?;
-    drop(ack_w);
-    let (pid, pidfd) = loop {
-        match recv(&server.sock)? {
-            None => {
-                return Err(Error::Exited {
-                    name: "forkserver".into(),
-                    code: -1,
-                    detail: Some("the fork server closed its socket".into()),
-                })
-            }
-            Some((m, mut fds)) => {
-                if let Some(p) = m.strip_prefix("pid;") {
-                    let pid = p.parse::<i32>().ok().filter(|p| *p > 0);
-                    match (pid, fds.pop()) {
-                        (Some(pid), Some(pidfd)) => break (pid, pidfd),
-                        _ => {
-                            return Err(Error::Corrupt(format!(
-                                "the fork server could not fork: {m:?}"
-                            )))
-                        }
-                    }
+    let (pid, pidfd, ack_r) = SERVER.with(|slot| -> Result<(i32, OwnedFd, OwnedFd)> {
+        let server = ensure(slot)?;
+        let (ack_r, ack_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let req = format!(
+            "run;{};{};{};{};{name}",
+            tramp.wrapping_sub(anchor()) as isize,
+            target.wrapping_sub(anchor()) as isize,
+            u8::from(daemon),
+            proc::pid(),
+        );
+        send(
+            &server.sock,
+            &req,
+            &[args.as_raw_fd(), result.as_raw_fd(), ack_w.as_raw_fd()],
+        )?;
+        drop(ack_w);
+        loop {
+            match recv(&server.sock)? {
+                None => {
+                    return Err(Error::Exited {
+                        name: "forkserver".into(),
+                        code: -1,
+                        detail: Some("the fork server closed its socket".into()),
+                    })
                 }
-                note_exit(server, &m);
+                Some((m, mut fds)) => {
+                    if let Some(p) = m.strip_prefix("pid;") {
+                        let pid = p.parse::<i32>().ok().filter(|p| *p > 0);
+                        return match (pid, fds.pop()) {
+                            (Some(pid), Some(pidfd)) => Ok((pid, pidfd, ack_r)),
+                            _ => Err(Error::Corrupt(format!(
+                                "the fork server could not fork: {m:?}"
+                            ))),
+                        };
+                    }
+                    note_exit(server, &m);
+                }
             }
         }
-    };
-    drop(guard);
+    })?;
     // Wait for "decoded" (or the child's death) before the caller drops
     // the handles the argument refers to.
     let mut ack = File::from(ack_r);
@@ -218,21 +218,22 @@ fn note_exit(server: &mut Server, msg: &str) {
 /// The exit code of server child `pid` if the server has reported it
 /// (never blocks).
 pub(crate) fn exit_code(pid: Pid, _block: bool) -> Option<i32> {
-    let mut guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
-    let server = guard.as_mut()?;
-    loop {
-        if let Some(c) = server.exits.remove(&pid.as_raw()) {
-            return Some(c);
+    SERVER.with(|slot| {
+        let server = slot.as_mut()?;
+        loop {
+            if let Some(c) = server.exits.remove(&pid.as_raw()) {
+                return Some(c);
+            }
+            let mut fds = [PollFd::new(server.sock.as_fd(), PollFlags::POLLIN)];
+            if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                return None;
+            }
+            match recv(&server.sock) {
+                Ok(Some((m, _))) => note_exit(server, &m),
+                _ => return None,
+            }
         }
-        let mut fds = [PollFd::new(server.sock.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
-            return None;
-        }
-        match recv(&server.sock) {
-            Ok(Some((m, _))) => note_exit(server, &m),
-            _ => return None,
-        }
-    }
+    })
 }
 
 /// Waits up to `limit` for the server to report `pid`'s exit code (the
@@ -241,11 +242,10 @@ pub(crate) fn exit_code(pid: Pid, _block: bool) -> Option<i32> {
 pub(crate) fn exit_code_wait(pid: Pid, limit: std::time::Duration) -> Option<i32> {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        {
-            let mut guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
-            let server = guard.as_mut()?;
+        let r = SERVER.with(|slot| -> Option<Option<i32>> {
+            let server = slot.as_mut()?;
             if let Some(c) = server.exits.remove(&pid.as_raw()) {
-                return Some(c);
+                return Some(Some(c));
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
@@ -260,6 +260,12 @@ pub(crate) fn exit_code_wait(pid: Pid, limit: std::time::Duration) -> Option<i32
                     _ => return None,
                 }
             }
+            Some(None)
+        });
+        match r {
+            None => return None,
+            Some(Some(c)) => return Some(c),
+            Some(None) => {}
         }
         std::thread::yield_now();
     }

@@ -6,25 +6,21 @@
 //! from a short-lived thread would be killed as soon as that thread ends.
 //! Creating them from this thread ties them to the process's lifetime.
 
+use crate::sys::fork_local::ForkLocal;
 use std::sync::mpsc::{channel, sync_channel, Sender};
-use std::sync::Mutex;
-
-use crate::sys::proc;
 
 type Work = Box<dyn FnOnce() + Send>;
 
-/// (pid that started the thread, its queue): a forked child has no such
+/// The launcher's queue. Fork-aware: a forked child has no launcher
 /// thread (threads do not survive fork) and starts its own.
-static LAUNCHER: Mutex<Option<(u32, Sender<Work>)>> = Mutex::new(None);
+static LAUNCHER: ForkLocal<Option<Sender<Work>>> = ForkLocal::new();
 
 /// Runs `f` on the launcher thread and returns its result.
 pub(crate) fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
-    let me = proc::pid();
-    let tx = {
-        let mut g = LAUNCHER.lock().unwrap_or_else(|p| p.into_inner());
+    let tx = LAUNCHER.with(|g| -> std::io::Result<Sender<Work>> {
         match g.as_ref() {
-            Some((pid, tx)) if *pid == me => tx.clone(),
-            _ => {
+            Some(tx) => Ok(tx.clone()),
+            None => {
                 let (tx, rx) = channel::<Work>();
                 std::thread::Builder::new()
                     .name("ipc-launcher".into())
@@ -35,11 +31,11 @@ pub(crate) fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
                             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(w));
                         }
                     })?;
-                *g = Some((me, tx.clone()));
-                tx
+                *g = Some(tx.clone());
+                Ok(tx)
             }
         }
-    };
+    })?;
     let (done_tx, done_rx) = sync_channel(1);
     tx.send(Box::new(move || {
         let _ = done_tx.send(f());

@@ -5,7 +5,9 @@
 //! are reaped by the server, which reports their exit codes.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, Once};
+use std::sync::Once;
+
+use crate::sys::fork_local::ForkLocal;
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -28,12 +30,13 @@ struct Entry {
     detached: bool,
 }
 
-static REGISTRY: Mutex<Option<HashMap<i32, Entry>>> = Mutex::new(None);
+/// Fork-aware: a child forked while another thread held the registry does
+/// not deadlock on it, and starts with an empty one.
+static REGISTRY: ForkLocal<HashMap<i32, Entry>> = ForkLocal::new();
 static ATEXIT: Once = Once::new();
 
 fn with<T>(f: impl FnOnce(&mut HashMap<i32, Entry>) -> T) -> T {
-    let mut g = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-    f(g.get_or_insert_with(HashMap::new))
+    REGISTRY.with(f)
 }
 
 /// Records a newly started child.
@@ -182,14 +185,12 @@ pub(crate) fn reap_finished() {
 
 extern "C" fn at_exit() {
     let me = proc::pid();
-    let mine: Vec<(i32, bool)> = {
-        let Ok(g) = REGISTRY.try_lock() else { return };
-        let Some(m) = g.as_ref() else { return };
+    let mine: Vec<(i32, bool)> = with(|m| {
         m.iter()
             .filter(|(_, e)| e.owner == me && e.code.is_none())
             .map(|(p, e)| (*p, e.daemon))
             .collect()
-    };
+    });
     // Daemon children are terminated, then everyone is reaped: non-daemon
     // children are waited for (joined), as Python does at interpreter exit.
     for (p, daemon) in &mine {

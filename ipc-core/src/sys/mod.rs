@@ -3,6 +3,8 @@
 //! error mapped.
 
 #[cfg(not(loom))]
+pub(crate) mod fork_local;
+#[cfg(not(loom))]
 pub mod futex;
 #[cfg(loom)]
 #[path = "futex_loom.rs"]
