@@ -13,11 +13,8 @@ fn demo1(q: Queue<u32>) {
 }
 
 fn demo2(q: Queue<u32>) {
-    loop {
-        match q.get_timeout(Duration::from_secs(5)) {
-            Ok(v) => println!("{v}"),
-            Err(_) => break,
-        }
+    while let Ok(v) = q.get_timeout(Duration::from_secs(5)) {
+        println!("{v}");
         std::thread::sleep(Duration::from_millis(20));
         if q.empty() {
             break;
