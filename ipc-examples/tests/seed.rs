@@ -88,3 +88,53 @@ fn pipe_example_receives_0_to_19_in_order() {
     let nums: Vec<u32> = t.lines().filter_map(|l| l.parse().ok()).collect();
     assert_eq!(nums, (0..20).collect::<Vec<_>>(), "{t}");
 }
+
+#[test]
+fn pool_example_maps_imaps_and_imaps_unordered() {
+    let t = run(env!("CARGO_BIN_EXE_pool"));
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(lines.contains(&"true"), "{t}");
+    assert!(lines.contains(&"[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"), "{t}");
+    assert!(
+        lines.contains(&"imap: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+        "{t}"
+    );
+    let un = lines
+        .iter()
+        .find(|l| l.starts_with("imap_unordered: "))
+        .expect("unordered line");
+    let mut v: Vec<u32> = un["imap_unordered: [".len()..un.len() - 1]
+        .split(", ")
+        .map(|x| x.parse().unwrap())
+        .collect();
+    v.sort();
+    assert_eq!(v, (0..10).collect::<Vec<_>>());
+    assert_eq!(t.matches("[INFO] get").count(), 30, "{t}");
+}
+
+#[test]
+fn executor_example_first_completed_then_as_completed_map_and_cancel() {
+    let t = run(env!("CARGO_BIN_EXE_executor"));
+    let lines: Vec<&str> = t.lines().collect();
+    let main_at = lines
+        .iter()
+        .position(|l| *l == "__Main__")
+        .expect("__Main__");
+    // wait(FIRST_COMPLETED) returned once the fastest task (1 unit) was
+    // done, long before the slowest ones (4 units).
+    assert!(lines[..main_at].contains(&"This time is 1"), "{t}");
+    assert!(!lines[..main_at].contains(&"This time is 4"), "{t}");
+    // as_completed yields every result, fastest first.
+    let results: Vec<u64> = lines[main_at + 1..]
+        .iter()
+        .filter_map(|l| l.parse().ok())
+        .take(5)
+        .collect();
+    assert_eq!(results[0], 1, "{t}");
+    let mut all = results.clone();
+    all.sort();
+    assert_eq!(all, vec![1, 2, 3, 4, 4], "{t}");
+    assert!(lines.contains(&"map: [1, 2, 1]"), "{t}");
+    assert!(lines.contains(&"cancel running: false"), "{t}");
+    assert!(lines.contains(&"cancel queued: true"), "{t}");
+}
