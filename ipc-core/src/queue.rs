@@ -13,6 +13,10 @@ use crate::ring::wait::Stop;
 use crate::sys::futex;
 use crate::{Error, Result};
 
+/// How often a blocked `put`/`get` checks for a slot left claimed by a
+/// dead process.
+const RECOVER_EVERY: Duration = Duration::from_millis(100);
+
 /// Default largest encoded message: 64 KiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
@@ -272,8 +276,8 @@ impl<T: Message> Queue<T> {
                 Push::Full => None,
             },
             deadline,
-            None,
-            || Ok::<(), Error>(()),
+            Some(RECOVER_EVERY),
+            || self.recover(),
         );
         match r {
             Ok(Ok(())) => {
@@ -347,14 +351,24 @@ impl<T: Message> Queue<T> {
                 None => None,
             },
             deadline,
-            None,
-            || Ok::<(), Error>(()),
+            Some(RECOVER_EVERY),
+            || self.recover(),
         );
         match r {
             Ok(r) => r,
             Err(Stop::Check(e)) => Err(e),
             Err(Stop::Timeout) => Err(Error::Timeout),
         }
+    }
+
+    /// Called by blocked callers: frees a slot left claimed by a process
+    /// that died mid-`put` or mid-`get`, and wakes the others.
+    fn recover(&self) -> Result<()> {
+        if self.ring().recover() {
+            self.hdr().not_empty.0.notify(u32::MAX);
+            self.hdr().not_full.0.notify(u32::MAX);
+        }
+        Ok(())
     }
 
     /// Approximate number of messages queued (Python's `qsize()`).

@@ -160,3 +160,104 @@ fn consumer_killed_while_blocked_in_get_loses_nothing() {
     assert_eq!(sum.get().unwrap(), (0..10_000u64).sum::<u64>());
     assert!(q.empty());
 }
+
+/// Pid of a process that has exited (so, as a tid, surely dead).
+fn dead_tid() -> u32 {
+    let kid = fork_child(|| 0);
+    join_ok(kid);
+    kid.as_raw() as u32
+}
+
+fn find(region: &ipc_core::region::Region, needle: &[u8]) -> usize {
+    let len = region.payload_len();
+    let mut hay = vec![0u8; len];
+    // SAFETY: the payload is `len` readable bytes.
+    unsafe { std::ptr::copy_nonoverlapping(region.payload(), hay.as_mut_ptr(), len) };
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle in region")
+}
+
+/// Reads/writes a u64 or u32 of the queue region's payload.
+fn peek64(r: &ipc_core::region::Region, at: usize) -> u64 {
+    // SAFETY: `at` is within the payload (checked by the callers' layout).
+    unsafe { r.payload().add(at).cast::<u64>().read_volatile() }
+}
+fn poke64(r: &ipc_core::region::Region, at: usize, v: u64) {
+    // SAFETY: as above; we are simulating another process's writes.
+    unsafe { r.payload().add(at).cast::<u64>().write_volatile(v) }
+}
+fn poke32(r: &ipc_core::region::Region, at: usize, v: u32) {
+    // SAFETY: as above.
+    unsafe { r.payload().add(at).cast::<u32>().write_volatile(v) }
+}
+
+// Queue header layout: enqueue_pos at 128, dequeue_pos at 256 (each on its
+// own 128-byte line); a slot's header (seq u64, len u32, claimer u32) sits
+// 16 bytes before its data.
+const ENQ: usize = 128;
+const DEQ: usize = 256;
+
+#[test]
+fn consumer_dead_mid_get_does_not_wedge_producers() {
+    let name = unique("wedge-consumer");
+    let q = Queue::<String>::create(&name, 2).unwrap();
+    let raw = ipc_core::region::Region::open(&name, ipc_core::region::Kind::Queue).unwrap();
+    q.put(&"first-XXXXXXXXXXXX".to_string()).unwrap();
+    q.put(&"second-YYYYYYYYYYY".to_string()).unwrap();
+    assert_eq!(
+        (peek64(&raw, ENQ), peek64(&raw, DEQ)),
+        (2, 0),
+        "layout changed"
+    );
+    // A consumer claimed position 0 and died before releasing the slot.
+    let data = find(&raw, b"first-XXXX") & !15;
+    poke64(&raw, DEQ, 1);
+    poke32(&raw, data - 4, dead_tid());
+    let t = Instant::now();
+    q.put_timeout(&"third".to_string(), Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(q.get().unwrap(), "second-YYYYYYYYYYY");
+    assert_eq!(q.get().unwrap(), "third");
+    drop((q, raw));
+    assert_gone(&name);
+}
+
+#[test]
+fn producer_dead_mid_put_does_not_wedge_consumers() {
+    let name = unique("wedge-producer");
+    let q = Queue::<String>::create(&name, 4).unwrap();
+    let raw = ipc_core::region::Region::open(&name, ipc_core::region::Kind::Queue).unwrap();
+    q.put(&"marker-ZZZZZZZZZZZ".to_string()).unwrap();
+    assert_eq!(q.get().unwrap(), "marker-ZZZZZZZZZZZ");
+    assert_eq!(
+        (peek64(&raw, ENQ), peek64(&raw, DEQ)),
+        (1, 1),
+        "layout changed"
+    );
+    // A producer claimed position 1 and died before filling its slot.
+    let slot0 = find(&raw, b"marker-ZZZZ") & !15;
+    let stride = {
+        // The second slot's data follows the first's after one stride; the
+        // stride is the message size rounded up plus the 16-byte header.
+        q.max_message_size() + 16
+    };
+    let slot1 = slot0 + stride;
+    poke64(&raw, ENQ, 2);
+    poke32(&raw, slot1 - 4, dead_tid());
+    q.put(&"after".to_string()).unwrap(); // lands in position 2
+    let t = Instant::now();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), "after");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    drop((q, raw));
+    assert_gone(&name);
+}

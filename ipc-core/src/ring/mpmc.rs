@@ -46,8 +46,13 @@ pub(crate) struct MpmcHeader {
 struct SlotHeader {
     seq: AtomicU64,
     len: AtomicU32,
-    _pad: AtomicU32,
+    /// Thread (tid) between claiming and releasing this slot, 0 otherwise:
+    /// lets a blocked party tell a slow peer from a dead one.
+    claimer: AtomicU32,
 }
+
+/// `len` of a slot whose producer died before filling it: consumers skip it.
+const TOMBSTONE: u32 = u32::MAX - 1;
 
 /// A handle to a ring in mapped memory. Geometry is copied out and
 /// validated once at attach time, never re-read from shared memory.
@@ -254,13 +259,17 @@ impl Mpmc {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        // Relaxed: published by the Release below.
+                        // Relaxed (claimer, len): a hint for `recover`, and
+                        // data published by the Release below.
+                        slot.claimer
+                            .store(crate::sys::proc::tid(), Ordering::Relaxed);
                         slot.len.store(bytes.len() as u32, Ordering::Relaxed);
                         // SAFETY: we own slot `i` until the seq store; the
                         // data area holds slot_size >= bytes.len() bytes.
                         unsafe {
                             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data(i), bytes.len())
                         };
+                        slot.claimer.store(0, Ordering::Relaxed);
                         // Release: pairs with the consumer's Acquire load of seq.
                         slot.seq
                             .store(pos.wrapping_mul(2).wrapping_add(1), Ordering::Release);
@@ -282,6 +291,81 @@ impl Mpmc {
                 }
                 pos = now;
             }
+        }
+    }
+
+    /// Unblocks the ring if a party died between claiming a slot and
+    /// releasing it (the slot would stay claimed forever): a consumer that
+    /// died mid-copy (its message was delivered to it and is gone with it)
+    /// or a producer that died mid-write (its `put` never returned, so
+    /// nothing acknowledged is lost; the slot becomes a tombstone that
+    /// consumers skip). Called by blocked callers every 100 ms; returns
+    /// whether it freed anything.
+    pub fn recover(&self) -> bool {
+        let h = self.header();
+        // Relaxed (positions): a snapshot; every change below is a CAS on
+        // the slot's seq that fails if the slot moved on meanwhile.
+        let e = h.enqueue_pos.0.load(Ordering::Relaxed);
+        let d = h.dequeue_pos.0.load(Ordering::Relaxed);
+        // Producers blocked at `e`: did the consumer of `e - cap` die?
+        if let Some(p) = e.checked_sub(self.cap).filter(|p| *p < d) {
+            let slot = self.slot(p % self.cap);
+            let full = p.wrapping_mul(2).wrapping_add(1);
+            let free = p.wrapping_add(self.cap).wrapping_mul(2);
+            // AcqRel: takes over the dead consumer's claim and publishes the
+            // free slot to the next producer's Acquire load of seq.
+            if self.claimer_dead(slot, full)
+                && slot
+                    .seq
+                    .compare_exchange(full, free, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                // Relaxed: a hint.
+                slot.claimer.store(0, Ordering::Relaxed);
+                return true;
+            }
+        }
+        // Consumers blocked at `d`: did the producer that claimed `d` die?
+        if d < e {
+            let slot = self.slot(d % self.cap);
+            let free = d.wrapping_mul(2);
+            if self.claimer_dead(slot, free) {
+                // Relaxed: published by the AcqRel CAS below.
+                slot.len.store(TOMBSTONE, Ordering::Relaxed);
+                slot.claimer.store(0, Ordering::Relaxed);
+                if slot
+                    .seq
+                    .compare_exchange(
+                        free,
+                        free.wrapping_add(1),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether the party that claimed a slot still at `seq` is dead: it
+    /// recorded its tid and that thread no longer exists. (Nothing recorded
+    /// means it claimed nanoseconds ago, or died in those nanoseconds: we
+    /// never take over then, since a live but preempted party would later
+    /// write into a slot we had recycled.)
+    fn claimer_dead(&self, slot: &SlotHeader, seq: u64) -> bool {
+        // Acquire: pairs with the releases of seq; we act only while it
+        // still holds the stuck value (and the caller's CAS re-checks).
+        if slot.seq.load(Ordering::Acquire) != seq {
+            return false;
+        }
+        // Relaxed: the Acquire load of seq above made the last release's
+        // clearing of `claimer` visible; a newer value is the claimer's.
+        match slot.claimer.load(Ordering::Relaxed) {
+            0 => false,
+            tid => !cfg!(loom) && !crate::sys::proc::exists(tid),
         }
     }
 
@@ -308,13 +392,29 @@ impl Mpmc {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
+                        // Relaxed (claimer): a hint for `recover`.
+                        slot.claimer
+                            .store(crate::sys::proc::tid(), Ordering::Relaxed);
                         // Relaxed: ordered by the Acquire of seq above.
                         let len = slot.len.load(Ordering::Relaxed);
+                        if len == TOMBSTONE {
+                            // A producer died before filling it: skip.
+                            slot.claimer.store(0, Ordering::Relaxed);
+                            // Release: as below.
+                            slot.seq.store(
+                                pos.wrapping_add(self.cap).wrapping_mul(2),
+                                Ordering::Release,
+                            );
+                            // Relaxed: a hint, as above.
+                            pos = h.dequeue_pos.0.load(Ordering::Relaxed);
+                            continue;
+                        }
                         let out = if len as usize <= self.slot_size {
                             Pop::Item(read(self.data(i), len as usize))
                         } else {
                             Pop::Corrupt(len)
                         };
+                        slot.claimer.store(0, Ordering::Relaxed);
                         // Release: our reads happen before the next producer's writes.
                         slot.seq.store(
                             pos.wrapping_add(self.cap).wrapping_mul(2),
@@ -365,7 +465,7 @@ mod loom_tests {
             .map(|i| SlotHeader {
                 seq: AtomicU64::new(2 * i),
                 len: AtomicU32::new(0),
-                _pad: AtomicU32::new(0),
+                claimer: AtomicU32::new(0),
             })
             .collect();
         let mut data = vec![0u8; cap as usize * 8];
