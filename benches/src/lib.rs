@@ -11,13 +11,44 @@ pub struct Peer {
     pid: Pid,
 }
 
+/// Pins the calling thread to `cpu` (if the machine has it); returns
+/// whether it did.
+pub fn pin_to(cpu: usize) -> bool {
+    if cpu >= ipc_core::process::cpu_count() {
+        return false;
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below the number of CPUs, within the set's capacity.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+/// Lets the calling thread run on every CPU again.
+pub fn unpin() {
+    // SAFETY: as in `pin_to`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in 0..ipc_core::process::cpu_count() {
+        // SAFETY: as in `pin_to`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: as in `pin_to`.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
 impl Peer {
     /// Forks a child that runs `f` then exits; it dies with its parent.
+    /// With two or more CPUs the parent is pinned to CPU 0 and the child to
+    /// CPU 1 (until the peer is dropped), so that two spinning processes
+    /// never share a core because of load left by an earlier benchmark.
     pub fn spawn(f: impl FnOnce()) -> Peer {
+        pin_to(0);
         // SAFETY: the child runs only `f` and then `_exit`s.
         match unsafe { fork() }.expect("fork") {
             ForkResult::Parent { child } => Peer { pid: child },
             ForkResult::Child => {
+                pin_to(1);
                 // SAFETY: prctl with a valid signal number.
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
                 f();
@@ -32,5 +63,6 @@ impl Drop for Peer {
     fn drop(&mut self) {
         let _ = kill(self.pid, Signal::SIGKILL);
         let _ = waitpid(self.pid, None);
+        unpin();
     }
 }
