@@ -5,8 +5,9 @@
 //! and the `Queue`, `Pipe`, `Value` and `Array` built on them.
 //!
 //! Layers, bottom up (each uses only those below it):
-//! [`sys`] → [`region`] → [`sync`] → [`ring`] → [`codec`] →
-//! [`queue`], [`pipe`], [`value`].
+//! [`sys`] → [`region`] → [`sync`] → `ring` (lock-free rings, internal) →
+//! [`codec`] → [`queue`], [`pipe`], [`value`] → [`travel`] → [`process`] →
+//! [`pool`].
 //!
 //! # Examples
 //!

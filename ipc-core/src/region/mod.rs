@@ -425,7 +425,7 @@ impl Region {
     }
 
     /// Keeps the name after the creator drops the region (it is unlinked by
-    /// default). A kept region is removed by [`Region::unlink`] or [`gc`]
+    /// default). A kept region is removed by [`Region::unlink`] or [`Region::gc`]
     /// once its creator is dead and nobody maps it.
     pub fn set_unlink_on_drop(&mut self, unlink: bool) {
         self.unlink_on_drop = unlink;
