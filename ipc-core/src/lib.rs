@@ -2,7 +2,8 @@
 //!
 //! Python's `multiprocessing` for Rust, on shared memory: named regions,
 //! cross-process locks and events built on shared futexes, lock-free rings,
-//! and the `Queue`, `Pipe`, `Value` and `Array` built on them.
+//! the `Queue`, `Pipe`, `Value` and `Array` built on them, and `Process`,
+//! `Pool` and `ProcessPoolExecutor` to run code in other processes.
 //!
 //! Layers, bottom up (each uses only those below it):
 //! [`sys`] → [`region`] → [`sync`] → `ring` (lock-free rings, internal) →
