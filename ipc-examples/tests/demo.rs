@@ -21,7 +21,8 @@ fn demo_prints_the_conversation_and_the_comparison() {
         text.contains("ipc Pipe :") && text.contains("OS pipe  :"),
         "{text}"
     );
-    assert!(text.contains("x faster"), "{text}");
+    assert!(text.contains("ipc Queue:"), "{text}");
+    assert!(text.contains("x faster than the OS pipe"), "{text}");
 }
 
 /// Builds (if needed) and runs an example of this package; returns stdout.
