@@ -3,7 +3,7 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::region::{CreateMode, Kind, Region};
+use crate::region::{Kind, Region};
 use crate::Result;
 
 /// Marker for types that may live in shared memory.
@@ -49,16 +49,6 @@ impl<T: ShmSafe> Shared<T> {
     /// Creates a region holding one `T` (zeroed, then `init`), anonymous or
     /// named.
     pub fn create(kind: Kind, name: Option<&str>, init: impl FnOnce(&T)) -> Result<Self> {
-        Self::create_with_mode(kind, name, CreateMode::CreateExclusive, init)
-    }
-
-    /// As [`Shared::create`] with an explicit creation mode.
-    pub fn create_with_mode(
-        kind: Kind,
-        name: Option<&str>,
-        mode: CreateMode,
-        init: impl FnOnce(&T),
-    ) -> Result<Self> {
         let (region, _) = Region::builder(kind)
             .maybe_name(name.map(str::to_owned))
             .size(std::mem::size_of::<T>())
@@ -66,7 +56,6 @@ impl<T: ShmSafe> Shared<T> {
                 std::mem::size_of::<T>(),
                 std::mem::align_of::<T>(),
             ))
-            .create_mode(mode)
             .create_with(|r| {
                 // SAFETY: the payload is at least size_of::<T>() bytes, 64-aligned,
                 // zeroed (a valid T per ShmSafe) and private to us until published.

@@ -168,16 +168,6 @@ fn dead_tid() -> u32 {
     kid.as_raw() as u32
 }
 
-fn find(region: &ipc_core::region::Region, needle: &[u8]) -> usize {
-    let len = region.payload_len();
-    let mut hay = vec![0u8; len];
-    // SAFETY: the payload is `len` readable bytes.
-    unsafe { std::ptr::copy_nonoverlapping(region.payload(), hay.as_mut_ptr(), len) };
-    hay.windows(needle.len())
-        .position(|w| w == needle)
-        .expect("needle in region")
-}
-
 /// Reads/writes a u64 or u32 of the queue region's payload.
 fn peek64(r: &ipc_core::region::Region, at: usize) -> u64 {
     // SAFETY: `at` is within the payload (checked by the callers' layout).
@@ -211,7 +201,7 @@ fn consumer_dead_mid_get_does_not_wedge_producers() {
         "layout changed"
     );
     // A consumer claimed position 0 and died before releasing the slot.
-    let data = find(&raw, b"first-XXXX") & !15;
+    let data = find(&raw, b"first-XXXX").expect("message bytes") & !15;
     poke64(&raw, DEQ, 1);
     poke32(&raw, data - 4, dead_tid());
     let t = Instant::now();
@@ -241,7 +231,7 @@ fn producer_dead_mid_put_does_not_wedge_consumers() {
         "layout changed"
     );
     // A producer claimed position 1 and died before filling its slot.
-    let slot0 = find(&raw, b"marker-ZZZZ") & !15;
+    let slot0 = find(&raw, b"marker-ZZZZ").expect("message bytes") & !15;
     let stride = {
         // The second slot's data follows the first's after one stride; the
         // stride is the message size rounded up plus the 16-byte header.

@@ -188,15 +188,6 @@ fn simple_queue_across_fork() {
     assert!(q.empty());
 }
 
-/// Finds `needle` in the payload of the named region.
-fn find(region: &Region, needle: &[u8]) -> Option<usize> {
-    let len = region.payload_len();
-    let mut hay = vec![0u8; len];
-    // SAFETY: the payload is `len` readable bytes.
-    unsafe { std::ptr::copy_nonoverlapping(region.payload(), hay.as_mut_ptr(), len) };
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 #[test]
 fn garbage_written_into_slots_gives_typed_errors() {
     let name = unique("garbage");

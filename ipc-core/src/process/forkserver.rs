@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
@@ -121,20 +120,7 @@ fn ensure(slot: &mut Option<Server>) -> Result<&mut Server> {
     cmd.args(std::env::args_os().skip(1))
         .env(ENV, format!("{fd};{}", exe_identity()?))
         .stdin(std::process::Stdio::null());
-    // SAFETY: runs in the forked child before exec; only async-signal-safe
-    // calls (fcntl, prctl, getppid, _exit).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() as u32 != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        })
-    };
+    super::spawn::keep_across_exec(&mut cmd, [fd], Some(parent));
     let child = cmd.spawn().map_err(target::io)?;
     drop(theirs);
     Ok(slot.insert(Server {
@@ -215,25 +201,34 @@ fn note_exit(server: &mut Server, msg: &str) {
     }
 }
 
-/// The exit code of server child `pid` if the server has reported it
-/// (never blocks).
-pub(crate) fn exit_code(pid: Pid, _block: bool) -> Option<i32> {
+/// One look for `pid`'s exit report: takes what the server has sent,
+/// waiting at most `wait` for the first message. `None`: the server is gone;
+/// `Some(None)`: not reported yet.
+fn check_exit(pid: Pid, wait: PollTimeout) -> Option<Option<i32>> {
     SERVER.with(|slot| {
         let server = slot.as_mut()?;
+        let mut wait = wait;
         loop {
             if let Some(c) = server.exits.remove(&pid.as_raw()) {
-                return Some(c);
+                return Some(Some(c));
             }
             let mut fds = [PollFd::new(server.sock.as_fd(), PollFlags::POLLIN)];
-            if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
-                return None;
+            if !matches!(poll(&mut fds, wait), Ok(n) if n > 0) {
+                return Some(None);
             }
             match recv(&server.sock) {
                 Ok(Some((m, _))) => note_exit(server, &m),
                 _ => return None,
             }
+            wait = PollTimeout::ZERO;
         }
     })
+}
+
+/// The exit code of server child `pid` if the server has reported it
+/// (never blocks).
+pub(crate) fn exit_code(pid: Pid) -> Option<i32> {
+    check_exit(pid, PollTimeout::ZERO).flatten()
 }
 
 /// Waits up to `limit` for the server to report `pid`'s exit code (the
@@ -242,32 +237,14 @@ pub(crate) fn exit_code(pid: Pid, _block: bool) -> Option<i32> {
 pub(crate) fn exit_code_wait(pid: Pid, limit: std::time::Duration) -> Option<i32> {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let r = SERVER.with(|slot| -> Option<Option<i32>> {
-            let server = slot.as_mut()?;
-            if let Some(c) = server.exits.remove(&pid.as_raw()) {
-                return Some(Some(c));
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            let slice = left.min(std::time::Duration::from_millis(20));
-            let ms = u16::try_from(slice.as_millis().max(1)).unwrap_or(20);
-            let mut fds = [PollFd::new(server.sock.as_fd(), PollFlags::POLLIN)];
-            if matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
-                match recv(&server.sock) {
-                    Ok(Some((m, _))) => note_exit(server, &m),
-                    _ => return None,
-                }
-            }
-            Some(None)
-        });
-        match r {
-            None => return None,
-            Some(Some(c)) => return Some(c),
-            Some(None) => {}
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms =
+            u16::try_from(left.min(std::time::Duration::from_millis(20)).as_millis()).unwrap_or(20);
+        match check_exit(pid, PollTimeout::from(ms))? {
+            Some(c) => return Some(c),
+            None if left.is_zero() => return None,
+            None => std::thread::yield_now(),
         }
-        std::thread::yield_now();
     }
 }
 

@@ -97,7 +97,7 @@ pub(crate) fn reap(pid: Pid, block: bool) -> Option<i32> {
                 return Some(c);
             }
             let code = if e.via_server {
-                super::forkserver::exit_code(pid, false)?
+                super::forkserver::exit_code(pid)?
             } else {
                 waitpid_nohang(pid)?
             };

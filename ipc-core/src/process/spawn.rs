@@ -202,24 +202,7 @@ impl<R: TargetOutput> SpawnJob<R> {
         );
         let mut cmd = std::process::Command::new(exe);
         cmd.args(std::env::args_os().skip(1)).env(ENV, spec);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe calls (fcntl, prctl, getppid, _exit).
-        unsafe {
-            cmd.pre_exec(move || {
-                for fd in [afd, rfd, kfd] {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if daemon {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    if libc::getppid() as u32 != parent {
-                        libc::_exit(1);
-                    }
-                }
-                Ok(())
-            })
-        };
+        keep_across_exec(&mut cmd, [afd, rfd, kfd], daemon.then_some(parent));
         let child = cmd.spawn().map_err(target::io)?;
         drop(ack_w);
         // One byte: decoded. End of file: the child died first. Either way
@@ -233,6 +216,30 @@ impl<R: TargetOutput> SpawnJob<R> {
         }
         Ok(Pid::from_raw(child.id() as i32))
     }
+}
+
+/// Makes `cmd`'s child keep `fds` open across `exec` (they are CLOEXEC
+/// here) and, with `die_with`, die with that parent process.
+pub(crate) fn keep_across_exec<const N: usize>(
+    cmd: &mut std::process::Command,
+    fds: [std::os::fd::RawFd; N],
+    die_with: Option<u32>,
+) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe calls (fcntl, prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(parent) = die_with {
+                super::handle::set_parent_death_signal(parent);
+            }
+            Ok(())
+        })
+    };
 }
 
 /// (dev, inode, size, mtime) of the running executable.

@@ -109,3 +109,13 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Offset of `needle` in a region's payload (tests that scribble on a
+/// message's bytes find them this way).
+pub fn find(region: &ipc_core::region::Region, needle: &[u8]) -> Option<usize> {
+    let len = region.payload_len();
+    let mut hay = vec![0u8; len];
+    // SAFETY: the payload is `len` readable bytes.
+    unsafe { std::ptr::copy_nonoverlapping(region.payload(), hay.as_mut_ptr(), len) };
+    hay.windows(needle.len()).position(|w| w == needle)
+}
