@@ -55,7 +55,34 @@ pub trait Travel: Sized {
     fn from_token(t: Token) -> Result<Self>;
 }
 
-/// Implements `rkyv`'s traits for a [`Travel`] handle through its token.
+/// Implements `rkyv`'s traits for a [`Travel`] handle through its token,
+/// making the handle a [`Message`](crate::codec::Message). The calling
+/// crate needs `rkyv` as a dependency.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::travel::{Token, Travel};
+/// struct Handle(u64);
+/// impl Travel for Handle {
+///     fn token(&self) -> Token {
+///         Token { locator: String::new(), kind: 0, offset: self.0, extra: vec![] }
+///     }
+///     fn from_token(t: Token) -> ipc_core::Result<Self> {
+///         Ok(Handle(t.offset))
+///     }
+/// }
+/// ipc_core::travel_via_token!([] Handle);
+///
+/// let bytes = ipc_core::codec::encode_with(&Handle(7), |b| {
+///     let mut v = rkyv::util::AlignedVec::<16>::new();
+///     v.extend_from_slice(b);
+///     v
+/// })?;
+/// assert_eq!(ipc_core::codec::decode::<Handle>(&bytes)?.0, 7);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[macro_export]
 macro_rules! travel_via_token {
     ([$($g:tt)*] $ty:ty) => {
         impl<$($g)*> rkyv::Archive for $ty {
@@ -89,4 +116,4 @@ macro_rules! travel_via_token {
         }
     };
 }
-pub(crate) use travel_via_token;
+pub use crate::travel_via_token;

@@ -52,10 +52,12 @@ pub enum Kind {
     Value = 10,
     /// An [`Array`](crate::value::Array).
     Array = 11,
+    /// The control region of an `ipc-manager` server.
+    Manager = 12,
 }
 
 impl Kind {
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 12] = [
         Kind::Raw,
         Kind::Lock,
         Kind::RLock,
@@ -67,6 +69,7 @@ impl Kind {
         Kind::Pipe,
         Kind::Value,
         Kind::Array,
+        Kind::Manager,
     ];
 
     /// The kind with this numeric code, if any.
@@ -133,6 +136,21 @@ impl Header {
                 type_tag: std::ptr::addr_of!((*h).type_tag).read_volatile(),
                 creator: std::ptr::addr_of!((*h).creator).read_volatile(),
             }
+        }
+    }
+
+    /// The creator field, for [`Region::adopt`](super::Region::adopt).
+    ///
+    /// # Safety
+    /// `base` must point to at least `HEADER_LEN` mapped bytes that stay
+    /// mapped for `'a`.
+    pub unsafe fn creator<'a>(base: *const u8) -> &'a std::sync::atomic::AtomicU64 {
+        // SAFETY: mapped and 8-aligned (offset 32 of a page-aligned mapping)
+        // for 'a per the caller; any bit pattern is a valid u64.
+        unsafe {
+            std::sync::atomic::AtomicU64::from_ptr(
+                std::ptr::addr_of!((*base.cast::<Header>()).creator).cast_mut(),
+            )
         }
     }
 

@@ -26,6 +26,7 @@ pub use header::{type_tag, Kind, HEADER_LEN, MAGIC, VERSION};
 pub use name::{shm_name, validate_name};
 
 use std::fs::File;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -419,9 +420,49 @@ impl Region {
         self.kind
     }
 
-    /// Whether this handle (in this process) created the region.
+    /// Whether this handle (in this process) created the region, or
+    /// [adopted](Region::adopt) it, and no other process adopted it since.
     pub fn is_creator(&self) -> bool {
-        self.creator_pid == Some(proc::pid())
+        let pid = proc::pid();
+        // SAFETY: the header lies within our live mapping.
+        // Relaxed: ownership changes hands by a message exchange (the adopter
+        // replies after adopting), which orders it for the creator.
+        let owner = unsafe { Header::creator(self.map.as_ptr()) }.load(Ordering::Relaxed);
+        self.creator_pid == Some(pid) && proc::TaskId::unpack(owner).id == pid
+    }
+
+    /// Takes over the region from its creator: from now on this process is
+    /// the one that unlinks the name when its handle drops, the creator's
+    /// handle no longer does, and [`Region::gc`] judges the region by this
+    /// process's life. A manager server adopts the objects its clients
+    /// create, so they outlive the client.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an anonymous region (it has no name to
+    /// own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::region::{Kind, Region};
+    /// let name = format!("doc-adopt-{}", std::process::id());
+    /// let created = Region::builder(Kind::Raw).name(&name).size(64).create()?;
+    /// let mut adopter = Region::open(&name, Kind::Raw)?;
+    /// adopter.adopt()?;
+    /// assert!(adopter.is_creator());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn adopt(&mut self) -> Result<()> {
+        if self.name.is_none() {
+            return Err(Error::InvalidArgument("only a named region can be adopted"));
+        }
+        let me = proc::TaskId::current_process().pack();
+        // SAFETY: the header lies within our live mapping.
+        // Relaxed: see `is_creator`.
+        unsafe { Header::creator(self.map.as_ptr()) }.store(me, Ordering::Relaxed);
+        self.creator_pid = Some(proc::pid());
+        self.unlink_on_drop = true;
+        Ok(())
     }
 
     /// Keeps the name after the creator drops the region (it is unlinked by

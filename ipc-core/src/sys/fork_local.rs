@@ -14,6 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::proc;
 
 /// Per-process state behind a fork-aware lock.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::sys::fork_local::ForkLocal;
+/// static SEEN: ForkLocal<Vec<u32>> = ForkLocal::new();
+/// SEEN.with(|v| v.push(1));
+/// assert_eq!(SEEN.with(|v| v.len()), 1); // a forked child would see 0
+/// ```
 pub struct ForkLocal<T> {
     /// 0 when free, else (pid << 32 | tid) of the holder.
     lock: AtomicU64,
@@ -87,6 +96,12 @@ impl<T: Default> ForkLocal<T> {
         }
         let (_, value) = slot.as_mut().expect("initialised just above");
         f(value)
+    }
+}
+
+impl<T> std::fmt::Debug for ForkLocal<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForkLocal { .. }")
     }
 }
 

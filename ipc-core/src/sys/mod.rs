@@ -3,7 +3,7 @@
 //! error mapped.
 
 #[cfg(not(loom))]
-pub(crate) mod fork_local;
+pub mod fork_local;
 #[cfg(not(loom))]
 pub mod futex;
 #[cfg(loom)]

@@ -1,0 +1,198 @@
+//! The client side of a slot: one connection per process and manager.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ipc_core::sys::futex;
+use ipc_core::sys::proc::{self, TaskId};
+use ipc_core::{codec, Error, Result};
+use rkyv::util::AlignedVec;
+
+use crate::control::{Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING};
+use crate::wire::{Request, Response};
+
+/// How often a sleeping caller checks that the server is still there.
+const SERVER_CHECK: Duration = Duration::from_millis(100);
+
+/// A claimed slot of one manager, used by one process.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    ctl: Arc<Control>,
+    slot: usize,
+    me: u64,
+    state: Mutex<Seq>,
+}
+
+#[derive(Debug, Default)]
+struct Seq {
+    seq: u32,
+    resp: AlignedVec,
+}
+
+impl Conn {
+    /// Claims a free slot of `ctl` for this process.
+    pub fn connect(ctl: Arc<Control>) -> Result<Conn> {
+        if ctl.server_gone() || ctl.header().state.load(Ordering::Acquire) != RUNNING {
+            return Err(Error::ServerGone);
+        }
+        let me = TaskId::current_process().pack();
+        for i in 0..ctl.nslots() {
+            let s = ctl.slot(i);
+            // Acquire: pairs with the server's Release when it freed the
+            // slot, so its reset of the sequence numbers is visible.
+            if s.owner
+                .compare_exchange(FREE, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                // Release: a server that sees the new bound sees our claim.
+                ctl.header()
+                    .claimed_hi
+                    .fetch_max(i as u32 + 1, Ordering::Release);
+                // Relaxed: only we write req_seq while we own the slot.
+                let seq = s.req_seq.load(Ordering::Relaxed);
+                return Ok(Conn {
+                    ctl,
+                    slot: i,
+                    me,
+                    state: Mutex::new(Seq {
+                        seq,
+                        resp: AlignedVec::new(),
+                    }),
+                });
+            }
+        }
+        Err(Error::TooManyClients { max: ctl.nslots() })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Seq> {
+        // A panic mid-call leaves the sequence consistent (it only grows
+        // after a complete exchange), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `req` and returns the decoded response.
+    pub fn call(&self, req: &Request) -> Result<Response> {
+        let mut st = self.lock();
+        codec::encode_with(req, |bytes| self.exchange(&mut st, bytes))??;
+        codec::decode::<Response>(&st.resp)
+    }
+
+    /// One exchange: the request in chunks, the response reassembled.
+    fn exchange(&self, st: &mut Seq, req: &[u8]) -> Result<()> {
+        let cap = self.ctl.buf_len();
+        let mut chunks = req.chunks(cap).peekable();
+        if req.is_empty() {
+            self.round(st, &[], 0)?;
+        }
+        while let Some(c) = chunks.next() {
+            let flags = if chunks.peek().is_some() { MORE } else { 0 };
+            let ack = self.round(st, c, flags)?;
+            if flags == MORE && ack != 0 {
+                return Err(Error::Corrupt("manager did not acknowledge a chunk".into()));
+            }
+        }
+        st.resp.clear();
+        loop {
+            let raw = self.ctl.slot(self.slot).resp_len.load(Ordering::Relaxed);
+            let n = (raw & LEN_MASK) as usize;
+            if n > cap {
+                return Err(Error::Corrupt(format!(
+                    "manager response chunk of {n} bytes exceeds the buffer"
+                )));
+            }
+            // SAFETY: the server wrote `n <= buf_len` bytes before publishing
+            // resp_seq, which `round` acquired; nobody writes the buffer until
+            // our next request.
+            let chunk = unsafe { std::slice::from_raw_parts(self.ctl.resp_buf(self.slot), n) };
+            st.resp.extend_from_slice(chunk);
+            if raw & MORE == 0 {
+                return Ok(());
+            }
+            self.round(st, &[], CONT)?;
+        }
+    }
+
+    /// Writes one chunk, waits for the answer and returns its length word.
+    fn round(&self, st: &mut Seq, chunk: &[u8], flags: u32) -> Result<u32> {
+        let ctl = &*self.ctl;
+        let s = ctl.slot(self.slot);
+        // Relaxed: a stale owner is caught by the server's check instead.
+        if s.owner.load(Ordering::Relaxed) != self.me {
+            return Err(Error::Corrupt(
+                "this process's manager slot was taken over".into(),
+            ));
+        }
+        if ctl.server_gone() {
+            return Err(Error::ServerGone);
+        }
+        // SAFETY: chunk.len() <= buf_len; the request buffer is ours until
+        // we publish req_seq.
+        unsafe {
+            std::ptr::copy_nonoverlapping(chunk.as_ptr(), ctl.req_buf(self.slot), chunk.len())
+        };
+        let seq = st.seq.wrapping_add(1);
+        // Relaxed: published by req_seq's Release below.
+        s.req_len
+            .store(chunk.len() as u32 | flags, Ordering::Relaxed);
+        // Release: the request bytes and length before the sequence number.
+        s.req_seq.store(seq, Ordering::Release);
+        st.seq = seq;
+        ctl.ring_doorbell();
+        self.wait(seq)?;
+        // Relaxed: ordered after the Acquire of resp_seq in `wait`.
+        Ok(s.resp_len.load(Ordering::Relaxed))
+    }
+
+    /// Waits until the server answered `seq`: spins, then sleeps with
+    /// periodic checks that the server is alive.
+    fn wait(&self, seq: u32) -> Result<()> {
+        let s = self.ctl.slot(self.slot);
+        // Acquire: pairs with the server's Release of resp_seq, making the
+        // response bytes visible.
+        let done = || s.resp_seq.load(Ordering::Acquire) == seq;
+        for _ in 0..ipc_core::tuning::spin_iterations() {
+            if done() {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            let cur = s.resp_seq.load(Ordering::Acquire);
+            // Relaxed: ordered by the fence (Dekker with the server's wake).
+            s.client_sleeping.store(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if done() {
+                s.client_sleeping.store(0, Ordering::Relaxed);
+                return Ok(());
+            }
+            futex::wait_slice(&s.resp_seq, cur, None, SERVER_CHECK);
+            s.client_sleeping.store(0, Ordering::Relaxed);
+            if done() {
+                return Ok(());
+            }
+            // Woken or timed out: either way, is the server still there?
+            if self.ctl.server_gone() {
+                return Err(Error::ServerGone);
+            }
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Only the process that claimed the slot gives it back (a forked
+        // child's copy of a connection is never used, see `Manager`).
+        if proc::pid() == TaskId::unpack(self.me).id {
+            let s = self.ctl.slot(self.slot);
+            // Release: our last use of the buffers happens before the
+            // server's reset.
+            if s.owner
+                .compare_exchange(self.me, CLOSED, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.ctl.ring_doorbell();
+            }
+        }
+    }
+}

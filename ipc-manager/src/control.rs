@@ -1,0 +1,263 @@
+//! The manager's control region: one mailbox per client.
+//!
+//! ```text
+//! ControlHeader (128 B)  server, owner, state, nslots, buf_len, claimed_hi,
+//!                        doorbell (futex), server_sleeping
+//! slot 0: SlotHeader (128 B) | request buffer | response buffer
+//! slot 1: ...
+//! ```
+//! A slot's `owner` word is 0 when free, else the packed identity (pid and
+//! start time) of the client process using it, written by one CAS, so a
+//! slot is never claimed without a record of who claimed it.
+//!
+//! A call is a lockstep exchange: the client writes the request into its
+//! buffer, publishes `req_seq` (Release) and rings the doorbell; the server
+//! copies the request out, answers into the response buffer and publishes
+//! `resp_seq` (Release) to the client's Acquire. Messages larger than a
+//! buffer go in chunks (`MORE`); the client fetches further response
+//! chunks with `CONT` requests.
+//!
+//! Sleeping follows the Dekker pattern of `ipc_core`'s rings: the sleeper
+//! sets its `*_sleeping` flag, issues a SeqCst fence and re-checks before
+//! the futex wait; the waker publishes, fences and reads the flag.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use ipc_core::region::{Kind, Region};
+use ipc_core::sys::proc::TaskId;
+use ipc_core::{Error, Result};
+
+/// Layout identity, checked as the region's type tag.
+pub(crate) const LAYOUT_TAG: u64 = 0x4950_434d_4752_0001; // "IPCMGR" v1
+/// Default number of client slots.
+pub(crate) const DEFAULT_SLOTS: usize = 64;
+/// Most slots a control region may declare (validation bound).
+const MAX_SLOTS: usize = 4096;
+/// Default bytes per direction per slot.
+pub(crate) const DEFAULT_BUF: usize = 64 * 1024;
+/// Largest buffer a control region may declare (validation bound).
+const MAX_BUF: usize = 16 << 20;
+
+/// Length flag: more chunks of this message follow.
+pub(crate) const MORE: u32 = 1 << 31;
+/// Request flag: send the next chunk of the pending response.
+pub(crate) const CONT: u32 = 1 << 30;
+/// Mask of the length bits.
+pub(crate) const LEN_MASK: u32 = CONT - 1;
+
+/// Server states.
+pub(crate) const STARTING: u32 = 0;
+pub(crate) const RUNNING: u32 = 1;
+pub(crate) const STOPPED: u32 = 2;
+
+/// Slot owner word: free.
+pub(crate) const FREE: u64 = 0;
+/// Slot owner word: the client said goodbye; the server frees it.
+pub(crate) const CLOSED: u64 = u64::MAX;
+
+/// The control header, at the start of the payload.
+#[repr(C, align(128))]
+pub(crate) struct ControlHeader {
+    /// Packed identity of the server process.
+    pub server: AtomicU64,
+    /// Packed identity of the process the server serves (0: none, it stops
+    /// only when asked).
+    pub owner: AtomicU64,
+    /// `STARTING`, `RUNNING` or `STOPPED`; a futex word while starting.
+    pub state: AtomicU32,
+    nslots: AtomicU32,
+    buf_len: AtomicU32,
+    /// Slots `[0, claimed_hi)` may be in use: the server scans only those.
+    pub claimed_hi: AtomicU32,
+    /// Bumped by every request; the server sleeps on it.
+    pub doorbell: AtomicU32,
+    /// Whether the server is (about to be) asleep on `doorbell`.
+    pub server_sleeping: AtomicU32,
+}
+
+/// A slot's header.
+#[repr(C, align(128))]
+pub(crate) struct SlotHeader {
+    /// `FREE`, `CLOSED` or the packed identity of the client.
+    pub owner: AtomicU64,
+    /// Sequence number of the latest request.
+    pub req_seq: AtomicU32,
+    /// Its length and flags.
+    pub req_len: AtomicU32,
+    /// Sequence number of the latest response; the client sleeps on it.
+    pub resp_seq: AtomicU32,
+    /// Its length and flags.
+    pub resp_len: AtomicU32,
+    /// Whether the client is (about to be) asleep on `resp_seq`.
+    pub client_sleeping: AtomicU32,
+}
+
+const HDR: usize = std::mem::size_of::<ControlHeader>();
+const SLOT_HDR: usize = std::mem::size_of::<SlotHeader>();
+const _: () = assert!(HDR == 128 && SLOT_HDR == 128);
+
+fn stride(buf_len: usize) -> Option<usize> {
+    buf_len.checked_mul(2)?.checked_add(SLOT_HDR)
+}
+
+fn payload_size(nslots: usize, buf_len: usize) -> Option<usize> {
+    nslots.checked_mul(stride(buf_len)?)?.checked_add(HDR)
+}
+
+/// A mapped control region.
+#[derive(Debug)]
+pub(crate) struct Control {
+    region: Region,
+    nslots: usize,
+    buf_len: usize,
+}
+
+impl Control {
+    /// Creates the control region `name` (state `STARTING`).
+    pub fn create(name: &str, nslots: usize, buf_len: usize) -> Result<Control> {
+        if nslots == 0 || nslots > MAX_SLOTS || !(4096..=MAX_BUF).contains(&buf_len) {
+            return Err(Error::InvalidArgument(
+                "manager slots must be 1..=4096 and buffers 4 KiB..=16 MiB",
+            ));
+        }
+        let buf_len = buf_len.next_multiple_of(128);
+        let size = payload_size(nslots, buf_len).ok_or(Error::InvalidArgument("too large"))?;
+        let region = Region::builder(Kind::Manager)
+            .name(name)
+            .size(size)
+            .type_tag(LAYOUT_TAG)
+            .create_with(|r| {
+                // SAFETY: the payload is at least HDR bytes, 128-aligned, and
+                // private to us until published.
+                let h = unsafe { &*r.payload().cast::<ControlHeader>() };
+                // Relaxed: published by the region's Release.
+                h.nslots.store(nslots as u32, Ordering::Relaxed);
+                h.buf_len.store(buf_len as u32, Ordering::Relaxed);
+                Ok(())
+            })?
+            .0;
+        Ok(Control {
+            region,
+            nslots,
+            buf_len,
+        })
+    }
+
+    /// Opens and validates the control region `name`.
+    pub fn open(name: &str) -> Result<Control> {
+        let region = Region::open_with(
+            name,
+            Kind::Manager,
+            LAYOUT_TAG,
+            None,
+            ipc_core::region::DEFAULT_OPEN_TIMEOUT,
+        )?;
+        let len = region.payload_len();
+        if len < HDR {
+            return Err(Error::Corrupt("manager control region too small".into()));
+        }
+        // SAFETY: at least HDR mapped bytes, 128-aligned payload, alive with
+        // `region`; every field is an atomic (any bit pattern is valid).
+        let h = unsafe { &*region.payload().cast::<ControlHeader>() };
+        // Relaxed: written before the region's publication, which `open`
+        // acquired.
+        let nslots = h.nslots.load(Ordering::Relaxed) as usize;
+        let buf_len = h.buf_len.load(Ordering::Relaxed) as usize;
+        let valid = (1..=MAX_SLOTS).contains(&nslots)
+            && (4096..=MAX_BUF).contains(&buf_len)
+            && buf_len % 128 == 0
+            && payload_size(nslots, buf_len) == Some(len);
+        if !valid {
+            return Err(Error::Corrupt(format!(
+                "manager control region declares {nslots} slots of {buf_len} bytes in {len} bytes"
+            )));
+        }
+        Ok(Control {
+            region,
+            nslots,
+            buf_len,
+        })
+    }
+
+    /// The region (to adopt it, or keep its name).
+    pub fn region_mut(&mut self) -> &mut Region {
+        &mut self.region
+    }
+
+    /// The descriptor behind the mapping.
+    pub fn region_file_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.region.file().as_raw_fd()
+    }
+
+    /// The shared header.
+    pub fn header(&self) -> &ControlHeader {
+        // SAFETY: validated in `create`/`open`: HDR bytes at the 128-aligned
+        // payload start, mapped while `self` lives; all fields atomic.
+        unsafe { &*self.region.payload().cast::<ControlHeader>() }
+    }
+
+    /// Number of slots.
+    pub fn nslots(&self) -> usize {
+        self.nslots
+    }
+
+    /// Bytes per buffer.
+    pub fn buf_len(&self) -> usize {
+        self.buf_len
+    }
+
+    fn slot_base(&self, i: usize) -> *mut u8 {
+        assert!(i < self.nslots, "slot index out of range");
+        // SAFETY: i < nslots, so the slot lies within the validated payload.
+        unsafe {
+            self.region
+                .payload()
+                .add(HDR + i * stride(self.buf_len).expect("validated"))
+        }
+    }
+
+    /// Slot `i`'s header.
+    pub fn slot(&self, i: usize) -> &SlotHeader {
+        // SAFETY: `slot_base` is in bounds and 128-aligned (HDR, SLOT_HDR
+        // and buf_len are multiples of 128); all fields atomic.
+        unsafe { &*self.slot_base(i).cast::<SlotHeader>() }
+    }
+
+    /// Slot `i`'s request buffer (`buf_len` bytes).
+    pub fn req_buf(&self, i: usize) -> *mut u8 {
+        // SAFETY: within the slot, per the layout.
+        unsafe { self.slot_base(i).add(SLOT_HDR) }
+    }
+
+    /// Slot `i`'s response buffer (`buf_len` bytes).
+    pub fn resp_buf(&self, i: usize) -> *mut u8 {
+        // SAFETY: within the slot, per the layout.
+        unsafe { self.slot_base(i).add(SLOT_HDR + self.buf_len) }
+    }
+
+    /// Whether the server is gone: stopped, or its process dead.
+    pub fn server_gone(&self) -> bool {
+        let h = self.header();
+        // Acquire: pairs with the server's Release of STOPPED, after which it
+        // answers nothing.
+        match h.state.load(Ordering::Acquire) {
+            STOPPED => true,
+            RUNNING => !TaskId::unpack(h.server.load(Ordering::Relaxed)).is_alive(),
+            _ => false,
+        }
+    }
+
+    /// Rings the server's doorbell after publishing a request or a close.
+    pub fn ring_doorbell(&self) {
+        let h = self.header();
+        // Relaxed: the futex word only needs to change; the request itself
+        // is published by `req_seq`'s Release.
+        h.doorbell.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence (Dekker with the server's sleep).
+        if h.server_sleeping.load(Ordering::Relaxed) != 0 {
+            ipc_core::sys::futex::wake(&h.doorbell, 1);
+        }
+    }
+}

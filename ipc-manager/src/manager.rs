@@ -1,0 +1,556 @@
+//! `Manager`: starting, connecting to and stopping a server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use ipc_core::codec::{self, Message};
+use ipc_core::process::{Process, StartMethod};
+use ipc_core::region::Region;
+use ipc_core::sys::fork_local::ForkLocal;
+use ipc_core::sys::futex;
+use ipc_core::sys::proc::{self, TaskId};
+use ipc_core::{Error, Result};
+
+use crate::client::Conn;
+use crate::control::{Control, DEFAULT_BUF, DEFAULT_SLOTS, RUNNING, STARTING};
+use crate::server::Server;
+use crate::service::Service;
+use crate::store::{Factory, Instance, Store};
+use crate::wire::{unexpected, Request, Response};
+
+/// How long `start` waits for the server to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dropping the owner waits for the server to stop before killing it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest manager name (object regions append `.<pid>.<n>`).
+const MAX_NAME: usize = 160;
+
+/// Managers of this process, by name, so proxies arriving from other
+/// processes share one connection.
+static MANAGERS: ForkLocal<HashMap<String, Weak<Inner>>> = ForkLocal::new();
+/// Managers this process started (stopped at exit if still alive).
+static OWNED: ForkLocal<Vec<Weak<Inner>>> = ForkLocal::new();
+static AT_EXIT: AtomicBool = AtomicBool::new(false);
+static OBJECTS: AtomicU64 = AtomicU64::new(0);
+
+/// A handle to a manager server (Python's `multiprocessing.Manager()`).
+///
+/// The server is a process that hosts shared objects. Containers (`dict`,
+/// `list`, `Namespace`, custom types) live in the server and are reached
+/// through proxies, one lockstep round trip over a shared-memory mailbox
+/// per call. Sync objects, `Value`, `Array` and queues live in shared
+/// memory owned by the server: what the factories return *is* the
+/// `ipc_core` object, used directly with no round trip.
+///
+/// A started server stops when the last handle of the process that started
+/// it drops, when that process dies, or on [`shutdown`](Manager::shutdown);
+/// it then removes every region it owns. Handles are cheap to clone and
+/// can be inherited by forked children, passed to spawned processes and
+/// pool tasks, or re-created in an unrelated program with
+/// [`Manager::connect`].
+///
+/// # Examples
+///
+/// ```
+/// use ipc_manager::Manager;
+/// let mgr = Manager::start()?;
+/// let d = mgr.dict::<String, u64>()?;
+/// d.insert(&"apples".to_string(), &3)?;
+/// assert_eq!(d.get(&"apples".to_string())?, Some(3));
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Manager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    name: String,
+    ctl: Arc<Control>,
+    conn: ForkLocal<Option<Arc<Conn>>>,
+    owner: Option<Owner>,
+}
+
+#[derive(Debug)]
+struct Owner {
+    pid: u32,
+    process: Mutex<Option<Process<()>>>,
+}
+
+/// Configures and starts a [`Manager`] server; registers custom types
+/// (Python's `BaseManager.register`).
+///
+/// # Examples
+///
+/// ```
+/// use ipc_manager::{Manager, Service};
+///
+/// #[derive(Default)]
+/// struct Counter(u64);
+/// impl Service for Counter {
+///     type Request = u64;
+///     type Response = u64;
+///     fn call(&mut self, add: u64) -> u64 {
+///         self.0 += add;
+///         self.0
+///     }
+/// }
+///
+/// let mgr = Manager::builder().register("Counter", Counter::default).start()?;
+/// let c = mgr.custom::<Counter>("Counter")?;
+/// c.call(&2)?;
+/// assert_eq!(c.call(&3)?, 5);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub struct ManagerBuilder {
+    name: Option<String>,
+    slots: usize,
+    buffer: usize,
+    factories: HashMap<String, (u64, Factory)>,
+}
+
+impl std::fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("name", &self.name)
+            .field("slots", &self.slots)
+            .field("buffer", &self.buffer)
+            .field("custom_types", &self.factories.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ManagerBuilder {
+    /// Makes the server reachable by `name` ([`Manager::connect`]).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How many client processes may be connected at once (default 64).
+    pub fn slots(mut self, n: usize) -> Self {
+        self.slots = n;
+        self
+    }
+
+    /// Bytes of each client's request and response buffer (default
+    /// 64 KiB); larger messages travel in several chunks.
+    pub fn buffer_size(mut self, bytes: usize) -> Self {
+        self.buffer = bytes;
+        self
+    }
+
+    /// Registers a custom type under `type_name`: the server makes an
+    /// instance with `make` for every [`Manager::custom`] call, and proxies
+    /// call it by message.
+    pub fn register<S: Service>(
+        mut self,
+        type_name: &str,
+        make: impl Fn() -> S + Send + 'static,
+    ) -> Self {
+        let factory: Factory = Box::new(move || -> Instance {
+            let mut s = make();
+            Box::new(move |arg| {
+                let req: S::Request = codec::decode(arg).map_err(|e| e.to_string())?;
+                let resp = s.call(req);
+                codec::encode_with(&resp, |b| b.to_vec()).map_err(|e| e.to_string())
+            })
+        });
+        self.factories.insert(
+            type_name.to_owned(),
+            (
+                <crate::ServiceProxy<S> as crate::objects::sealed::Lookup>::tag(),
+                factory,
+            ),
+        );
+        self
+    }
+
+    fn control(&self) -> Result<(String, Control)> {
+        let name = match &self.name {
+            Some(n) => n.clone(),
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                format!("mgr-{}-{nanos:x}", proc::pid())
+            }
+        };
+        if name.len() > MAX_NAME {
+            return Err(Error::InvalidName {
+                name,
+                reason: "manager names are at most 160 bytes",
+            });
+        }
+        // A crashed earlier run may have left regions behind.
+        let _ = Region::gc();
+        let ctl = Control::create(&name, self.slots, self.buffer)?;
+        Ok((name, ctl))
+    }
+
+    /// Starts the server in a new (forked) process owned by this one.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`],
+    /// [`Error::InvalidArgument`] for absurd sizes, [`Error::Timeout`] if
+    /// the server does not come up within 10 s, or the process error.
+    pub fn start(self) -> Result<Manager> {
+        let (name, mut ctl) = self.control()?;
+        // The server adopts the region; until it has, nobody unlinks it
+        // by dropping a handle (we unlink it ourselves on failure).
+        ctl.region_mut().set_unlink_on_drop(false);
+        // Relaxed: published by the region's creation, before the fork.
+        ctl.header()
+            .owner
+            .store(TaskId::current_process().pack(), Ordering::Relaxed);
+        let store = Store::new(&name, self.factories);
+        let mut p = Process::builder()
+            .name(format!("ipc-manager {name}"))
+            .start_method(StartMethod::Fork)
+            .target(move || {
+                close_inherited_channels(&ctl);
+                let _ = Server::new(ctl, store).run();
+            });
+        let started = p.start().and_then(|()| wait_running(&name, &mut p));
+        let ctl = match started {
+            Ok(ctl) => ctl,
+            Err(e) => {
+                let _ = p.kill();
+                let _ = p.join();
+                sweep(&name);
+                return Err(e);
+            }
+        };
+        let inner = Arc::new(Inner {
+            name: name.clone(),
+            ctl: Arc::new(ctl),
+            conn: ForkLocal::new(),
+            owner: Some(Owner {
+                pid: proc::pid(),
+                process: Mutex::new(Some(p)),
+            }),
+        });
+        MANAGERS.with(|m| m.insert(name, Arc::downgrade(&inner)));
+        OWNED.with(|v| {
+            v.retain(|w| w.strong_count() > 0);
+            v.push(Arc::downgrade(&inner));
+        });
+        if !AT_EXIT.swap(true, Ordering::AcqRel) {
+            // SAFETY: registering a plain extern "C" function.
+            unsafe { libc::atexit(stop_owned_at_exit) };
+        }
+        Ok(Manager { inner })
+    }
+
+    /// Runs the server in the calling thread until a client asks it to
+    /// [`shutdown`](Manager::shutdown): for a service or command-line
+    /// program that others [`connect`](Manager::connect) to by name. It is
+    /// owned by nobody, so it outlives every client.
+    ///
+    /// # Errors
+    /// As [`start`](ManagerBuilder::start).
+    pub fn serve(self) -> Result<()> {
+        let (name, ctl) = self.control()?;
+        let store = Store::new(&name, self.factories);
+        let r = Server::new(ctl, store).run();
+        sweep(&name);
+        r
+    }
+}
+
+/// Waits until the server reports RUNNING; returns a client handle.
+fn wait_running(name: &str, p: &mut Process<()>) -> Result<Control> {
+    let ctl = Control::open(name)?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let st = &ctl.header().state;
+        // Acquire: pairs with the server's Release of RUNNING.
+        let s = st.load(Ordering::Acquire);
+        if s == RUNNING {
+            return Ok(ctl);
+        }
+        if s != STARTING || !p.is_alive() {
+            return Err(Error::ServerGone);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout);
+        }
+        futex::wait_slice(st, s, Some(deadline), Duration::from_millis(50));
+    }
+}
+
+/// Closes, in the freshly forked server, the pipes and sockets it inherited
+/// from its parent: holding a copy of a `Pipe`'s liveness descriptor would
+/// keep that pipe's peer looking alive. Regular files (the control region,
+/// the process's result file) stay open.
+fn close_inherited_channels(ctl: &Control) {
+    let keep = ctl.region_file_fd();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd <= 2 || fd == keep {
+            continue;
+        }
+        // SAFETY: fstat on a descriptor number only reads its metadata.
+        let mut st = unsafe { std::mem::zeroed::<libc::stat>() };
+        // SAFETY: `st` is a valid, writable stat buffer.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            continue;
+        }
+        let fmt = st.st_mode & libc::S_IFMT;
+        if fmt == libc::S_IFIFO || fmt == libc::S_IFSOCK {
+            // SAFETY: the descriptor is a pipe or socket inherited from the
+            // parent; nothing in the server uses it (its owners live in the
+            // parent's memory image and are never dropped here).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Removes every region of manager `name` that is still there (after its
+/// server died without cleaning up).
+fn sweep(name: &str) {
+    let _ = Region::unlink(name);
+    let prefix = format!("ipc.{name}.");
+    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+        for e in dir.flatten() {
+            if let Some(f) = e.file_name().to_str() {
+                if let Some(user) = f.strip_prefix("ipc.").filter(|_| f.starts_with(&prefix)) {
+                    let _ = Region::unlink(user);
+                }
+            }
+        }
+    }
+}
+
+extern "C" fn stop_owned_at_exit() {
+    let owned: Vec<Arc<Inner>> = OWNED.with(|v| v.iter().filter_map(Weak::upgrade).collect());
+    for i in owned {
+        i.stop();
+    }
+}
+
+impl Manager {
+    /// Starts a server with default settings (Python's `Manager()`).
+    ///
+    /// # Errors
+    /// As [`ManagerBuilder::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mgr = ipc_manager::Manager::start()?;
+    /// assert!(mgr.is_running());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn start() -> Result<Manager> {
+        Manager::builder().start()
+    }
+
+    /// Starts a server reachable by `name`.
+    ///
+    /// # Errors
+    /// As [`ManagerBuilder::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_manager::Manager;
+    /// let name = format!("doc-start-named-{}", std::process::id());
+    /// let mgr = Manager::start_named(&name)?;
+    /// let other = Manager::connect(&name)?; // as another program would
+    /// assert_eq!(other.name(), mgr.name());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn start_named(name: &str) -> Result<Manager> {
+        Manager::builder().name(name).start()
+    }
+
+    /// A builder: name, sizes, custom types.
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder {
+            name: None,
+            slots: DEFAULT_SLOTS,
+            buffer: DEFAULT_BUF,
+            factories: HashMap::new(),
+        }
+    }
+
+    /// Connects to the running server `name` (from any process of the same
+    /// user, including one started later from another program).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such manager,
+    /// [`Error::ServerGone`] if its server stopped or died,
+    /// [`Error::Incompatible`]/[`Error::Corrupt`] if the region is not a
+    /// valid manager.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = ipc_manager::Manager::connect("no-such-manager").unwrap_err();
+    /// assert!(matches!(err, ipc_core::Error::NotFound { .. }));
+    /// ```
+    pub fn connect(name: &str) -> Result<Manager> {
+        if let Some(inner) = MANAGERS.with(|m| m.get(name).and_then(Weak::upgrade)) {
+            return Ok(Manager { inner });
+        }
+        let ctl = Control::open(name)?;
+        if ctl.server_gone() {
+            return Err(Error::ServerGone);
+        }
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            ctl: Arc::new(ctl),
+            conn: ForkLocal::new(),
+            owner: None,
+        });
+        inner.call(&Request::Ping)?;
+        MANAGERS.with(|m| {
+            m.retain(|_, w| w.strong_count() > 0);
+            m.insert(name.to_owned(), Arc::downgrade(&inner));
+        });
+        Ok(Manager { inner })
+    }
+
+    /// The manager's name ([`Manager::connect`] takes it).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Whether the server is running.
+    pub fn is_running(&self) -> bool {
+        !self.inner.ctl.server_gone()
+    }
+
+    /// Stops the server (from any handle, in any process). Objects it hosts
+    /// are gone; every later call through any proxy returns
+    /// [`Error::ServerGone`]. If this process started the server, waits
+    /// for it to exit.
+    ///
+    /// # Errors
+    /// [`Error::ServerGone`] if it was already gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mgr = ipc_manager::Manager::start()?;
+    /// let l = mgr.list::<u32>()?;
+    /// mgr.shutdown()?;
+    /// assert!(matches!(l.len(), Err(ipc_core::Error::ServerGone)));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn shutdown(&self) -> Result<()> {
+        let r = self.inner.call(&Request::Shutdown).map(|_| ());
+        self.inner.join_server();
+        r
+    }
+
+    /// Names registered on the server, sorted.
+    ///
+    /// # Errors
+    /// [`Error::ServerGone`].
+    pub fn names(&self) -> Result<Vec<String>> {
+        match self.inner.call(&Request::Names)? {
+            Response::Names(v) => Ok(v),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// The pid of the server process, if this process started it.
+    pub fn server_pid(&self) -> Option<u32> {
+        let o = self.inner.owner.as_ref()?;
+        let p = o.process.lock().unwrap_or_else(|e| e.into_inner());
+        p.as_ref().and_then(|p| p.pid())
+    }
+
+    /// A fresh region name for an object this manager will adopt.
+    pub(crate) fn object_region(&self) -> String {
+        // Relaxed: only uniqueness matters.
+        let n = OBJECTS.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{}.{n}", self.inner.name, proc::pid())
+    }
+
+    /// Builds a manager from a proxy's travelling token.
+    pub(crate) fn from_name(name: &str) -> Result<Manager> {
+        Manager::connect(name)
+    }
+}
+
+impl Inner {
+    /// This process's connection (a forked child makes its own).
+    fn conn(&self) -> Result<Arc<Conn>> {
+        self.conn.with(|c| match c {
+            Some(c) => Ok(c.clone()),
+            None => {
+                let n = Arc::new(Conn::connect(self.ctl.clone())?);
+                *c = Some(n.clone());
+                Ok(n)
+            }
+        })
+    }
+
+    /// One request/response exchange with the server.
+    pub(crate) fn call(&self, req: &Request) -> Result<Response> {
+        self.conn()?.call(req)
+    }
+
+    fn is_owner(&self) -> bool {
+        self.owner.as_ref().is_some_and(|o| o.pid == proc::pid())
+    }
+
+    /// Asks the server to stop and waits for it (owner only).
+    fn stop(&self) {
+        if !self.is_owner() || self.ctl.server_gone() {
+            self.join_server();
+            return;
+        }
+        let _ = self.call(&Request::Shutdown);
+        self.join_server();
+    }
+
+    /// Reaps the server process (owner only), killing it if it does not
+    /// stop in time, and removes whatever regions it left.
+    fn join_server(&self) {
+        if !self.is_owner() {
+            return;
+        }
+        let Some(o) = &self.owner else { return };
+        let mut g = o.process.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut p) = g.take() {
+            if p.join_timeout(STOP_TIMEOUT).is_err() && p.is_alive() {
+                let _ = p.kill();
+                let _ = p.join();
+            }
+            sweep(&self.name);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+        // Give the slot back before the mapping goes.
+        self.conn.with(|c| c.take());
+    }
+}
+
+/// Encodes a value for the server.
+pub(crate) fn enc<T: Message>(v: &T) -> Result<Vec<u8>> {
+    codec::encode_with(v, <[u8]>::to_vec)
+}
+
+/// Decodes (and validates) a value from the server.
+pub(crate) fn dec<T: Message>(b: &[u8]) -> Result<T> {
+    let mut a = rkyv::util::AlignedVec::<16>::with_capacity(b.len());
+    a.extend_from_slice(b);
+    codec::decode(&a)
+}

@@ -1,0 +1,281 @@
+//! The server loop: scan the client slots, answer requests, sleep when
+//! idle, reclaim the slots of dead clients.
+
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+use ipc_core::sys::futex;
+use ipc_core::sys::proc::TaskId;
+use ipc_core::{codec, Result};
+use rkyv::util::AlignedVec;
+
+use crate::control::{Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING, STOPPED};
+use crate::store::Store;
+use crate::wire::{Fault, Request, Response};
+
+/// How often the server checks for dead clients and a dead owner (and so
+/// the longest it sleeps).
+const HOUSEKEEPING: Duration = Duration::from_millis(200);
+/// Largest request the server reassembles from chunks.
+const MAX_REQUEST: usize = 256 << 20;
+
+/// Server-local state of one slot.
+#[derive(Default)]
+struct Local {
+    seen: u32,
+    partial: Vec<u8>,
+    pending: Vec<u8>,
+    pending_off: usize,
+}
+
+pub(crate) struct Server {
+    ctl: Control,
+    store: Store,
+    local: Vec<Local>,
+    decode_buf: AlignedVec,
+}
+
+impl Server {
+    pub fn new(ctl: Control, store: Store) -> Server {
+        let local = (0..ctl.nslots()).map(|_| Local::default()).collect();
+        Server {
+            ctl,
+            store,
+            local,
+            decode_buf: AlignedVec::new(),
+        }
+    }
+
+    /// Takes the control region over and serves until asked to stop or
+    /// until the owner process dies.
+    pub fn run(mut self) -> Result<()> {
+        self.ctl.region_mut().adopt()?;
+        let h = self.ctl.header();
+        // Relaxed: published by the Release store of `state` below.
+        h.server
+            .store(TaskId::current_process().pack(), Ordering::Relaxed);
+        // Release: the server identity before RUNNING.
+        h.state.store(RUNNING, Ordering::Release);
+        futex::wake_all(&h.state);
+        let spins = ipc_core::tuning::spin_iterations();
+        let mut idle = 0u32;
+        let mut last_check = Instant::now();
+        while !self.store.stop {
+            let h = self.ctl.header();
+            // Acquire: pairs with the clients' doorbell bumps (their requests
+            // are published by req_seq, read in `scan`).
+            let bell = h.doorbell.load(Ordering::Acquire);
+            let served = self.scan();
+            if last_check.elapsed() >= HOUSEKEEPING {
+                last_check = Instant::now();
+                if !self.housekeeping() {
+                    break;
+                }
+            }
+            if served > 0 || self.store.stop {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            if idle < spins {
+                std::hint::spin_loop();
+                continue;
+            }
+            let h = self.ctl.header();
+            // Relaxed: ordered by the fence (Dekker with `ring_doorbell`).
+            h.server_sleeping.store(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if self.scan() == 0 {
+                let h = self.ctl.header();
+                futex::wait(&h.doorbell, bell, Some(last_check + HOUSEKEEPING));
+            }
+            self.ctl
+                .header()
+                .server_sleeping
+                .store(0, Ordering::Relaxed);
+            idle = 0;
+        }
+        self.stop();
+        Ok(())
+    }
+
+    /// Marks the server stopped and wakes every sleeping client, which then
+    /// reports `ServerGone`.
+    fn stop(&self) {
+        let h = self.ctl.header();
+        // Release: every answer we gave happens before STOPPED.
+        h.state.store(STOPPED, Ordering::Release);
+        futex::wake_all(&h.state);
+        for i in 0..self.ctl.nslots() {
+            futex::wake_all(&self.ctl.slot(i).resp_seq);
+        }
+    }
+
+    fn claimed(&self) -> usize {
+        // Acquire: pairs with the clients' Release in `fetch_max`.
+        (self.ctl.header().claimed_hi.load(Ordering::Acquire) as usize).min(self.ctl.nslots())
+    }
+
+    /// Answers every pending request; returns how many.
+    fn scan(&mut self) -> usize {
+        let mut served = 0;
+        for i in 0..self.claimed() {
+            let s = self.ctl.slot(i);
+            // Acquire: pairs with the client's claim (CAS) or close.
+            match s.owner.load(Ordering::Acquire) {
+                FREE => continue,
+                CLOSED => {
+                    self.reclaim(i, CLOSED);
+                    continue;
+                }
+                _ => {}
+            }
+            // Acquire: pairs with the client's Release of req_seq, making
+            // the request bytes visible.
+            let seq = s.req_seq.load(Ordering::Acquire);
+            if seq != self.local[i].seen {
+                self.serve(i, seq);
+                served += 1;
+            }
+        }
+        served
+    }
+
+    /// Frees slot `i` if its owner word is still `owner`.
+    fn reclaim(&mut self, i: usize, owner: u64) {
+        let s = self.ctl.slot(i);
+        // Relaxed: published by the owner word's Release below, which the
+        // next client's claiming CAS acquires.
+        s.req_seq.store(0, Ordering::Relaxed);
+        s.resp_seq.store(0, Ordering::Relaxed);
+        s.req_len.store(0, Ordering::Relaxed);
+        s.resp_len.store(0, Ordering::Relaxed);
+        s.client_sleeping.store(0, Ordering::Relaxed);
+        if s.owner
+            .compare_exchange(owner, FREE, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.local[i] = Local::default();
+        }
+    }
+
+    /// Reclaims the slots of dead clients; returns whether to keep serving
+    /// (the owner, if any, is alive).
+    fn housekeeping(&mut self) -> bool {
+        for i in 0..self.claimed() {
+            // Relaxed: a stale value only delays the reclaim to the next round.
+            let owner = self.ctl.slot(i).owner.load(Ordering::Relaxed);
+            if owner != FREE && owner != CLOSED && !TaskId::unpack(owner).is_alive() {
+                self.reclaim(i, owner);
+            }
+        }
+        // Relaxed: written once before the server started.
+        let owner = self.ctl.header().owner.load(Ordering::Relaxed);
+        owner == 0 || TaskId::unpack(owner).is_alive()
+    }
+
+    /// Handles the request `seq` of slot `i`.
+    fn serve(&mut self, i: usize, seq: u32) {
+        let cap = self.ctl.buf_len();
+        let s = self.ctl.slot(i);
+        // Relaxed: ordered after the Acquire of req_seq in `scan`.
+        let raw = s.req_len.load(Ordering::Relaxed);
+        let n = (raw & LEN_MASK) as usize;
+        if n > cap {
+            self.local[i].partial.clear();
+            let f = Fault::Corrupt(format!("request chunk of {n} bytes exceeds the buffer"));
+            return self.answer(i, seq, Response::Fault(f));
+        }
+        if raw & CONT != 0 {
+            return self.next_chunk(i, seq);
+        }
+        let local = &mut self.local[i];
+        local.pending.clear();
+        if local.partial.len() + n > MAX_REQUEST {
+            local.partial.clear();
+            let f = Fault::TooLarge((local.partial.len() + n) as u64, MAX_REQUEST as u64);
+            return self.answer(i, seq, Response::Fault(f));
+        }
+        // SAFETY: n <= buf_len bytes of slot i's request buffer, which the
+        // client does not touch until we answer (if it does anyway, we read
+        // garbage, which decoding rejects).
+        let chunk = unsafe { std::slice::from_raw_parts(self.ctl.req_buf(i), n) };
+        if raw & MORE != 0 {
+            local.partial.extend_from_slice(chunk);
+            return self.write(i, seq, &[], 0);
+        }
+        self.decode_buf.clear();
+        self.decode_buf.extend_from_slice(&local.partial);
+        self.decode_buf.extend_from_slice(chunk);
+        local.partial.clear();
+        let resp = match codec::decode::<Request>(&self.decode_buf) {
+            Ok(req) => self.store.handle(req),
+            Err(e) => Response::Fault(Fault::Corrupt(format!("invalid request: {e}"))),
+        };
+        self.answer(i, seq, resp);
+    }
+
+    /// Encodes `resp` and writes it (its first chunk, if large).
+    fn answer(&mut self, i: usize, seq: u32, resp: Response) {
+        let cap = self.ctl.buf_len();
+        let r = codec::encode_with(&resp, |b| {
+            if b.len() <= cap {
+                self.write(i, seq, b, 0);
+            } else {
+                let l = &mut self.local[i];
+                l.pending.clear();
+                l.pending.extend_from_slice(b);
+                l.pending_off = 0;
+                self.next_chunk(i, seq);
+            }
+        });
+        if let Err(e) = r {
+            let f = Response::Fault(Fault::Corrupt(format!("encoding the response failed: {e}")));
+            let _ = codec::encode_with(&f, |b| self.write(i, seq, b, 0));
+        }
+    }
+
+    /// Writes the next chunk of slot `i`'s pending response.
+    fn next_chunk(&mut self, i: usize, seq: u32) {
+        let cap = self.ctl.buf_len();
+        let l = &mut self.local[i];
+        if l.pending_off >= l.pending.len() {
+            return self.answer(
+                i,
+                seq,
+                Response::Fault(Fault::Corrupt("no response chunk pending".into())),
+            );
+        }
+        let end = (l.pending_off + cap).min(l.pending.len());
+        let more = if end < l.pending.len() { MORE } else { 0 };
+        let chunk = std::mem::take(&mut l.pending);
+        self.write(i, seq, &chunk[self.local[i].pending_off..end], more);
+        let l = &mut self.local[i];
+        l.pending = chunk;
+        l.pending_off = end;
+        if more == 0 {
+            l.pending.clear();
+            l.pending_off = 0;
+        }
+    }
+
+    /// Publishes `bytes` as the answer to request `seq` of slot `i`.
+    fn write(&mut self, i: usize, seq: u32, bytes: &[u8], flags: u32) {
+        debug_assert!(bytes.len() <= self.ctl.buf_len());
+        let s = self.ctl.slot(i);
+        // SAFETY: bytes.len() <= buf_len; the response buffer is ours until
+        // we publish resp_seq.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ctl.resp_buf(i), bytes.len()) };
+        // Relaxed: published by resp_seq's Release.
+        s.resp_len
+            .store(bytes.len() as u32 | flags, Ordering::Relaxed);
+        // Release: the response before its sequence number.
+        s.resp_seq.store(seq, Ordering::Release);
+        self.local[i].seen = seq;
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence (Dekker with the client's sleep).
+        if s.client_sleeping.load(Ordering::Relaxed) != 0 {
+            futex::wake(&s.resp_seq, 1);
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! What the server hosts: the name registry, adopted shared-memory
+//! objects, containers (as encoded bytes) and custom services.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ipc_core::region::{Kind, Region};
+use rkyv::util::AlignedVec;
+
+use crate::wire::{Bytes, Container, DictOp, Entry, Fault, ListOp, Request, Response};
+
+/// A custom service instance: decodes its request bytes, answers encoded
+/// response bytes (or says why it could not).
+pub(crate) type Instance = Box<dyn FnMut(&AlignedVec) -> Result<Vec<u8>, String> + Send>;
+/// Makes instances of one registered custom type.
+pub(crate) type Factory = Box<dyn Fn() -> Instance + Send>;
+
+/// Largest number of elements a container may hold (a client cannot make
+/// the server allocate without bound through one request).
+const MAX_ITEMS: usize = 1 << 28;
+
+/// Insertion-ordered map of encoded keys to encoded values (Python dicts
+/// keep insertion order).
+#[derive(Default)]
+struct OrderedMap {
+    index: HashMap<Bytes, (u64, Bytes)>,
+    order: BTreeMap<u64, Bytes>,
+    next: u64,
+}
+
+impl OrderedMap {
+    fn get(&self, k: &[u8]) -> Option<&Bytes> {
+        self.index.get(k).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, k: Bytes, v: Bytes) -> Option<Bytes> {
+        if let Some((_, old)) = self.index.get_mut(&k) {
+            return Some(std::mem::replace(old, v));
+        }
+        let seq = self.next;
+        self.next += 1;
+        self.order.insert(seq, k.clone());
+        self.index.insert(k, (seq, v));
+        None
+    }
+
+    fn remove(&mut self, k: &[u8]) -> Option<Bytes> {
+        let (seq, v) = self.index.remove(k)?;
+        self.order.remove(&seq);
+        Some(v)
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.order
+            .values()
+            .filter_map(|k| self.index.get(k).map(|(_, v)| (k, v)))
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.order.clear();
+    }
+}
+
+enum Object {
+    Map(OrderedMap),
+    List(Vec<Bytes>),
+    Service(Instance),
+}
+
+struct Hosted {
+    what: Container,
+    obj: Object,
+}
+
+/// The server's state.
+pub(crate) struct Store {
+    prefix: String,
+    names: HashMap<String, Entry>,
+    /// Adopted regions: kept mapped (so `Region::gc` leaves them alone) and
+    /// unlinked when the store drops.
+    regions: Vec<Region>,
+    objects: HashMap<u64, Hosted>,
+    next_id: u64,
+    factories: HashMap<String, (u64, Factory)>,
+    /// Set by a `Shutdown` request.
+    pub stop: bool,
+}
+
+fn incompatible(expected: impl Into<String>, found: impl Into<String>) -> Response {
+    Response::Fault(Fault::Incompatible(expected.into(), found.into()))
+}
+
+impl Store {
+    /// An empty store for manager `name` with the registered custom types.
+    pub fn new(name: &str, factories: HashMap<String, (u64, Factory)>) -> Store {
+        Store {
+            prefix: format!("{name}."),
+            names: HashMap::new(),
+            regions: Vec::new(),
+            objects: HashMap::new(),
+            next_id: 1,
+            factories,
+            stop: false,
+        }
+    }
+
+    fn register(&mut self, name: Option<String>, entry: Entry) {
+        if let Some(n) = name {
+            self.names.insert(n, entry);
+        }
+    }
+
+    fn name_taken(&self, name: &Option<String>) -> Option<Response> {
+        let n = name.as_ref()?;
+        if ipc_core::region::validate_name(n).is_err() {
+            return Some(Response::Fault(Fault::Refused(format!(
+                "invalid object name {n:?}"
+            ))));
+        }
+        self.names
+            .contains_key(n)
+            .then(|| Response::Fault(Fault::AlreadyExists(n.clone())))
+    }
+
+    /// Answers one (validated) request.
+    pub fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::Ping => Response::Unit,
+            Request::Shutdown => {
+                self.stop = true;
+                Response::Unit
+            }
+            Request::Names => {
+                let mut v: Vec<String> = self.names.keys().cloned().collect();
+                v.sort();
+                Response::Names(v)
+            }
+            Request::Lookup { name } => match self.names.get(&name) {
+                Some(e) => Response::Found(e.clone()),
+                None => Response::Fault(Fault::NotFound(name)),
+            },
+            Request::Adopt {
+                kind,
+                region,
+                tag,
+                name,
+            } => self.adopt(kind, region, tag, name),
+            Request::Create {
+                what,
+                tag,
+                name,
+                service,
+            } => self.create(what, tag, name, service),
+            Request::Dict { id, op } => match self.objects.get_mut(&id) {
+                Some(Hosted {
+                    obj: Object::Map(m),
+                    ..
+                }) => dict(m, op),
+                Some(h) => incompatible("dict or namespace", format!("{:?}", h.what)),
+                None => Response::Fault(Fault::NotFound(format!("object #{id}"))),
+            },
+            Request::List { id, op } => match self.objects.get_mut(&id) {
+                Some(Hosted {
+                    obj: Object::List(l),
+                    ..
+                }) => list(l, op),
+                Some(h) => incompatible("list", format!("{:?}", h.what)),
+                None => Response::Fault(Fault::NotFound(format!("object #{id}"))),
+            },
+            Request::Call { id, arg } => match self.objects.get_mut(&id) {
+                Some(Hosted {
+                    obj: Object::Service(f),
+                    ..
+                }) => {
+                    let mut a = AlignedVec::<16>::with_capacity(arg.len());
+                    a.extend_from_slice(&arg);
+                    match f(&a) {
+                        Ok(v) => Response::Value(Some(v)),
+                        Err(e) => Response::Fault(Fault::Refused(e)),
+                    }
+                }
+                Some(h) => incompatible("custom object", format!("{:?}", h.what)),
+                None => Response::Fault(Fault::NotFound(format!("object #{id}"))),
+            },
+        }
+    }
+
+    fn adopt(&mut self, kind: u32, region: String, tag: u64, name: Option<String>) -> Response {
+        if let Some(r) = self.name_taken(&name) {
+            return r;
+        }
+        let Some(k) = Kind::from_u32(kind).filter(|k| *k != Kind::Manager) else {
+            return Response::Fault(Fault::Refused(format!("unknown object kind {kind}")));
+        };
+        if !region.starts_with(&self.prefix) {
+            return Response::Fault(Fault::Refused(format!(
+                "region {region:?} is not one of this manager's"
+            )));
+        }
+        match Region::open(&region, k) {
+            Ok(mut r) => {
+                if let Err(e) = r.adopt() {
+                    return Response::Fault(Fault::Refused(e.to_string()));
+                }
+                self.regions.push(r);
+            }
+            Err(e) => return Response::Fault(Fault::Refused(e.to_string())),
+        }
+        self.register(name, Entry::Shared { kind, region, tag });
+        Response::Unit
+    }
+
+    fn create(
+        &mut self,
+        what: Container,
+        tag: u64,
+        name: Option<String>,
+        service: Option<String>,
+    ) -> Response {
+        if let Some(r) = self.name_taken(&name) {
+            return r;
+        }
+        let obj = match (what, service) {
+            (Container::Dict | Container::Namespace, None) => Object::Map(OrderedMap::default()),
+            (Container::List, None) => Object::List(Vec::new()),
+            (Container::Service, Some(s)) => match self.factories.get(&s) {
+                Some((t, _)) if *t != tag => {
+                    return incompatible(format!("custom type tag {tag:#x}"), format!("{t:#x}"))
+                }
+                Some((_, f)) => Object::Service(f()),
+                None => {
+                    return Response::Fault(Fault::Refused(format!(
+                        "no custom type {s:?} is registered on this manager"
+                    )))
+                }
+            },
+            _ => return Response::Fault(Fault::Refused("malformed create request".into())),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.objects.insert(id, Hosted { what, obj });
+        self.register(name, Entry::Container { what, id, tag });
+        Response::Id(id)
+    }
+}
+
+fn dict(m: &mut OrderedMap, op: DictOp) -> Response {
+    let full = |m: &OrderedMap| m.len() >= MAX_ITEMS;
+    match op {
+        DictOp::Get(k) => Response::Value(m.get(&k).cloned()),
+        DictOp::Insert(k, v) => {
+            if full(m) && m.get(&k).is_none() {
+                return Response::Fault(Fault::TooLarge(m.len() as u64 + 1, MAX_ITEMS as u64));
+            }
+            Response::Value(m.insert(k, v))
+        }
+        DictOp::Remove(k) => Response::Value(m.remove(&k)),
+        DictOp::Contains(k) => Response::Bool(m.get(&k).is_some()),
+        DictOp::Len => Response::Len(m.len() as u64),
+        DictOp::Keys => Response::Values(m.iter().map(|(k, _)| k.clone()).collect()),
+        DictOp::Values => Response::Values(m.iter().map(|(_, v)| v.clone()).collect()),
+        DictOp::Items => Response::Items(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        DictOp::Update(items) => {
+            if m.len().saturating_add(items.len()) > MAX_ITEMS {
+                return Response::Fault(Fault::TooLarge(
+                    (m.len() + items.len()) as u64,
+                    MAX_ITEMS as u64,
+                ));
+            }
+            for (k, v) in items {
+                m.insert(k, v);
+            }
+            Response::Unit
+        }
+        DictOp::Clear => {
+            m.clear();
+            Response::Unit
+        }
+        DictOp::SetDefault(k, v) => match m.get(&k) {
+            Some(old) => Response::Value(Some(old.clone())),
+            None if full(m) => {
+                Response::Fault(Fault::TooLarge(m.len() as u64 + 1, MAX_ITEMS as u64))
+            }
+            None => {
+                m.insert(k, v.clone());
+                Response::Value(Some(v))
+            }
+        },
+        DictOp::CompareAndSet { key, expected, new } => {
+            if m.get(&key) != expected.as_ref() {
+                return Response::Bool(false);
+            }
+            if full(m) && expected.is_none() {
+                return Response::Fault(Fault::TooLarge(m.len() as u64 + 1, MAX_ITEMS as u64));
+            }
+            m.insert(key, new);
+            Response::Bool(true)
+        }
+    }
+}
+
+/// Python's index rules: negative counts from the end.
+fn index(i: i64, len: usize) -> Result<usize, Response> {
+    let n = len as i64;
+    let j = if i < 0 { i + n } else { i };
+    if (0..n).contains(&j) {
+        Ok(j as usize)
+    } else {
+        Err(Response::Fault(Fault::IndexOutOfRange(i, len as u64)))
+    }
+}
+
+fn list(l: &mut Vec<Bytes>, op: ListOp) -> Response {
+    let too_many = |l: &Vec<Bytes>, more: usize| {
+        (l.len().saturating_add(more) > MAX_ITEMS).then(|| {
+            Response::Fault(Fault::TooLarge(
+                l.len().saturating_add(more) as u64,
+                MAX_ITEMS as u64,
+            ))
+        })
+    };
+    match op {
+        ListOp::Push(v) => {
+            if let Some(r) = too_many(l, 1) {
+                return r;
+            }
+            l.push(v);
+            Response::Unit
+        }
+        ListOp::Extend(vs) => {
+            if let Some(r) = too_many(l, vs.len()) {
+                return r;
+            }
+            l.extend(vs);
+            Response::Unit
+        }
+        ListOp::Get(i) => match index(i, l.len()) {
+            Ok(j) => Response::Value(Some(l[j].clone())),
+            Err(r) => r,
+        },
+        ListOp::Set(i, v) => match index(i, l.len()) {
+            Ok(j) => {
+                l[j] = v;
+                Response::Unit
+            }
+            Err(r) => r,
+        },
+        ListOp::Pop(i) => match index(i.unwrap_or(-1), l.len()) {
+            Ok(j) => Response::Value(Some(l.remove(j))),
+            Err(r) => r,
+        },
+        ListOp::Insert(i, v) => {
+            if let Some(r) = too_many(l, 1) {
+                return r;
+            }
+            // Python clamps the position of an insert.
+            let n = l.len() as i64;
+            let j = if i < 0 { (i + n).max(0) } else { i.min(n) };
+            l.insert(j as usize, v);
+            Response::Unit
+        }
+        ListOp::Remove(v) => match l.iter().position(|x| *x == v) {
+            Some(j) => {
+                l.remove(j);
+                Response::Bool(true)
+            }
+            None => Response::Bool(false),
+        },
+        ListOp::Len => Response::Len(l.len() as u64),
+        ListOp::Index(v) => match l.iter().position(|x| *x == v) {
+            Some(j) => Response::Len(j as u64),
+            None => Response::Value(None),
+        },
+        ListOp::Count(v) => Response::Len(l.iter().filter(|x| **x == v).count() as u64),
+        ListOp::Clear => {
+            l.clear();
+            Response::Unit
+        }
+        ListOp::Snapshot => Response::Values(l.clone()),
+    }
+}

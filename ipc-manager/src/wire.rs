@@ -1,0 +1,165 @@
+//! The request and response messages between proxies and the server.
+//!
+//! Both are `rkyv`-encoded. The server validates every request it reads
+//! (a client is untrusted); a client validates every response. Keys and
+//! values of containers travel as the `rkyv` bytes of the user's type: the
+//! server stores and compares those bytes and never decodes them, so it is
+//! type-agnostic, and a reader validates them when it decodes them.
+
+use ipc_core::Error;
+
+/// Encoded bytes of one user value.
+pub(crate) type Bytes = Vec<u8>;
+
+/// Which kind of server-hosted container an id refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub enum Container {
+    Dict,
+    List,
+    Namespace,
+    Service,
+}
+
+/// What a registered name refers to.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Entry {
+    /// A shared-memory object: its `ipc_core::region::Kind` code, the name
+    /// of its region and the proxy type that created it.
+    Shared { kind: u32, region: String, tag: u64 },
+    /// A container in the server, with the proxy type that created it.
+    Container { what: Container, id: u64, tag: u64 },
+}
+
+/// One request.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) enum Request {
+    /// Is the server there? Answered with `Unit`.
+    Ping,
+    /// Take over the shared-memory object the client just created and
+    /// register it (under `name` if given).
+    Adopt {
+        kind: u32,
+        region: String,
+        tag: u64,
+        name: Option<String>,
+    },
+    /// Create a container (a custom type needs `service`).
+    Create {
+        what: Container,
+        tag: u64,
+        name: Option<String>,
+        service: Option<String>,
+    },
+    /// Look a registered name up.
+    Lookup { name: String },
+    /// Every registered name.
+    Names,
+    /// An operation on a dict.
+    Dict { id: u64, op: DictOp },
+    /// An operation on a list.
+    List { id: u64, op: ListOp },
+    /// A call of a custom type's method.
+    Call { id: u64, arg: Bytes },
+    /// Stop the server.
+    Shutdown,
+}
+
+/// Dict (and namespace) operations; keys and values are encoded bytes.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) enum DictOp {
+    Get(Bytes),
+    Insert(Bytes, Bytes),
+    Remove(Bytes),
+    Contains(Bytes),
+    Len,
+    Keys,
+    Values,
+    Items,
+    Update(Vec<(Bytes, Bytes)>),
+    Clear,
+    SetDefault(Bytes, Bytes),
+    /// Sets `key` to `new` if its current value is `expected` (`None`:
+    /// absent). Answered with `Bool`.
+    CompareAndSet {
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Bytes,
+    },
+}
+
+/// List operations; values are encoded bytes.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) enum ListOp {
+    Push(Bytes),
+    Extend(Vec<Bytes>),
+    Get(i64),
+    Set(i64, Bytes),
+    Pop(Option<i64>),
+    Insert(i64, Bytes),
+    Remove(Bytes),
+    Len,
+    Index(Bytes),
+    Count(Bytes),
+    Clear,
+    Snapshot,
+}
+
+/// An error the server reports, mapped back onto [`Error`] by the client.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) enum Fault {
+    NotFound(String),
+    AlreadyExists(String),
+    Incompatible(String, String),
+    IndexOutOfRange(i64, u64),
+    Corrupt(String),
+    Refused(String),
+    TooLarge(u64, u64),
+}
+
+/// One response.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) enum Response {
+    Unit,
+    Id(u64),
+    Bool(bool),
+    Len(u64),
+    Found(Entry),
+    Value(Option<Bytes>),
+    Values(Vec<Bytes>),
+    Items(Vec<(Bytes, Bytes)>),
+    Names(Vec<String>),
+    Fault(Fault),
+}
+
+impl From<Fault> for Error {
+    fn from(f: Fault) -> Error {
+        match f {
+            Fault::NotFound(name) => Error::NotFound { name },
+            Fault::AlreadyExists(name) => Error::AlreadyExists { name },
+            Fault::Incompatible(expected, found) => Error::Incompatible {
+                what: "manager object",
+                expected,
+                found,
+            },
+            Fault::IndexOutOfRange(index, len) => Error::IndexOutOfRange {
+                index: usize::try_from(index).unwrap_or(usize::MAX),
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+            },
+            Fault::Corrupt(s) => Error::Corrupt(s),
+            Fault::Refused(s) => Error::Refused(s),
+            Fault::TooLarge(size, max) => Error::MessageTooLarge {
+                size: size as usize,
+                max: max as usize,
+            },
+        }
+    }
+}
+
+/// A response of an unexpected shape (a confused or hostile server).
+pub(crate) fn unexpected(r: Response) -> Error {
+    match r {
+        Response::Fault(f) => f.into(),
+        other => Error::Corrupt(format!("unexpected manager response {other:?}")),
+    }
+}
