@@ -12,6 +12,8 @@ use rkyv::util::AlignedVec;
 use crate::control::{Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING};
 use crate::wire::{Request, Response};
 
+/// Yields before sleeping while waiting for an answer.
+const YIELDS: u32 = 64;
 /// How often a sleeping caller checks that the server is still there.
 const SERVER_CHECK: Duration = Duration::from_millis(100);
 
@@ -123,7 +125,7 @@ impl Conn {
                 "this process's manager slot was taken over".into(),
             ));
         }
-        if ctl.server_gone() {
+        if ctl.stopped() {
             return Err(Error::ServerGone);
         }
         // SAFETY: chunk.len() <= buf_len; the request buffer is ours until
@@ -151,11 +153,21 @@ impl Conn {
         // Acquire: pairs with the server's Release of resp_seq, making the
         // response bytes visible.
         let done = || s.resp_seq.load(Ordering::Acquire) == seq;
-        for _ in 0..ipc_core::tuning::spin_iterations() {
+        // Spin about as long as a round trip takes when the server has a
+        // core of its own...
+        for _ in 0..ipc_core::tuning::spin_iterations() / 16 {
             if done() {
                 return Ok(());
             }
             std::hint::spin_loop();
+        }
+        // ...then yield: when clients outnumber cores, the server needs the
+        // CPU this thread would burn spinning.
+        for _ in 0..YIELDS {
+            if done() {
+                return Ok(());
+            }
+            std::thread::yield_now();
         }
         loop {
             let cur = s.resp_seq.load(Ordering::Acquire);

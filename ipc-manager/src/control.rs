@@ -236,7 +236,14 @@ impl Control {
         unsafe { self.slot_base(i).add(SLOT_HDR + self.buf_len) }
     }
 
-    /// Whether the server is gone: stopped, or its process dead.
+    /// Whether the server said it stopped (one load; no liveness check).
+    pub fn stopped(&self) -> bool {
+        // Acquire: pairs with the server's Release of STOPPED.
+        self.header().state.load(Ordering::Acquire) == STOPPED
+    }
+
+    /// Whether the server is gone: stopped, or its process dead (reads
+    /// `/proc`: for slow paths only).
     pub fn server_gone(&self) -> bool {
         let h = self.header();
         // Acquire: pairs with the server's Release of STOPPED, after which it

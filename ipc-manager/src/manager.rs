@@ -400,7 +400,8 @@ impl Manager {
     /// assert!(matches!(err, ipc_core::Error::NotFound { .. }));
     /// ```
     pub fn connect(name: &str) -> Result<Manager> {
-        if let Some(inner) = MANAGERS.with(|m| m.get(name).and_then(Weak::upgrade)) {
+        let cached = MANAGERS.with(|m| m.get(name).and_then(Weak::upgrade));
+        if let Some(inner) = cached.filter(|i| !i.ctl.server_gone()) {
             return Ok(Manager { inner });
         }
         let ctl = Control::open(name)?;
