@@ -138,3 +138,25 @@ fn executor_example_first_completed_then_as_completed_map_and_cancel() {
     assert!(lines.contains(&"cancel running: false"), "{t}");
     assert!(lines.contains(&"cancel queued: true"), "{t}");
 }
+
+#[test]
+fn manager_queue_example_delivers_0_to_20_through_pool_workers_twice() {
+    let t = run(env!("CARGO_BIN_EXE_manager_queue"));
+    let (managed, plain) = t.split_once("-- plain ipc Queue(2)").expect("both halves");
+    for half in [managed, plain] {
+        let mut nums: Vec<u32> = half.lines().filter_map(|l| l.parse().ok()).collect();
+        nums.sort();
+        assert_eq!(nums, (0..=20).collect::<Vec<_>>(), "{t}");
+        assert_eq!(half.matches("over").count(), 2, "{t}");
+    }
+}
+
+#[test]
+fn manager_dict_example_prints_the_dict_filled_by_another_process() {
+    let t = run(env!("CARGO_BIN_EXE_manager_dict"));
+    assert_eq!(
+        t.trim(),
+        "{0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 8: 8, 9: 9}",
+        "{t}"
+    );
+}

@@ -80,6 +80,28 @@ impl Conn {
         codec::decode::<Response>(&st.resp)
     }
 
+    /// Sends arbitrary bytes as a request (tests of a hostile client).
+    #[cfg(test)]
+    pub fn call_raw(&self, bytes: &[u8], flags: u32) -> Result<Response> {
+        let mut st = self.lock();
+        if flags != 0 {
+            self.round(&mut st, bytes, flags)?;
+            let n = self.ctl.slot(self.slot).resp_len.load(Ordering::Relaxed) & LEN_MASK;
+            // SAFETY: as in `exchange` (n is checked against the buffer).
+            let b = unsafe {
+                std::slice::from_raw_parts(
+                    self.ctl.resp_buf(self.slot),
+                    (n as usize).min(self.ctl.buf_len()),
+                )
+            };
+            let mut a = AlignedVec::<16>::new();
+            a.extend_from_slice(b);
+            return codec::decode::<Response>(&a);
+        }
+        self.exchange(&mut st, bytes)?;
+        codec::decode::<Response>(&st.resp)
+    }
+
     /// One exchange: the request in chunks, the response reassembled.
     fn exchange(&self, st: &mut Seq, req: &[u8]) -> Result<()> {
         let cap = self.ctl.buf_len();

@@ -45,6 +45,9 @@ mod service;
 mod store;
 mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use ipc_core as core;
 pub use manager::{Manager, ManagerBuilder};
 pub use objects::{Hosted, Named, DEFAULT_QUEUE_CAPACITY};

@@ -488,7 +488,7 @@ impl Manager {
 
 impl Inner {
     /// This process's connection (a forked child makes its own).
-    fn conn(&self) -> Result<Arc<Conn>> {
+    pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
         self.conn.with(|c| match c {
             Some(c) => Ok(c.clone()),
             None => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ipc_core::pool::Pool;
 use ipc_core::process::Process;
-use ipc_core::queue::{JoinableQueue, Queue};
+use ipc_core::queue::Queue;
 use ipc_core::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 use ipc_core::value::{Array, RawArray, Value};
 use ipc_core::{Error, Result};
@@ -150,11 +150,16 @@ fn every_factory_and_proxy_method_from_a_forked_child() -> Result<()> {
     assert!(d.is_empty()? && l.is_empty()?);
     assert_eq!(
         mgr.names()?,
-        ["a", "bar", "bsem", "cond", "d", "ev", "jq", "l", "lock", "ns", "q", "rlock", "sem", "shm", "v"]
+        [
+            "a", "bar", "bsem", "cond", "d", "ev", "jq", "l", "lock", "ns", "q", "rlock", "sem",
+            "shm", "v"
+        ]
     );
     let name = mgr.name().to_owned();
     drop(child); // it still holds clones of the proxies
-    drop((d, l, ns, q, jq, v, a, shm, lock, rlock, sem, bsem, ev, cond, bar));
+    drop((
+        d, l, ns, q, jq, v, a, shm, lock, rlock, sem, bsem, ev, cond, bar,
+    ));
     drop(mgr);
     assert_eq!(leftovers(&name), Vec::<String>::new());
     Ok(())
@@ -272,10 +277,11 @@ fn concurrent_clients_leave_a_consistent_state() -> Result<()> {
     // Each process owns 64 keys and mirrors its writes in a local model;
     // the final dict must equal the union of the models, and a shared
     // counter (a Value, no round trip) counts every insert.
-    let mut ps: Vec<Process<Result<Vec<((u64, u64), u64)>>>> = (0..PROCS)
+    type Model = Vec<((u64, u64), u64)>;
+    let mut ps: Vec<Process<Result<Model>>> = (0..PROCS)
         .map(|p| {
             let (d, total) = (d.clone(), total.clone());
-            Process::new(move || -> Result<Vec<((u64, u64), u64)>> {
+            Process::new(move || -> Result<Model> {
                 let mut model = std::collections::BTreeMap::new();
                 let mut x = p * 7919 + 1;
                 for i in 0..OPS {
@@ -344,7 +350,10 @@ fn custom_types_are_hosted_and_called_by_name() -> Result<()> {
             .call(&"child".into())
     })?;
     assert_eq!(n, 2);
-    assert!(matches!(mgr.custom::<Tally>("Nope"), Err(Error::Refused(_))));
+    assert!(matches!(
+        mgr.custom::<Tally>("Nope"),
+        Err(Error::Refused(_))
+    ));
     assert!(matches!(
         mgr.custom::<Other>("Tally"),
         Err(Error::Incompatible { .. })
@@ -363,7 +372,8 @@ fn helper_separate_program() -> Result<()> {
     for (i, k) in ["alpha", "beta", "gamma"].iter().enumerate() {
         d.insert(&k.to_string(), &(i as u64))?;
     }
-    m.get::<Queue<String>>("inbox")?.put(&"hello from another program".into())?;
+    m.get::<Queue<String>>("inbox")?
+        .put(&"hello from another program".into())?;
     println!("helper saw {} entries", d.len()?);
     Ok(())
 }
@@ -379,7 +389,11 @@ fn a_separate_program_connects_by_name() -> Result<()> {
         .env("IPC_MANAGER_TEST_NAME", &name)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("helper saw 3 entries"));
     assert_eq!(d.get(&"gamma".into())?, Some(2));
     assert_eq!(inbox.get_nowait()?, "hello from another program");
@@ -415,7 +429,10 @@ fn a_dead_clients_slot_is_reclaimed_and_its_lock_recovered() -> Result<()> {
             }
         }
     })?;
-    assert!(took < Duration::from_secs(1), "slot reclaimed after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "slot reclaimed after {took:?}"
+    );
     match lock.acquire_timeout(Duration::from_secs(2)) {
         Err(ipc_core::sync::LockError::OwnerDied(_)) => {}
         other => panic!("expected OwnerDied, got {:?}", other.map(|_| ())),
@@ -504,6 +521,9 @@ fn shutdown_removes_every_region_and_ends_all_proxies() -> Result<()> {
     q.put(&3)?;
     assert!(matches!(d.len(), Err(Error::ServerGone)));
     assert!(matches!(mgr.shutdown(), Err(Error::ServerGone)));
-    assert!(matches!(Manager::connect(&name), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        Manager::connect(&name),
+        Err(Error::NotFound { .. })
+    ));
     Ok(())
 }

@@ -11,6 +11,9 @@ use super::{boolean, len, unit, Handle};
 use crate::manager::{dec, enc, Manager};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
 
+/// Invariant in `T`, `Send` and `Sync` whatever `T` is.
+type Invariant<T> = fn(T) -> T;
+
 /// A proxy of a dict in the manager server (Python's `manager.dict()`).
 /// Keys and values are any `rkyv` messages; insertion order is kept.
 ///
@@ -44,7 +47,7 @@ use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
 #[derive(Debug)]
 pub struct DictProxy<K, V> {
     pub(crate) h: Handle,
-    _t: PhantomData<fn(K, V) -> (K, V)>,
+    _t: PhantomData<Invariant<(K, V)>>,
 }
 
 impl<K, V> Clone for DictProxy<K, V> {

@@ -1,0 +1,67 @@
+//! A hostile client: garbage in its own mailbox earns it an error and
+//! leaves the server and the other clients unaffected.
+
+use ipc_core::process::Process;
+use ipc_core::{Error, Result};
+
+use crate::control::{CONT, MORE};
+use crate::wire::{Fault, Response};
+use crate::Manager;
+
+fn is_corrupt(r: &Result<Response>) -> bool {
+    matches!(r, Ok(Response::Fault(Fault::Corrupt(_))))
+}
+
+#[test]
+fn garbage_requests_get_errors_and_harm_nobody_else() -> Result<()> {
+    let mgr = Manager::start()?;
+    let d = mgr.dict::<u32, u32>()?;
+    d.insert(&1, &10)?;
+    let d2 = d.clone();
+    let mut hostile = Process::new(move || -> Result<()> {
+        let conn = d2.h.mgr.inner.conn()?;
+        // Random bytes, an empty request, a truncated valid one.
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for len in [1usize, 7, 64, 1000, 70_000] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            assert!(is_corrupt(&conn.call_raw(&bytes, 0)), "len {len}");
+        }
+        assert!(is_corrupt(&conn.call_raw(&[], 0)));
+        // A continuation with nothing pending, and a length word larger
+        // than the buffer.
+        assert!(is_corrupt(&conn.call_raw(&[], CONT)));
+        assert!(is_corrupt(&conn.call_raw(&[], MORE | 0x3fff_ffff)));
+        // The same client still gets served afterwards.
+        assert_eq!(d2.get(&1)?, Some(10));
+        d2.insert(&2, &20)?;
+        Ok(())
+    });
+    hostile.start()?;
+    // Meanwhile this client keeps working.
+    for i in 0..1000 {
+        assert_eq!(d.get(&1)?, Some(10), "round {i}");
+    }
+    hostile.join()?;
+    assert_eq!(d.get(&2)?, Some(20));
+    assert!(mgr.is_running());
+    Ok(())
+}
+
+#[test]
+fn values_that_are_not_what_the_proxy_expects_are_refused() -> Result<()> {
+    // Another program stored a String where this proxy expects a u64: the
+    // reader validates and reports, never misreads.
+    let mgr = Manager::start()?;
+    let d = mgr.named("mixed").dict::<u32, String>()?;
+    d.insert(&1, &"not a number".into())?;
+    let wrong = crate::DictProxy::<u32, [u8; 64]>::new(mgr.clone(), d.h.id);
+    assert!(matches!(wrong.get(&1), Err(Error::Corrupt(_))));
+    Ok(())
+}
