@@ -36,10 +36,13 @@ fn demo2((q, done): (Queue<u32>, Event)) -> ipc_core::Result<()> {
     Ok(())
 }
 
-fn run(pool: &Pool, q: Queue<u32>, done: Event) -> ipc_core::Result<()> {
+/// Hands the queue to three pool tasks. `q` and `done` stay alive here
+/// until the tasks end: an anonymous queue is found through this process's
+/// descriptors when a worker decodes its argument.
+fn run(pool: &Pool, q: &Queue<u32>, done: &Event) -> ipc_core::Result<()> {
     let a = pool.apply_async(demo1, (q.clone(), done.clone()))?;
     let b = pool.apply_async(demo2, (q.clone(), done.clone()))?;
-    let c = pool.apply_async(demo2, (q, done))?;
+    let c = pool.apply_async(demo2, (q.clone(), done.clone()))?;
     for r in [a, b, c] {
         r.get(None)?;
     }
@@ -51,9 +54,9 @@ fn main() -> ipc_core::Result<()> {
     let pool = Pool::new(10)?;
     let mgr = Manager::start()?;
     println!("-- Manager().Queue(2)");
-    run(&pool, mgr.queue::<u32>(2)?, mgr.event()?)?;
+    run(&pool, &mgr.queue::<u32>(2)?, &mgr.event()?)?;
     println!("-- plain ipc Queue(2)");
-    run(&pool, Queue::new(2)?, Event::new()?)?;
+    run(&pool, &Queue::new(2)?, &Event::new()?)?;
     pool.close();
     pool.join()
 }
