@@ -527,3 +527,37 @@ fn shutdown_removes_every_region_and_ends_all_proxies() -> Result<()> {
     ));
     Ok(())
 }
+
+#[test]
+fn a_proxy_moved_into_a_child_as_its_argument_keeps_the_server_alive() -> Result<()> {
+    fn fill(d: DictProxy<u32, u32>) -> Result<usize> {
+        for i in 0..10 {
+            d.insert(&i, &i)?;
+        }
+        d.len()
+    }
+    // The proxy holds the only handle of the manager, and is moved into the
+    // child's arguments: the parent keeps it until the child is joined.
+    let d = Manager::start()?.dict::<u32, u32>()?;
+    let name = d_name(&d);
+    let mut p = Process::builder().target_fn(fill, d);
+    p.start()?;
+    assert_eq!(p.join()?, 10);
+    drop(p); // the last handle: the server stops and cleans up
+    let t0 = Instant::now();
+    while !leftovers(&name).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            leftovers(&name)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// The manager name behind a proxy, from its travelling token.
+fn d_name(d: &DictProxy<u32, u32>) -> String {
+    use ipc_core::travel::Travel;
+    d.token().locator["manager:".len()..].to_owned()
+}
