@@ -1,18 +1,19 @@
-//! The demo: two processes talking through an ipc `Queue` and a `Pipe`.
+//! The demo: a short guided tour of ipc, then a live latency table.
 //!
-//! A producer child puts jobs on a `Queue`; the parent answers each job on
-//! a `Pipe`; then both sides measure a round trip so a newcomer sees what
-//! shared memory buys over an OS pipe. The `Process` API is not built yet,
-//! so the child is started with a raw `fork`, as in the seed's section
-//! 1.2.1.2.
+//! `cargo run --release -p ipc-examples` (the README's first command).
+//! Each step names the section of the Python tutorial it mirrors; the
+//! last step measures round trips of ipc's `Pipe`, `Queue` and Manager
+//! dict against an OS pipe, all in this same run.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use ipc_core::pipe::Pipe;
+use ipc_core::pipe::{Connection, Pipe};
+use ipc_core::pool::Pool;
+use ipc_core::process::{cpu_count, Process};
 use ipc_core::queue::Queue;
-use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult};
+use ipc_core::sync::{Lock, LockError};
+use ipc_manager::{DictProxy, Manager};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 struct Job {
@@ -20,98 +21,50 @@ struct Job {
     text: String,
 }
 
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
 const ROUNDS: u32 = 20_000;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn step(n: u32, title: &str) {
+    println!("\n== {n}. {title}");
+}
+
+fn main() -> Res<()> {
+    ipc_core::init();
+    println!(
+        "ipc tour: Python's multiprocessing for Rust, on shared memory ({} CPUs)",
+        cpu_count()
+    );
+    queue_and_pipe()?;
+    pool()?;
+    manager()?;
+    dead_holder()?;
+    latency_table()?;
+    Ok(())
+}
+
+/// A child produces jobs on a Queue; the parent answers on a Pipe.
+fn queue_and_pipe() -> Res<()> {
+    step(1, "Process + Queue + Pipe (tutorial 1.2.2, 3.1, 3.2)");
     let jobs = Queue::<Job>::new(16)?;
     let (parent_end, child_end) = Pipe::new(true)?;
-    println!(
-        "parent {}: created a Queue and a duplex Pipe in shared memory",
-        std::process::id()
-    );
-
-    // SAFETY: the child only uses the handles above and exits with `_exit`.
-    let child = match unsafe { fork() }? {
-        ForkResult::Child => {
-            drop(parent_end); // each process closes the end it does not use
-            let code = match child_main(&jobs, &child_end) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("child failed: {e}");
-                    1
-                }
-            };
-            // SAFETY: leaves the child without running the parent's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop(child_end); // as in Python: close the end this process does not use
-
+    let mut child = Process::new({
+        let jobs = jobs.clone();
+        move || child_main(&jobs, &child_end)
+    });
+    child.start()?;
     for _ in 0..3 {
         let job = jobs.get_timeout(Duration::from_secs(10))?;
         println!("parent: got job #{} {:?} from the queue", job.id, job.text);
         parent_end.send(&format!("done: {}", job.text.to_uppercase()))?;
     }
-
-    // Round trips: the child echoes what we send.
-    let t = Instant::now();
-    for i in 0..ROUNDS {
-        parent_end.send(&i)?;
-        let back: u32 = parent_end.recv()?;
-        assert_eq!(back, i);
-    }
-    let ipc_rtt = t.elapsed() / ROUNDS;
-    drop(parent_end); // the child sees PeerClosed and exits
-    waitpid(child, None)?;
-
-    let queue_rtt = queue_rtt()?;
-    let os_rtt = os_pipe_rtt()?;
-    println!();
-    println!("round trip of a small message between two processes ({ROUNDS} rounds):");
-    for (name, t) in [("ipc Pipe ", ipc_rtt), ("ipc Queue", queue_rtt)] {
-        println!(
-            "  {name}: {:>8.2} µs  ({:.0}x faster than the OS pipe)",
-            t.as_secs_f64() * 1e6,
-            os_rtt.as_secs_f64() / t.as_secs_f64().max(1e-12)
-        );
-    }
-    println!(
-        "  OS pipe  : {:>8.2} µs  (baseline, same run)",
-        os_rtt.as_secs_f64() * 1e6
-    );
+    child.join()?;
+    let code = child.exitcode();
+    println!("parent: child {} exited with code {code:?}", child.name());
     Ok(())
 }
 
-/// The same echo over two ipc Queues.
-fn queue_rtt() -> Result<Duration, Box<dyn std::error::Error>> {
-    let ping = Queue::<u32>::new(4)?;
-    let pong = Queue::<u32>::new(4)?;
-    // SAFETY: the child only echoes through the queues and exits with `_exit`.
-    let child = match unsafe { fork() }? {
-        ForkResult::Child => {
-            while let Ok(v) = ping.get() {
-                if v == u32::MAX || pong.put(&v).is_err() {
-                    break;
-                }
-            }
-            // SAFETY: as above.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Parent { child } => child,
-    };
-    let t = Instant::now();
-    for i in 0..ROUNDS {
-        ping.put(&i)?;
-        let _ = pong.get()?;
-    }
-    let rtt = t.elapsed() / ROUNDS;
-    ping.put(&u32::MAX)?;
-    waitpid(child, None)?;
-    Ok(rtt)
-}
-
-fn child_main(jobs: &Queue<Job>, end: &ipc_core::pipe::Connection) -> ipc_core::Result<()> {
+fn child_main(jobs: &Queue<Job>, end: &Connection) -> ipc_core::Result<()> {
     for (id, text) in ["resize photo", "send mail", "compress logs"]
         .into_iter()
         .enumerate()
@@ -123,41 +76,189 @@ fn child_main(jobs: &Queue<Job>, end: &ipc_core::pipe::Connection) -> ipc_core::
         let reply: String = end.recv()?;
         println!("child  {}: parent replied {reply:?}", std::process::id());
     }
-    loop {
-        match end.recv::<u32>() {
-            Ok(v) => end.send(&v)?,
-            Err(ipc_core::Error::PeerClosed) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
+    Ok(())
 }
 
-/// The same echo over two OS pipes, for comparison.
-fn os_pipe_rtt() -> Result<Duration, Box<dyn std::error::Error>> {
-    let (r1, w1) = nix::unistd::pipe()?;
-    let (r2, w2) = nix::unistd::pipe()?;
-    // SAFETY: the child only echoes bytes and exits with `_exit`.
-    let child = match unsafe { fork() }? {
-        ForkResult::Child => {
-            drop((w1, r2)); // or reading never sees end-of-file
-            let (mut r, mut w) = (std::fs::File::from(r1), std::fs::File::from(w2));
-            let mut b = [0u8; 4];
-            while r.read_exact(&mut b).is_ok() && w.write_all(&b).is_ok() {}
-            // SAFETY: as above.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Parent { child } => child,
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// A pool maps a function over items in worker processes.
+fn pool() -> Res<()> {
+    step(2, "Pool.map (tutorial 2.1)");
+    let pool = Pool::new(cpu_count())?;
+    let squares = pool.map(square, 0..10u64, None)?;
+    println!(
+        "pool of {} workers: squares of 0..10 = {squares:?}",
+        cpu_count()
+    );
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
+fn fill(d: DictProxy<u32, String>) -> ipc_core::Result<()> {
+    for (i, fruit) in ["apple", "banana", "cherry"].into_iter().enumerate() {
+        d.insert(&(i as u32), &fruit.to_string())?;
+    }
+    Ok(())
+}
+
+/// A Manager dict filled by one process, read by another.
+fn manager() -> Res<()> {
+    step(3, "Manager().dict() (tutorial 3.1.2)");
+    let mgr = Manager::start()?;
+    let d = mgr.dict::<u32, String>()?;
+    let mut writer = Process::builder().target_fn(fill, d.clone());
+    writer.start()?;
+    writer.join()?;
+    let reader = {
+        let d = d.clone();
+        Process::new(move || d.items())
     };
-    drop((r1, w2));
-    let (mut w, mut r) = (std::fs::File::from(w1), std::fs::File::from(r2));
-    let mut b = [0u8; 4];
+    let mut reader = reader;
+    reader.start()?;
+    println!("another process reads the dict: {:?}", reader.join()?);
+    Ok(())
+}
+
+/// A process killed while holding a lock does not deadlock the others.
+fn dead_holder() -> Res<()> {
+    step(4, "A lock holder is killed (what Python cannot survive)");
+    let lock = Lock::new()?;
+    let mut holder = Process::new({
+        let lock = lock.clone();
+        move || {
+            std::mem::forget(lock.acquire());
+            // SAFETY: raise(2) on ourselves: die holding the lock.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+    });
+    holder.start()?;
+    let how = holder.join().map(|_| ()).unwrap_err();
+    let t = Instant::now();
+    match lock.acquire_timeout(Duration::from_secs(5)) {
+        Err(LockError::OwnerDied(_guard)) => println!(
+            "holder ended ({how}); the next acquirer got the lock after {:.0} ms, flagged OwnerDied",
+            t.elapsed().as_secs_f64() * 1e3
+        ),
+        other => println!("unexpected: {:?}", other.map(|_| ())),
+    }
+    Ok(())
+}
+
+/// Round trips measured now, on this machine.
+fn latency_table() -> Res<()> {
+    step(
+        5,
+        "Round trip of a small message between two processes, measured now",
+    );
+    let pipe = pipe_rtt()?;
+    let queue = queue_rtt()?;
+    let dict = manager_rtt()?;
+    let os = os_pipe_rtt()?;
+    let x = |t: Duration| os.as_secs_f64() / t.as_secs_f64().max(1e-12);
+    println!(
+        "  ipc Pipe    : {:>8.2} µs  ({:.0}x faster than the OS pipe)",
+        us(pipe),
+        x(pipe)
+    );
+    println!(
+        "  ipc Queue   : {:>8.2} µs  ({:.0}x faster than the OS pipe)",
+        us(queue),
+        x(queue)
+    );
+    println!(
+        "  Manager dict: {:>8.2} µs  ({:.0}x faster than the OS pipe; Python's: ~70 µs)",
+        us(dict),
+        x(dict)
+    );
+    println!("  OS pipe     : {:>8.2} µs  (baseline, same run)", us(os));
+    Ok(())
+}
+
+fn us(t: Duration) -> f64 {
+    t.as_secs_f64() * 1e6
+}
+
+fn pipe_rtt() -> Res<Duration> {
+    let (a, b) = Pipe::new(true)?;
+    let mut echo = Process::new(move || {
+        // The child has a copy of `a` too (fork copies everything), so it
+        // would never see PeerClosed: stop on a sentinel instead.
+        while let Ok(v) = b.recv::<u32>() {
+            if v == u32::MAX || b.send(&v).is_err() {
+                break;
+            }
+        }
+    });
+    echo.start()?;
     let t = Instant::now();
     for i in 0..ROUNDS {
+        a.send(&i)?;
+        let _: u32 = a.recv()?;
+    }
+    let rtt = t.elapsed() / ROUNDS;
+    a.send(&u32::MAX)?;
+    echo.join()?;
+    Ok(rtt)
+}
+
+fn queue_rtt() -> Res<Duration> {
+    let ping = Queue::<u32>::new(4)?;
+    let pong = Queue::<u32>::new(4)?;
+    let mut echo = Process::new({
+        let (ping, pong) = (ping.clone(), pong.clone());
+        move || {
+            while let Ok(v) = ping.get() {
+                if v == u32::MAX || pong.put(&v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    echo.start()?;
+    let t = Instant::now();
+    for i in 0..ROUNDS {
+        ping.put(&i)?;
+        let _ = pong.get()?;
+    }
+    let rtt = t.elapsed() / ROUNDS;
+    ping.put(&u32::MAX)?;
+    echo.join()?;
+    Ok(rtt)
+}
+
+fn manager_rtt() -> Res<Duration> {
+    let mgr = Manager::start()?;
+    let d = mgr.dict::<u32, u32>()?;
+    d.insert(&1, &1)?;
+    let t = Instant::now();
+    for _ in 0..ROUNDS {
+        d.get(&1)?;
+    }
+    Ok(t.elapsed() / ROUNDS)
+}
+
+fn os_pipe_rtt() -> Res<Duration> {
+    let (r1, w1) = nix::unistd::pipe()?;
+    let (r2, w2) = nix::unistd::pipe()?;
+    let (mut cr, mut cw) = (std::fs::File::from(r1), std::fs::File::from(w2));
+    let mut echo = Process::new(move || {
+        let mut b = [0u8; 4];
+        while cr.read_exact(&mut b).is_ok() && b != [0xff; 4] && cw.write_all(&b).is_ok() {}
+    });
+    echo.start()?;
+    let (mut w, mut r) = (std::fs::File::from(w1), std::fs::File::from(r2));
+    let mut b = [0u8; 4];
+    let rounds = ROUNDS / 4; // slow: fewer rounds keep the tour short
+    let t = Instant::now();
+    for i in 0..rounds {
         w.write_all(&i.to_le_bytes())?;
         r.read_exact(&mut b)?;
     }
-    let rtt = t.elapsed() / ROUNDS;
-    drop(w);
-    waitpid(child, None)?;
+    let rtt = t.elapsed() / rounds;
+    w.write_all(&[0xff; 4])?; // the child keeps copies of our ends: tell it
+    echo.join()?;
     Ok(rtt)
 }

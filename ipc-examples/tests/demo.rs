@@ -17,12 +17,31 @@ fn demo_prints_the_conversation_and_the_comparison() {
             "{text}"
         );
     }
+    assert!(text.contains("exited with code Some(0)"), "{text}");
     assert!(
-        text.contains("ipc Pipe :") && text.contains("OS pipe  :"),
+        text.contains("squares of 0..10 = [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]"),
         "{text}"
     );
-    assert!(text.contains("ipc Queue:"), "{text}");
-    assert!(text.contains("x faster than the OS pipe"), "{text}");
+    assert!(
+        text.contains(
+            r#"another process reads the dict: [(0, "apple"), (1, "banana"), (2, "cherry")]"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("flagged OwnerDied"), "{text}");
+    for row in [
+        "ipc Pipe    :",
+        "ipc Queue   :",
+        "Manager dict:",
+        "OS pipe     :",
+    ] {
+        assert!(text.contains(row), "{text}");
+    }
+    assert_eq!(
+        text.matches("x faster than the OS pipe").count(),
+        3,
+        "{text}"
+    );
 }
 
 /// Builds (if needed) and runs an example of this package; returns stdout.
