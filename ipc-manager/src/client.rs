@@ -1,8 +1,8 @@
 //! The client side of a slot: one connection per process and manager.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipc_core::sys::futex;
 use ipc_core::sys::proc::{self, TaskId};
@@ -24,12 +24,19 @@ pub(crate) struct Conn {
     slot: usize,
     me: u64,
     state: Mutex<Seq>,
+    /// Set when an exchange was abandoned (timeout) or the slot was lost:
+    /// the connection is out of step and must be replaced.
+    broken: AtomicBool,
+    /// Whether the slot was given back.
+    closed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct Seq {
     seq: u32,
     resp: AlignedVec,
+    /// Deadline of the current call, if any.
+    deadline: Option<Instant>,
 }
 
 impl Conn {
@@ -60,7 +67,10 @@ impl Conn {
                     state: Mutex::new(Seq {
                         seq,
                         resp: AlignedVec::new(),
+                        deadline: None,
                     }),
+                    broken: AtomicBool::new(false),
+                    closed: AtomicBool::new(false),
                 });
             }
         }
@@ -73,10 +83,28 @@ impl Conn {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `req` and returns the decoded response.
-    pub fn call(&self, req: &Request) -> Result<Response> {
+    /// Whether this connection must be replaced (see `broken`).
+    pub fn is_broken(&self) -> bool {
+        // Relaxed: a hint; a caller that misses it gets the same error again.
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Sends `req` and returns the decoded response, waiting at most until
+    /// `deadline` ([`Error::Timeout`]; the connection is then abandoned).
+    pub fn call(&self, req: &Request, deadline: Option<Instant>) -> Result<Response> {
         let mut st = self.lock();
-        codec::encode_with(req, |bytes| self.exchange(&mut st, bytes))??;
+        if self.is_broken() {
+            return Err(Error::Corrupt("manager connection abandoned".into()));
+        }
+        st.deadline = deadline;
+        let r = codec::encode_with(req, |bytes| self.exchange(&mut st, bytes))?;
+        if let Err(e) = r {
+            if matches!(e, Error::Timeout | Error::Corrupt(_)) {
+                // Relaxed: read under the same mutex or as a hint.
+                self.broken.store(true, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
         codec::decode::<Response>(&st.resp)
     }
 
@@ -100,6 +128,18 @@ impl Conn {
         }
         self.exchange(&mut st, bytes)?;
         codec::decode::<Response>(&st.resp)
+    }
+
+    /// Marks the slot closed behind this connection's back, as a hostile
+    /// process could.
+    #[cfg(test)]
+    pub fn steal_for_test(&self) {
+        self.ctl
+            .slot(self.slot)
+            .owner
+            .store(CLOSED, Ordering::SeqCst);
+        self.ctl.ring_doorbell();
+        std::thread::sleep(Duration::from_millis(50));
     }
 
     /// One exchange: the request in chunks, the response reassembled.
@@ -163,14 +203,14 @@ impl Conn {
         s.req_seq.store(seq, Ordering::Release);
         st.seq = seq;
         ctl.ring_doorbell();
-        self.wait(seq)?;
+        self.wait(seq, st.deadline)?;
         // Relaxed: ordered after the Acquire of resp_seq in `wait`.
         Ok(s.resp_len.load(Ordering::Relaxed))
     }
 
     /// Waits until the server answered `seq`: spins, then sleeps with
     /// periodic checks that the server is alive.
-    fn wait(&self, seq: u32) -> Result<()> {
+    fn wait(&self, seq: u32, deadline: Option<Instant>) -> Result<()> {
         let s = self.ctl.slot(self.slot);
         // Acquire: pairs with the server's Release of resp_seq, making the
         // response bytes visible.
@@ -200,23 +240,39 @@ impl Conn {
                 s.client_sleeping.store(0, Ordering::Relaxed);
                 return Ok(());
             }
-            futex::wait_slice(&s.resp_seq, cur, None, SERVER_CHECK);
+            futex::wait_slice(&s.resp_seq, cur, deadline, SERVER_CHECK);
             s.client_sleeping.store(0, Ordering::Relaxed);
             if done() {
                 return Ok(());
             }
-            // Woken or timed out: either way, is the server still there?
+            // Woken or timed out: either way, is the server still there,
+            // and is the slot still ours (a server that judged us dead, or
+            // a hostile process, may have reclaimed it)?
             if self.ctl.server_gone() {
                 return Err(Error::ServerGone);
+            }
+            // Relaxed: any value other than ours means the slot is lost.
+            if s.owner.load(Ordering::Relaxed) != self.me {
+                return Err(Error::Corrupt(
+                    "this process's manager slot was taken over".into(),
+                ));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout);
             }
         }
     }
 }
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        // Only the process that claimed the slot gives it back (a forked
-        // child's copy of a connection is never used, see `Manager`).
+impl Conn {
+    /// Gives the slot back (once). Only the process that claimed it does: a
+    /// forked child's copy of a connection is never used (see `Manager`).
+    pub fn close(&self) {
+        // Relaxed: `swap` makes the close happen once; ordering of the
+        // slot hand-back is carried by the owner word's Release below.
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
         if proc::pid() == TaskId::unpack(self.me).id {
             let s = self.ctl.slot(self.slot);
             // Release: our last use of the buffers happens before the
@@ -228,5 +284,11 @@ impl Drop for Conn {
                 self.ctl.ring_doorbell();
             }
         }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.close();
     }
 }

@@ -155,7 +155,17 @@ impl ManagerBuilder {
             let mut s = make();
             Box::new(move |arg| {
                 let req: S::Request = codec::decode(arg).map_err(|e| e.to_string())?;
-                let resp = s.call(req);
+                // A panicking method fails this call, not the server (as
+                // Python returns the exception to the caller).
+                let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.call(req)))
+                    .map_err(|p| {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    format!("the {} method panicked: {msg}", std::any::type_name::<S>())
+                })?;
                 codec::encode_with(&resp, |b| b.to_vec()).map_err(|e| e.to_string())
             })
         });
@@ -183,6 +193,14 @@ impl ManagerBuilder {
             return Err(Error::InvalidName {
                 name,
                 reason: "manager names are at most 160 bytes",
+            });
+        }
+        if name.contains('.') {
+            // Its objects are named `<manager>.<pid>.<n>`: a '.' would let
+            // one manager's names match another's.
+            return Err(Error::InvalidName {
+                name,
+                reason: "manager names cannot contain '.'",
             });
         }
         // A crashed earlier run may have left regions behind.
@@ -274,6 +292,28 @@ fn wait_running(name: &str, p: &mut Process<()>) -> Result<Control> {
         }
         if s != STARTING || !p.is_alive() {
             return Err(Error::ServerGone);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout);
+        }
+        futex::wait_slice(st, s, Some(deadline), Duration::from_millis(50));
+    }
+}
+
+/// Waits (bounded) while a server is still starting; `ServerGone` if it
+/// stopped or died.
+fn wait_started(ctl: &Control) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let st = &ctl.header().state;
+        // Acquire: pairs with the server's Release of RUNNING.
+        let s = st.load(Ordering::Acquire);
+        if s != STARTING {
+            return if ctl.server_gone() {
+                Err(Error::ServerGone)
+            } else {
+                Ok(())
+            };
         }
         if Instant::now() >= deadline {
             return Err(Error::Timeout);
@@ -405,9 +445,7 @@ impl Manager {
             return Ok(Manager { inner });
         }
         let ctl = Control::open(name)?;
-        if ctl.server_gone() {
-            return Err(Error::ServerGone);
-        }
+        wait_started(&ctl)?;
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             ctl: Arc::new(ctl),
@@ -487,11 +525,17 @@ impl Manager {
 }
 
 impl Inner {
-    /// This process's connection (a forked child makes its own).
+    /// This process's connection (a forked child makes its own; a broken
+    /// one is replaced).
     pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
         self.conn.with(|c| match c {
-            Some(c) => Ok(c.clone()),
-            None => {
+            Some(c) if !c.is_broken() => Ok(c.clone()),
+            _ => {
+                // Give the broken slot back before claiming a new one (the
+                // new one may be the same slot, with the same owner word).
+                if let Some(old) = c.take() {
+                    old.close();
+                }
                 let n = Arc::new(Conn::connect(self.ctl.clone())?);
                 *c = Some(n.clone());
                 Ok(n)
@@ -501,7 +545,7 @@ impl Inner {
 
     /// One request/response exchange with the server.
     pub(crate) fn call(&self, req: &Request) -> Result<Response> {
-        self.conn()?.call(req)
+        self.conn()?.call(req, None)
     }
 
     fn is_owner(&self) -> bool {
@@ -514,7 +558,11 @@ impl Inner {
             self.join_server();
             return;
         }
-        let _ = self.call(&Request::Shutdown);
+        // Bounded: a server that stopped answering is killed instead.
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let _ = self
+            .conn()
+            .and_then(|c| c.call(&Request::Shutdown, Some(deadline)));
         self.join_server();
     }
 
@@ -527,7 +575,7 @@ impl Inner {
         let Some(o) = &self.owner else { return };
         let mut g = o.process.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(mut p) = g.take() {
-            if p.join_timeout(STOP_TIMEOUT).is_err() && p.is_alive() {
+            if p.join_timeout(Duration::from_secs(1)).is_err() && p.is_alive() {
                 let _ = p.kill();
                 let _ = p.join();
             }

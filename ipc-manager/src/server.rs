@@ -21,6 +21,22 @@ const YIELDS: u32 = 64;
 /// Largest request the server reassembles from chunks.
 const MAX_REQUEST: usize = 256 << 20;
 
+/// The server keeps a descriptor per adopted object: lift its soft limit
+/// to the hard one (as servers commonly do).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Server-local state of one slot.
 #[derive(Default)]
 struct Local {
@@ -51,6 +67,7 @@ impl Server {
     /// Takes the control region over and serves until asked to stop or
     /// until the owner process dies.
     pub fn run(mut self) -> Result<()> {
+        raise_fd_limit();
         self.ctl.region_mut().adopt()?;
         let h = self.ctl.header();
         // Relaxed: published by the Release store of `state` below.
@@ -151,21 +168,25 @@ impl Server {
         served
     }
 
-    /// Frees slot `i` if its owner word is still `owner`.
+    /// Frees slot `i` if its owner word is still `owner`. Sequence numbers
+    /// are never rewound: the next client continues from the current one,
+    /// so a stale waiter can never mistake its successor's answer for its own.
     fn reclaim(&mut self, i: usize, owner: u64) {
         let s = self.ctl.slot(i);
-        // Relaxed: published by the owner word's Release below, which the
-        // next client's claiming CAS acquires.
-        s.req_seq.store(0, Ordering::Relaxed);
-        s.resp_seq.store(0, Ordering::Relaxed);
-        s.req_len.store(0, Ordering::Relaxed);
+        // Relaxed (all): published by the owner word's Release below, which
+        // the next client's claiming CAS acquires.
+        let seq = s.req_seq.load(Ordering::Relaxed);
+        s.resp_seq.store(seq, Ordering::Relaxed);
         s.resp_len.store(0, Ordering::Relaxed);
         s.client_sleeping.store(0, Ordering::Relaxed);
         if s.owner
             .compare_exchange(owner, FREE, Ordering::Release, Ordering::Relaxed)
             .is_ok()
         {
-            self.local[i] = Local::default();
+            self.local[i] = Local {
+                seen: seq,
+                ..Local::default()
+            };
         }
     }
 
@@ -201,23 +222,34 @@ impl Server {
         }
         let local = &mut self.local[i];
         local.pending.clear();
-        if local.partial.len() + n > MAX_REQUEST {
+        let total = local.partial.len() + n;
+        if total > MAX_REQUEST {
             local.partial.clear();
-            let f = Fault::TooLarge((local.partial.len() + n) as u64, MAX_REQUEST as u64);
+            let f = Fault::TooLarge(total as u64, MAX_REQUEST as u64);
             return self.answer(i, seq, Response::Fault(f));
         }
-        // SAFETY: n <= buf_len bytes of slot i's request buffer, which the
-        // client does not touch until we answer (if it does anyway, we read
-        // garbage, which decoding rejects).
-        let chunk = unsafe { std::slice::from_raw_parts(self.ctl.req_buf(i), n) };
+        // Copy the chunk out with a raw copy (never a `&[u8]` over memory a
+        // hostile client may be writing): what we then decode is ours.
+        let src = self.ctl.req_buf(i);
         if raw & MORE != 0 {
-            local.partial.extend_from_slice(chunk);
+            let at = local.partial.len();
+            local.partial.resize(at + n, 0);
+            // SAFETY: `src` has n <= buf_len readable bytes inside the
+            // mapping; the destination has room for n bytes at `at`.
+            unsafe { std::ptr::copy_nonoverlapping(src, local.partial.as_mut_ptr().add(at), n) };
             return self.write(i, seq, &[], 0);
+        }
+        if self.decode_buf.capacity() > 1 << 20 {
+            // Give back the memory of an earlier large request.
+            self.decode_buf = AlignedVec::new();
         }
         self.decode_buf.clear();
         self.decode_buf.extend_from_slice(&local.partial);
-        self.decode_buf.extend_from_slice(chunk);
-        local.partial.clear();
+        local.partial = Vec::new();
+        let at = self.decode_buf.len();
+        self.decode_buf.resize(at + n, 0);
+        // SAFETY: as above, into `decode_buf`.
+        unsafe { std::ptr::copy_nonoverlapping(src, self.decode_buf.as_mut_ptr().add(at), n) };
         let resp = match codec::decode::<Request>(&self.decode_buf) {
             Ok(req) => self.store.handle(req),
             Err(e) => Response::Fault(Fault::Corrupt(format!("invalid request: {e}"))),
@@ -264,7 +296,7 @@ impl Server {
         l.pending = chunk;
         l.pending_off = end;
         if more == 0 {
-            l.pending.clear();
+            l.pending = Vec::new();
             l.pending_off = 0;
         }
     }

@@ -201,7 +201,16 @@ impl Store {
                 "region {region:?} is not one of this manager's"
             )));
         }
-        match Region::open(&region, k) {
+        if self
+            .regions
+            .iter()
+            .any(|r| r.name() == Some(region.as_str()))
+        {
+            return Response::Fault(Fault::AlreadyExists(region));
+        }
+        // No waiting: a region that is not ready yet (or never will be)
+        // must not stall the server for everybody else.
+        match Region::open_with(&region, k, 0, None, std::time::Duration::ZERO) {
             Ok(mut r) => {
                 if let Err(e) = r.adopt() {
                     return Response::Fault(Fault::Refused(e.to_string()));

@@ -65,3 +65,54 @@ fn values_that_are_not_what_the_proxy_expects_are_refused() -> Result<()> {
     assert!(matches!(wrong.get(&1), Err(Error::Corrupt(_))));
     Ok(())
 }
+
+#[test]
+fn a_panicking_custom_method_fails_the_call_not_the_server() -> Result<()> {
+    struct Divider;
+    impl crate::Service for Divider {
+        type Request = u32;
+        type Response = u32;
+        fn call(&mut self, x: u32) -> u32 {
+            if x == 0 {
+                panic!("division by zero");
+            }
+            100 / x
+        }
+    }
+    let mgr = Manager::builder().register("Divider", || Divider).start()?;
+    let d = mgr.custom::<Divider>("Divider")?;
+    match d.call(&0) {
+        Err(Error::Refused(m)) => assert!(m.contains("division by zero"), "{m}"),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    assert_eq!(d.call(&4)?, 25);
+    assert!(mgr.is_running());
+    Ok(())
+}
+
+#[test]
+fn a_stolen_slot_gives_an_error_then_a_fresh_connection() -> Result<()> {
+    let mgr = Manager::start()?;
+    let l = mgr.list::<u32>()?;
+    l.push(&1)?;
+    // A hostile process marks our slot closed; the server frees it.
+    let conn = mgr.inner.conn()?;
+    conn.steal_for_test();
+    let t0 = std::time::Instant::now();
+    let r = l.len();
+    assert!(
+        matches!(r, Err(Error::Corrupt(_)) | Ok(1)),
+        "{r:?} after {:?}",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    // The next call connects again.
+    assert_eq!(l.len()?, 1);
+    Ok(())
+}
+
+#[test]
+fn manager_names_with_dots_are_refused() {
+    let e = Manager::start_named("a.b").unwrap_err();
+    assert!(matches!(e, Error::InvalidName { .. }), "{e:?}");
+}

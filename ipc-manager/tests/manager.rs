@@ -529,30 +529,34 @@ fn shutdown_removes_every_region_and_ends_all_proxies() -> Result<()> {
 }
 
 #[test]
-fn a_proxy_moved_into_a_child_as_its_argument_keeps_the_server_alive() -> Result<()> {
-    fn fill(d: DictProxy<u32, u32>) -> Result<usize> {
-        for i in 0..10 {
-            d.insert(&i, &i)?;
-        }
-        d.len()
-    }
-    // The proxy holds the only handle of the manager, and is moved into the
-    // child's arguments: the parent keeps it until the child is joined.
+fn a_child_left_with_the_only_proxies_gets_server_gone_not_a_hang() -> Result<()> {
+    // The server lives as long as the starting process holds a handle; a
+    // child's copies do not keep it running (as in Python). A child that
+    // outlives them gets ServerGone.
     let d = Manager::start()?.dict::<u32, u32>()?;
     let name = d_name(&d);
-    let mut p = Process::builder().target_fn(fill, d);
-    p.start()?;
-    assert_eq!(p.join()?, 10);
-    drop(p); // the last handle: the server stops and cleans up
-    let t0 = Instant::now();
-    while !leftovers(&name).is_empty() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            leftovers(&name)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let ev = ipc_core::sync::Event::new()?;
+    let mut child = Process::new({
+        let (d, ev) = (d.clone(), ev.clone());
+        move || -> Result<bool> {
+            d.insert(&1, &1)?;
+            ev.set();
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                match d.get(&1) {
+                    Ok(_) => std::thread::sleep(Duration::from_millis(5)),
+                    Err(Error::ServerGone) => return Ok(true),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(false)
+        }
+    });
+    child.start()?;
+    assert!(ev.wait_timeout(Duration::from_secs(5)));
+    drop(d); // the parent's last handle: the server stops
+    assert!(child.join()?, "the child never saw ServerGone");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
     Ok(())
 }
 

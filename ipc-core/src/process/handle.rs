@@ -68,9 +68,7 @@ impl ProcessBuilder {
     }
 
     /// A `fn` target with its argument (every start method). Pass several
-    /// arguments as a tuple. The parent keeps the argument until the child
-    /// is joined (as Python keeps `Process._args`), so handles in it stay
-    /// valid while the child runs.
+    /// arguments as a tuple.
     pub fn target_fn<A: Message + Send + 'static, R: TargetOutput>(
         self,
         f: fn(A) -> R,
@@ -100,16 +98,10 @@ enum Job<R: TargetOutput> {
     Fn(SpawnJob<R>),
 }
 
-struct Running<R: TargetOutput> {
+struct Running {
     pid: Pid,
     pidfd: OwnedFd,
     result: File,
-    /// A `target_fn` argument, kept in the parent until the child is joined
-    /// (as Python keeps `Process._args`): handles passed to a child stay
-    /// alive here (a manager proxy keeps its server running; an anonymous
-    /// region stays open) while the child uses them. A closure target is
-    /// not kept: it was moved into the child.
-    _job: Option<Job<R>>,
 }
 
 struct Finished {
@@ -121,7 +113,7 @@ struct Finished {
 
 enum State<R: TargetOutput> {
     New(Job<R>),
-    Running(Running<R>),
+    Running(Running),
     Finished(Finished),
     Gone,
 }
@@ -407,14 +399,13 @@ fn launch<R: TargetOutput>(
     daemon: bool,
     method: StartMethod,
     job: Job<R>,
-) -> std::result::Result<Running<R>, (Error, Option<Job<R>>)> {
+) -> std::result::Result<Running, (Error, Option<Job<R>>)> {
     let result = match shm::memfd("ipc-result") {
         Ok(f) => f,
         Err(e) => return Err((e.into(), Some(job))),
     };
     match (method, job) {
         (StartMethod::Fork, job) => {
-            let mut job = Some(job);
             let parent = proc::pid();
             // SAFETY: the child runs only the target (and `_exit`s); it
             // never returns into the caller's frames.
@@ -423,26 +414,18 @@ fn launch<R: TargetOutput>(
                 Ok(ForkResult::Child) => {
                     let mut result = result;
                     child_setup(name, daemon, parent);
-                    let outcome = match job.take() {
-                        Some(Job::Closure(f)) => target::run(f),
-                        Some(Job::Fn(j)) => j.run_here(),
-                        None => unreachable!("the job is taken once, here"),
+                    let outcome = match job {
+                        Job::Closure(f) => target::run(f),
+                        Job::Fn(j) => j.run_here(),
                     };
                     let _ = target::write(&mut result, &outcome);
                     // SAFETY: ends the child without the parent's destructors.
                     unsafe { libc::_exit(outcome.exit_code()) }
                 }
-                Err(e) => return Err((e.into(), job)),
+                Err(e) => return Err((e.into(), Some(job))),
             };
             match watch(pid) {
-                Ok(pidfd) => Ok(Running {
-                    pid,
-                    pidfd,
-                    result,
-                    // A closure was moved into the child: the parent's copy
-                    // goes now (a pipe end it captured closes here).
-                    _job: job.filter(|j| matches!(j, Job::Fn(_))),
-                }),
+                Ok(pidfd) => Ok(Running { pid, pidfd, result }),
                 Err(e) => Err((e, None)),
             }
         }
@@ -458,12 +441,7 @@ fn launch<R: TargetOutput>(
                 j.via_server(name, daemon, &result)
             };
             match started {
-                Ok((pid, pidfd)) => Ok(Running {
-                    pid,
-                    pidfd,
-                    result,
-                    _job: Some(Job::Fn(j)),
-                }),
+                Ok((pid, pidfd)) => Ok(Running { pid, pidfd, result }),
                 Err(e) => Err((e, Some(Job::Fn(j)))),
             }
         }

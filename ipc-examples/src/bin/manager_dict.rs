@@ -26,8 +26,11 @@ fn main() -> ipc_core::Result<()> {
     // The seed starts both at once and so may print a partial dict; wait
     // for the writer so the output is always the whole dict.
     p1.join()?;
-    let mut p2 = Process::builder().target_fn(share_get, share_dict);
+    // Pass a clone: `share_dict` keeps the server running while p2 reads
+    // (the server lives as long as the starting process holds a handle).
+    let mut p2 = Process::builder().target_fn(share_get, share_dict.clone());
     p2.start()?;
     p2.join()?;
+    drop(share_dict);
     Ok(())
 }
