@@ -19,6 +19,9 @@ extern "C" fn refresh_pid_in_child() {
 /// fork) are recognised as stale.
 static TID_EPOCH: AtomicU32 = AtomicU32::new(0);
 
+/// Cached packed identity of this process (see `TaskId::current_process`).
+static SELF: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The calling process's id, cached.
 pub fn pid() -> u32 {
     // Relaxed: PID is only ever written with this process's own id (here or in
@@ -113,13 +116,22 @@ pub struct TaskId {
 }
 
 impl TaskId {
-    /// The identity of the calling process.
+    /// The identity of the calling process (its start time is read from
+    /// `/proc` once per process and cached with its pid).
     pub fn current_process() -> TaskId {
         let id = pid();
-        TaskId {
+        // Relaxed: the cache holds (pid << 40 | start) of this process only;
+        // a forked child sees its parent's pid in it and reads afresh.
+        let cached = SELF.load(Ordering::Relaxed);
+        if cached != 0 && TaskId::unpack(cached).id == id {
+            return TaskId::unpack(cached);
+        }
+        let me = TaskId {
             id,
             start: start_time(id).unwrap_or(0),
-        }
+        };
+        SELF.store(me.pack(), Ordering::Relaxed);
+        me
     }
 
     /// Packs into 64 bits: 24 bits of id and 40 bits of start time

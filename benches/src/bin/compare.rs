@@ -1,0 +1,486 @@
+//! The comparison runner: one run, one machine, every number next to its
+//! baseline.
+//!
+//! `cargo run --release -p benches --bin compare` measures ipc's Pipe,
+//! Queue, Lock, Value, Manager dict, Pool and executor round trips; the OS
+//! pipe and socketpair baselines; the raw shared-memory spin ping-pong (the
+//! hardware floor); the peers a Rust user would otherwise pick (`raw_sync`'s
+//! mutex, `shared_memory`'s region); and, when `python3` is present,
+//! Python's `multiprocessing` equivalents (`benches/compare.py`). It writes
+//! `target/compare/report.md` (medians, p99 and ratios) and
+//! `target/compare/chart.svg`.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use benches::Peer;
+use ipc_core::pipe::Pipe;
+use ipc_core::pool::{Pool, ProcessPoolExecutor};
+use ipc_core::queue::Queue;
+use ipc_core::region::{Kind, Region};
+use ipc_core::sync::Lock;
+use ipc_core::value::Value;
+use ipc_manager::Manager;
+
+/// One measured row.
+struct Row {
+    group: &'static str,
+    name: String,
+    median: f64,
+    p99: f64,
+}
+
+const SAMPLES: usize = 100;
+const STOP: u64 = u64::MAX;
+
+/// Times `op(batch)` SAMPLES times, with the batch sized to ~1 ms.
+fn measure(group: &'static str, name: &str, mut op: impl FnMut(u64)) -> Row {
+    let mut batch = 1u64;
+    loop {
+        let t = Instant::now();
+        op(batch);
+        if t.elapsed() >= Duration::from_micros(500) || batch >= 1 << 20 {
+            break;
+        }
+        batch *= 2;
+    }
+    let mut per: Vec<f64> = (0..SAMPLES)
+        .map(|_| {
+            let t = Instant::now();
+            op(batch);
+            t.elapsed().as_nanos() as f64 / batch as f64
+        })
+        .collect();
+    per.sort_by(f64::total_cmp);
+    let row = Row {
+        group,
+        name: name.to_owned(),
+        median: per[per.len() / 2],
+        p99: per[(per.len() * 99 / 100).min(per.len() - 1)],
+    };
+    eprintln!(
+        "{:<40} {:>12}  p99 {:>12}",
+        row.name,
+        fmt(row.median),
+        fmt(row.p99)
+    );
+    row
+}
+
+fn fmt(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e4 {
+        format!("{:.1} µs", ns / 1e3)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+fn raw_spin() -> Row {
+    let region = Region::builder(Kind::Raw).size(256).create().unwrap();
+    let words = region.payload().cast::<AtomicU64>();
+    // SAFETY: 256 zeroed, 128-aligned bytes mapped while `region` lives
+    // (inherited by the peer); AtomicU64 accepts any bits.
+    let (ping, pong) = unsafe { (&*words, &*words.add(16)) };
+    let _peer = Peer::spawn(|| {
+        let mut last = 0;
+        loop {
+            let v = ping.load(Ordering::Acquire);
+            if v != last {
+                last = v;
+                pong.store(v, Ordering::Release);
+                if v == STOP {
+                    break;
+                }
+            }
+            std::hint::spin_loop();
+        }
+    });
+    let mut seq = 0u64;
+    let r = measure("round trip", "raw shared-memory spin (floor)", |n| {
+        for _ in 0..n {
+            seq += 1;
+            ping.store(seq, Ordering::Release);
+            while pong.load(Ordering::Acquire) != seq {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    ping.store(STOP, Ordering::Release);
+    r
+}
+
+fn ipc_pipe() -> Row {
+    let (a, b) = Pipe::new(true).unwrap();
+    let _peer = Peer::spawn(|| {
+        while let Ok(v) = b.recv::<u64>() {
+            if v == STOP || b.send(&v).is_err() {
+                break;
+            }
+        }
+    });
+    let r = measure("round trip", "ipc Pipe", |n| {
+        for i in 0..n {
+            a.send(&i).unwrap();
+            let _: u64 = a.recv().unwrap();
+        }
+    });
+    let _ = a.send(&STOP);
+    r
+}
+
+fn ipc_queue() -> Row {
+    let (ping, pong) = (
+        Queue::<u64>::new(64).unwrap(),
+        Queue::<u64>::new(64).unwrap(),
+    );
+    let _peer = Peer::spawn(|| {
+        while let Ok(v) = ping.get() {
+            if v == STOP || pong.put(&v).is_err() {
+                break;
+            }
+        }
+    });
+    let r = measure("round trip", "ipc Queue", |n| {
+        for i in 0..n {
+            ping.put(&i).unwrap();
+            pong.get().unwrap();
+        }
+    });
+    let _ = ping.put(&STOP);
+    r
+}
+
+fn os_pipe() -> Row {
+    let pipe = || {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        (std::fs::File::from(r), std::fs::File::from(w))
+    };
+    let ((mut cr, mut tx), (mut rx, mut cw)) = (pipe(), pipe());
+    let _peer = Peer::spawn(move || {
+        let mut b = [0u8; 8];
+        while cr.read_exact(&mut b).is_ok() && cw.write_all(&b).is_ok() {}
+    });
+    let mut b = [0u8; 8];
+    measure("round trip", "OS pipe (baseline)", |n| {
+        for i in 0..n {
+            tx.write_all(&i.to_le_bytes()).unwrap();
+            rx.read_exact(&mut b).unwrap();
+        }
+    })
+}
+
+fn socketpair() -> Row {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let _peer = Peer::spawn(move || {
+        let mut buf = [0u8; 8];
+        while b.read_exact(&mut buf).is_ok() && b.write_all(&buf).is_ok() {}
+    });
+    let mut buf = [0u8; 8];
+    measure("round trip", "Unix socketpair", |n| {
+        for i in 0..n {
+            a.write_all(&i.to_le_bytes()).unwrap();
+            a.read_exact(&mut buf).unwrap();
+        }
+    })
+}
+
+fn locks() -> Vec<Row> {
+    let lock = Lock::new().unwrap();
+    let ours = measure("lock acquire + release", "ipc Lock", |n| {
+        for _ in 0..n {
+            drop(std::hint::black_box(&lock).acquire().unwrap());
+        }
+    });
+    // raw_sync's process-shared pthread mutex, in a shared_memory region.
+    let shmem = shared_memory::ShmemConf::new().size(4096).create().unwrap();
+    // SAFETY: the region is 4096 bytes, page-aligned and mapped while
+    // `shmem` lives; the mutex is created there once and used here only.
+    let (mutex, _) = unsafe {
+        <raw_sync::locks::Mutex as raw_sync::locks::LockInit>::new(
+            shmem.as_ptr(),
+            shmem.as_ptr().add(64),
+        )
+        .unwrap()
+    };
+    let peer = measure("lock acquire + release", "raw_sync Mutex (peer)", |n| {
+        for _ in 0..n {
+            drop(mutex.lock().unwrap());
+        }
+    });
+    vec![ours, peer]
+}
+
+fn values() -> Row {
+    let v = Value::new(0u64).unwrap();
+    measure("value get", "ipc Value", |n| {
+        for _ in 0..n {
+            std::hint::black_box(v.get().unwrap());
+        }
+    })
+}
+
+fn manager() -> Vec<Row> {
+    let mgr = Manager::start().unwrap();
+    let d = mgr.dict::<u64, u64>().unwrap();
+    d.insert(&1, &1).unwrap();
+    let lock = mgr.lock().unwrap();
+    let v = mgr.value(0u64).unwrap();
+    vec![
+        measure("manager", "ipc Manager dict get", |n| {
+            for _ in 0..n {
+                d.get(&1).unwrap();
+            }
+        }),
+        measure("manager", "ipc Manager Lock acquire + release", |n| {
+            for _ in 0..n {
+                drop(lock.acquire().unwrap());
+            }
+        }),
+        measure("manager", "ipc Manager Value get", |n| {
+            for _ in 0..n {
+                v.get().unwrap();
+            }
+        }),
+    ]
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn pools() -> Vec<Row> {
+    let pool = Pool::new(2).unwrap();
+    let items: Vec<u64> = (0..10_000).collect();
+    let mut map = measure("pool", "ipc Pool.map per item", |n| {
+        for _ in 0..n {
+            pool.map(square, items.clone(), None).unwrap();
+        }
+    });
+    map.median /= items.len() as f64;
+    map.p99 /= items.len() as f64;
+    let ex = ProcessPoolExecutor::new(2).unwrap();
+    let submit = measure("pool", "ipc executor submit + result", |n| {
+        for _ in 0..n {
+            ex.submit(square, 1).unwrap().result(None).unwrap();
+        }
+    });
+    vec![map, submit]
+}
+
+fn regions() -> Vec<Row> {
+    let mut k = 0u64;
+    let ours = measure("region create + open + drop", "ipc Region", |n| {
+        for _ in 0..n {
+            k += 1;
+            let name = format!("cmp-{}-{k}", std::process::id());
+            let a = Region::builder(Kind::Raw)
+                .name(&name)
+                .size(4096)
+                .create()
+                .unwrap();
+            let b = Region::open(&name, Kind::Raw).unwrap();
+            drop((b, a));
+        }
+    });
+    let peer = measure(
+        "region create + open + drop",
+        "shared_memory Shmem (peer)",
+        |n| {
+            for _ in 0..n {
+                k += 1;
+                let id = format!("cmp-sm-{}-{k}", std::process::id());
+                let a = shared_memory::ShmemConf::new()
+                    .size(4096)
+                    .os_id(&id)
+                    .create()
+                    .unwrap();
+                let b = shared_memory::ShmemConf::new().os_id(&id).open().unwrap();
+                drop((b, a));
+            }
+        },
+    );
+    vec![ours, peer]
+}
+
+/// Python's numbers, if python3 is there.
+fn python() -> Vec<Row> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compare.py");
+    let Ok(out) = std::process::Command::new("python3").arg(&script).output() else {
+        eprintln!("python3 not found: no Python column");
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let field = |k: &str| -> Option<String> {
+            let i = line.find(&format!("\"{k}\": "))? + k.len() + 4;
+            let rest = &line[i..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim_matches('"').to_owned())
+        };
+        let (Some(name), Some(m), Some(p)) = (field("name"), field("median_ns"), field("p99_ns"))
+        else {
+            continue;
+        };
+        let group = match name.as_str() {
+            "python/pipe_rtt" | "python/queue_rtt" => "round trip",
+            "python/lock_acquire_release" => "lock acquire + release",
+            "python/value_get" => "value get",
+            "python/shared_memory_create_drop" => "region create + open + drop",
+            n if n.contains("manager") => "manager",
+            _ => "pool",
+        };
+        rows.push(Row {
+            group,
+            name: format!("Python {}", &name["python/".len()..]),
+            median: m.parse().unwrap_or(f64::NAN),
+            p99: p.parse().unwrap_or(f64::NAN),
+        });
+        eprintln!(
+            "{:<40} {:>12}",
+            rows.last().unwrap().name,
+            fmt(rows.last().unwrap().median)
+        );
+    }
+    rows
+}
+
+fn main() {
+    ipc_core::init();
+    // The Queue goes first: a Queue round trip measured after another
+    // spinning pair in the same process runs several times slower (an
+    // open question, see the README's Performance section).
+    let mut rows = vec![ipc_queue(), raw_spin(), ipc_pipe(), os_pipe(), socketpair()];
+    rows.extend(locks());
+    rows.push(values());
+    rows.extend(manager());
+    rows.extend(pools());
+    rows.extend(regions());
+    rows.extend(python());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/compare");
+    std::fs::create_dir_all(&dir).unwrap();
+    let md = report(&rows);
+    std::fs::write(dir.join("report.md"), &md).unwrap();
+    chart(&rows, &dir.join("chart.svg"));
+    println!("{md}");
+    println!("written: target/compare/report.md, target/compare/chart.svg");
+}
+
+/// What a row is compared with: the OS baseline or peer crate, and its
+/// Python twin.
+fn versus(name: &str) -> (Option<&'static str>, Option<&'static str>) {
+    match name {
+        "raw shared-memory spin (floor)" | "Unix socketpair" => (Some("OS pipe (baseline)"), None),
+        "ipc Pipe" => (Some("OS pipe (baseline)"), Some("Python pipe_rtt")),
+        "ipc Queue" => (Some("OS pipe (baseline)"), Some("Python queue_rtt")),
+        "ipc Lock" => (
+            Some("raw_sync Mutex (peer)"),
+            Some("Python lock_acquire_release"),
+        ),
+        "ipc Value" => (None, Some("Python value_get")),
+        "ipc Manager dict get" => (Some("OS pipe (baseline)"), Some("Python manager_dict_get")),
+        "ipc Manager Lock acquire + release" => (None, Some("Python manager_lock_acquire_release")),
+        "ipc Manager Value get" => (None, Some("Python manager_value_get")),
+        "ipc Pool.map per item" => (None, Some("Python pool_map_per_item")),
+        "ipc executor submit + result" => (None, Some("Python executor_submit_result")),
+        "ipc Region" => (
+            Some("shared_memory Shmem (peer)"),
+            Some("Python shared_memory_create_drop"),
+        ),
+        _ => (None, None),
+    }
+}
+
+fn ratio(rows: &[Row], r: &Row, other: Option<&str>) -> String {
+    let Some(b) = other.and_then(|o| rows.iter().find(|x| x.name == o)) else {
+        return String::new();
+    };
+    let x = b.median / r.median;
+    if x >= 1.0 {
+        format!("{x:.1}× faster than {}", b.name)
+    } else {
+        format!("{:.1}× slower than {}", 1.0 / x, b.name)
+    }
+}
+
+fn report(rows: &[Row]) -> String {
+    let mut s = String::new();
+    let date = std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    s += &format!(
+        "Measured {date} on {} CPUs ({cpu}); {SAMPLES} samples each, batches of ~1 ms.\n\n",
+        ipc_core::process::cpu_count()
+    );
+    s += "| group | what | median | p99 | vs baseline or peer | vs Python |\n|---|---|---:|---:|---|---|\n";
+    for r in rows {
+        let (base, py) = versus(&r.name);
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.group,
+            r.name,
+            fmt(r.median),
+            fmt(r.p99),
+            ratio(rows, r, base),
+            ratio(rows, r, py)
+        );
+    }
+    s
+}
+
+/// Horizontal bars of the medians, log scale.
+fn chart(rows: &[Row], path: &Path) {
+    use plotters::prelude::*;
+    let h = 40 + 22 * rows.len() as u32;
+    let root = SVGBackend::new(path, (900, h)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let max = rows.iter().map(|r| r.median).fold(1.0, f64::max) * 2.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "median time per operation (log scale, lower is better)",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(300)
+        .build_cartesian_2d((1f64..max).log_scale(), 0..rows.len())
+        .unwrap();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(rows.len())
+        .y_label_formatter(&|i| rows.get(*i).map(|r| r.name.clone()).unwrap_or_default())
+        .x_label_formatter(&|v| fmt(*v))
+        .draw()
+        .unwrap();
+    chart
+        .draw_series(rows.iter().enumerate().map(|(i, r)| {
+            let color = if r.name.starts_with("ipc") {
+                BLUE.mix(0.8)
+            } else if r.name.starts_with("Python") {
+                RED.mix(0.6)
+            } else {
+                BLACK.mix(0.4)
+            };
+            Rectangle::new([(1.0, i), (r.median.max(1.0), i + 1)], color.filled())
+        }))
+        .unwrap();
+    root.present().unwrap();
+}
