@@ -179,42 +179,15 @@ fn futex_rtt(c: &mut Criterion) {
 
 /// The hardware floor: two processes spinning on one cache line each.
 fn raw_spin_rtt(c: &mut Criterion) {
-    use std::sync::atomic::AtomicU64;
-    let region = Region::builder(Kind::Raw).size(256).create().unwrap();
-    let words = region.payload().cast::<AtomicU64>();
-    // SAFETY: 256 zeroed, 128-aligned bytes mapped for the life of `region`
-    // (inherited by the child); AtomicU64 accepts any bits.
-    let (ping, pong) = unsafe { (&*words, &*words.add(16)) };
-    let _peer = Peer::spawn(|| {
-        let mut last = 0;
-        loop {
-            let v = ping.load(Ordering::Acquire);
-            if v != last {
-                last = v;
-                pong.store(v, Ordering::Release);
-                if v == u64::MAX {
-                    break;
-                }
-            }
-            std::hint::spin_loop();
-        }
-    });
-    let mut seq = 0u64;
+    let mut pair = benches::SpinPair::new();
     c.benchmark_group("rtt")
         .bench_function("raw_spin_floor", |bn| {
             bn.iter_custom(|iters| {
                 let t = Instant::now();
-                for _ in 0..iters {
-                    seq += 1;
-                    ping.store(seq, Ordering::Release);
-                    while pong.load(Ordering::Acquire) != seq {
-                        std::hint::spin_loop();
-                    }
-                }
+                pair.round_trips(iters);
                 t.elapsed()
             })
         });
-    ping.store(u64::MAX, Ordering::Release);
 }
 
 fn rtt(c: &mut Criterion) {

@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmarks: a forked peer process that is killed
 //! and reaped when dropped, so a benchmark never leaves a stray process.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
@@ -64,5 +66,66 @@ impl Drop for Peer {
         let _ = kill(self.pid, Signal::SIGKILL);
         let _ = waitpid(self.pid, None);
         unpin();
+    }
+}
+
+/// The hardware floor of a cross-process round trip: this process and a
+/// forked peer spinning on one cache line each (no ipc code involved).
+#[derive(Debug)]
+pub struct SpinPair {
+    // Field order: the peer is stopped (dropped) before the region goes.
+    _peer: Peer,
+    region: ipc_core::region::Region,
+    seq: u64,
+}
+
+impl SpinPair {
+    /// Maps the two lines and starts the echoing peer.
+    pub fn new() -> SpinPair {
+        use ipc_core::region::{Kind, Region};
+        let region = Region::builder(Kind::Raw).size(256).create().unwrap();
+        let (ping, pong) = Self::words(&region);
+        let peer = Peer::spawn(|| {
+            let mut last = 0;
+            loop {
+                let v = ping.load(Ordering::Acquire);
+                if v != last {
+                    last = v;
+                    pong.store(v, Ordering::Release);
+                }
+                std::hint::spin_loop();
+            }
+        });
+        SpinPair {
+            _peer: peer,
+            region,
+            seq: 0,
+        }
+    }
+
+    fn words(region: &ipc_core::region::Region) -> (&AtomicU64, &AtomicU64) {
+        let words = region.payload().cast::<AtomicU64>();
+        // SAFETY: 256 zeroed, 128-aligned bytes mapped while `region` lives
+        // (inherited by the peer, which is killed before it goes); the two
+        // words sit on different cache lines; AtomicU64 accepts any bits.
+        unsafe { (&*words, &*words.add(16)) }
+    }
+
+    /// `n` round trips.
+    pub fn round_trips(&mut self, n: u64) {
+        let (ping, pong) = Self::words(&self.region);
+        for _ in 0..n {
+            self.seq += 1;
+            ping.store(self.seq, Ordering::Release);
+            while pong.load(Ordering::Acquire) != self.seq {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+impl Default for SpinPair {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -13,7 +13,6 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use benches::Peer;
@@ -83,37 +82,10 @@ fn fmt(ns: f64) -> String {
 }
 
 fn raw_spin() -> Row {
-    let region = Region::builder(Kind::Raw).size(256).create().unwrap();
-    let words = region.payload().cast::<AtomicU64>();
-    // SAFETY: 256 zeroed, 128-aligned bytes mapped while `region` lives
-    // (inherited by the peer); AtomicU64 accepts any bits.
-    let (ping, pong) = unsafe { (&*words, &*words.add(16)) };
-    let _peer = Peer::spawn(|| {
-        let mut last = 0;
-        loop {
-            let v = ping.load(Ordering::Acquire);
-            if v != last {
-                last = v;
-                pong.store(v, Ordering::Release);
-                if v == STOP {
-                    break;
-                }
-            }
-            std::hint::spin_loop();
-        }
-    });
-    let mut seq = 0u64;
-    let r = measure("round trip", "raw shared-memory spin (floor)", |n| {
-        for _ in 0..n {
-            seq += 1;
-            ping.store(seq, Ordering::Release);
-            while pong.load(Ordering::Acquire) != seq {
-                std::hint::spin_loop();
-            }
-        }
-    });
-    ping.store(STOP, Ordering::Release);
-    r
+    let mut pair = benches::SpinPair::new();
+    measure("round trip", "raw shared-memory spin (floor)", |n| {
+        pair.round_trips(n)
+    })
 }
 
 fn ipc_pipe() -> Row {

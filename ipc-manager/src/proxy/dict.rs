@@ -238,23 +238,8 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     ///
     /// # Errors
     /// As [`get`](Self::get).
-    pub fn update_with(&self, key: &K, mut f: impl FnMut(Option<V>) -> V) -> Result<V> {
-        let k = enc(key)?;
-        loop {
-            let cur = match self.op(DictOp::Get(k.clone()))? {
-                Response::Value(v) => v,
-                r => return Err(unexpected(r)),
-            };
-            let new = f(cur.as_deref().map(dec).transpose()?);
-            let op = DictOp::CompareAndSet {
-                key: k.clone(),
-                expected: cur,
-                new: enc(&new)?,
-            };
-            if boolean(self.op(op)?)? {
-                return Ok(new);
-            }
-        }
+    pub fn update_with(&self, key: &K, f: impl FnMut(Option<V>) -> V) -> Result<V> {
+        super::cas_update(&self.h, enc(key)?, dec, enc, f)
     }
 }
 

@@ -20,7 +20,7 @@ use ipc_core::{Error, Result};
 
 use crate::manager::Manager;
 use crate::objects::sealed::Lookup;
-use crate::wire::{unexpected, Request, Response};
+use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
 
 /// The handle part every proxy shares.
 #[derive(Debug, Clone)]
@@ -67,6 +67,34 @@ impl Handle {
             mgr: Manager::from_name(name)?,
             id: t.offset,
         })
+    }
+}
+
+/// The compare-and-set loop behind `update_with` of dicts and namespaces:
+/// read the encoded value of `key` in container `h.id`, compute the new
+/// one, store it only if nobody changed it meanwhile, else start over.
+pub(crate) fn cas_update<T>(
+    h: &Handle,
+    key: Bytes,
+    decode: impl Fn(&[u8]) -> Result<T>,
+    encode: impl Fn(&T) -> Result<Bytes>,
+    mut f: impl FnMut(Option<T>) -> T,
+) -> Result<T> {
+    let op = |op| h.call(&Request::Dict { id: h.id, op });
+    loop {
+        let cur = match op(DictOp::Get(key.clone()))? {
+            Response::Value(v) => v,
+            r => return Err(unexpected(r)),
+        };
+        let new = f(cur.as_deref().map(&decode).transpose()?);
+        let cas = DictOp::CompareAndSet {
+            key: key.clone(),
+            expected: cur,
+            new: encode(&new)?,
+        };
+        if boolean(op(cas)?)? {
+            return Ok(new);
+        }
     }
 }
 

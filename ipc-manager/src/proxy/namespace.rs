@@ -4,7 +4,7 @@ use ipc_core::codec::Message;
 use ipc_core::region::type_tag;
 use ipc_core::{Error, Result};
 
-use super::{boolean, Handle};
+use super::Handle;
 use crate::manager::{dec, enc, Manager};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
 
@@ -116,24 +116,9 @@ impl Namespace {
     ///
     /// # Errors
     /// As [`get`](Self::get).
-    pub fn update_with<T: Message>(
-        &self,
-        attr: &str,
-        mut f: impl FnMut(Option<T>) -> T,
-    ) -> Result<T> {
-        let key = enc(&attr.to_owned())?;
-        loop {
-            let cur = self.raw(attr)?;
-            let new = f(cur.as_deref().map(|b| untag(attr, b)).transpose()?);
-            let op = DictOp::CompareAndSet {
-                key: key.clone(),
-                expected: cur,
-                new: tagged(&new)?,
-            };
-            if boolean(self.op(op)?)? {
-                return Ok(new);
-            }
-        }
+    pub fn update_with<T: Message>(&self, attr: &str, f: impl FnMut(Option<T>) -> T) -> Result<T> {
+        let decode = |b: &[u8]| untag(attr, b);
+        super::cas_update(&self.h, enc(&attr.to_owned())?, decode, tagged, f)
     }
 }
 
