@@ -125,6 +125,16 @@ impl std::fmt::Debug for ManagerBuilder {
 
 impl ManagerBuilder {
     /// Makes the server reachable by `name` ([`Manager::connect`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_manager::Manager;
+    /// let name = format!("doc-builder-{}", std::process::id());
+    /// let mgr = Manager::builder().name(&name).slots(8).buffer_size(16 * 1024).start()?;
+    /// assert_eq!(mgr.name(), name);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -270,6 +280,14 @@ impl ManagerBuilder {
     ///
     /// # Errors
     /// As [`start`](ManagerBuilder::start).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// // A service binary: runs until a client calls `shutdown()`.
+    /// ipc_manager::Manager::builder().name("jobs-service").serve()?;
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn serve(self) -> Result<()> {
         let (name, ctl) = self.control()?;
         let store = Store::new(&name, self.factories);
@@ -497,6 +515,16 @@ impl Manager {
     ///
     /// # Errors
     /// [`Error::ServerGone`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mgr = ipc_manager::Manager::start()?;
+    /// mgr.named("jobs").queue::<u32>(8)?;
+    /// mgr.named("done").event()?;
+    /// assert_eq!(mgr.names()?, ["done", "jobs"]);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn names(&self) -> Result<Vec<String>> {
         match self.inner.call(&Request::Names)? {
             Response::Names(v) => Ok(v),
@@ -505,6 +533,14 @@ impl Manager {
     }
 
     /// The pid of the server process, if this process started it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mgr = ipc_manager::Manager::start()?;
+    /// assert!(mgr.server_pid().is_some_and(|p| p != std::process::id()));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn server_pid(&self) -> Option<u32> {
         let o = self.inner.owner.as_ref()?;
         let p = o.process.lock().unwrap_or_else(|e| e.into_inner());

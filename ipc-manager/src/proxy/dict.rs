@@ -91,6 +91,16 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     /// # Errors
     /// [`ipc_core::Error::ServerGone`], [`ipc_core::Error::Corrupt`] if the
     /// stored bytes are not a `V`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d = ipc_manager::Manager::start()?.dict::<u8, String>()?;
+    /// assert_eq!(d.insert(&1, &"one".into())?, None); // d[1] = "one"
+    /// assert_eq!(d.get(&1)?.as_deref(), Some("one"));
+    /// assert_eq!(d.get(&2)?, None);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn get(&self, key: &K) -> Result<Option<V>> {
         self.maybe(DictOp::Get(enc(key)?))
     }
@@ -222,6 +232,16 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     ///
     /// # Errors
     /// As [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d = ipc_manager::Manager::start()?.dict::<u8, u32>()?;
+    /// assert!(d.compare_and_set(&1, None, &10)?); // absent -> 10
+    /// assert!(!d.compare_and_set(&1, Some(&7), &11)?); // not 7: unchanged
+    /// assert_eq!(d.get(&1)?, Some(10));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn compare_and_set(&self, key: &K, current: Option<&V>, new: &V) -> Result<bool> {
         let op = DictOp::CompareAndSet {
             key: enc(key)?,
@@ -238,6 +258,16 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     ///
     /// # Errors
     /// As [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hits = ipc_manager::Manager::start()?.dict::<String, u64>()?;
+    /// let page = "/index".to_string();
+    /// hits.update_with(&page, |n| n.unwrap_or(0) + 1)?; // hits[page] += 1, atomically
+    /// assert_eq!(hits.update_with(&page, |n| n.unwrap_or(0) + 1)?, 2);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn update_with(&self, key: &K, f: impl FnMut(Option<V>) -> V) -> Result<V> {
         super::cas_update(&self.h, enc(key)?, dec, enc, f)
     }
