@@ -584,6 +584,11 @@ impl Inner {
         self.conn()?.call(req, None)
     }
 
+    /// Whether the server stopped or died (reads `/proc`).
+    pub(crate) fn server_gone(&self) -> bool {
+        self.ctl.server_gone()
+    }
+
     fn is_owner(&self) -> bool {
         self.owner.as_ref().is_some_and(|o| o.pid == proc::pid())
     }

@@ -9,7 +9,7 @@ use ipc_core::value::{Array, RawArray, Value};
 use ipc_core::{Error, Result};
 
 use crate::manager::Manager;
-use crate::proxy::{DictProxy, ListProxy, Namespace, ServiceProxy};
+use crate::proxy::{DictProxy, Handle, ListProxy, Namespace, ServiceProxy};
 use crate::service::Service;
 use crate::wire::{unexpected, Container, Entry, Request, Response};
 
@@ -90,8 +90,8 @@ macro_rules! container_lookup {
             fn from_entry(mgr: &Manager, e: Entry) -> Result<Self> {
                 match e {
                     Entry::Container { what: Container::$what, id, tag } if tag == Self::tag() => {
-                        let make: fn(Manager, u64) -> $ty = $make;
-                        Ok(make(mgr.clone(), id))
+                        let make: fn(Handle) -> $ty = $make;
+                        Ok(make(Handle::named(mgr.clone(), id)))
                     }
                     other => Err(mismatch(std::any::type_name::<$ty>(), &other)),
                 }
@@ -101,10 +101,10 @@ macro_rules! container_lookup {
 }
 
 container_lookup! {
-    [K: Message, V: Message] DictProxy<K, V>, Dict, DictProxy::new;
-    [T: Message] ListProxy<T>, List, ListProxy::new;
-    [] Namespace, Namespace, Namespace::new;
-    [S: Service] ServiceProxy<S>, Service, ServiceProxy::new;
+    [K: Message, V: Message] DictProxy<K, V>, Dict, DictProxy::from_handle;
+    [T: Message] ListProxy<T>, List, ListProxy::from_handle;
+    [] Namespace, Namespace, Namespace::from_handle;
+    [S: Service] ServiceProxy<S>, Service, ServiceProxy::from_handle;
 }
 
 /// Factories that register the new object under a name; see
@@ -159,7 +159,7 @@ impl Named<'_> {
         &self,
         what: Container,
         service: Option<String>,
-        make: fn(Manager, u64) -> T,
+        make: fn(Handle) -> T,
     ) -> Result<T> {
         let req = Request::Create {
             what,
@@ -168,7 +168,13 @@ impl Named<'_> {
             service,
         };
         match self.mgr.inner.call(&req)? {
-            Response::Id(id) => Ok(make(self.mgr.clone(), id)),
+            // A named container lives until the server stops; an unnamed
+            // one until its last proxy anywhere is gone (the server counted
+            // this process as its first holder).
+            Response::Id(id) if self.name.is_some() => {
+                Ok(make(Handle::named(self.mgr.clone(), id)))
+            }
+            Response::Id(id) => Ok(make(Handle::owned(self.mgr.clone(), id))),
             r => Err(unexpected(r)),
         }
     }
@@ -178,7 +184,7 @@ impl Named<'_> {
     /// # Errors
     /// [`Error::AlreadyExists`] if the name is taken, [`Error::ServerGone`].
     pub fn dict<K: Message, V: Message>(&self) -> Result<DictProxy<K, V>> {
-        self.container(Container::Dict, None, DictProxy::new)
+        self.container(Container::Dict, None, DictProxy::from_handle)
     }
 
     /// A list in the server (Python's `manager.list()`).
@@ -186,7 +192,7 @@ impl Named<'_> {
     /// # Errors
     /// As [`dict`](Self::dict).
     pub fn list<T: Message>(&self) -> Result<ListProxy<T>> {
-        self.container(Container::List, None, ListProxy::new)
+        self.container(Container::List, None, ListProxy::from_handle)
     }
 
     /// A namespace in the server (Python's `manager.Namespace()`).
@@ -194,7 +200,7 @@ impl Named<'_> {
     /// # Errors
     /// As [`dict`](Self::dict).
     pub fn namespace(&self) -> Result<Namespace> {
-        self.container(Container::Namespace, None, Namespace::new)
+        self.container(Container::Namespace, None, Namespace::from_handle)
     }
 
     /// An instance of the custom type registered as `type_name`.
@@ -207,7 +213,7 @@ impl Named<'_> {
         self.container(
             Container::Service,
             Some(type_name.to_owned()),
-            ServiceProxy::new,
+            ServiceProxy::from_handle,
         )
     }
 

@@ -149,7 +149,8 @@ impl Server {
         for i in 0..self.claimed() {
             let s = self.ctl.slot(i);
             // Acquire: pairs with the client's claim (CAS) or close.
-            match s.owner.load(Ordering::Acquire) {
+            let owner = s.owner.load(Ordering::Acquire);
+            match owner {
                 FREE => continue,
                 CLOSED => {
                     self.reclaim(i, CLOSED);
@@ -161,7 +162,7 @@ impl Server {
             // the request bytes visible.
             let seq = s.req_seq.load(Ordering::Acquire);
             if seq != self.local[i].seen {
-                self.serve(i, seq);
+                self.serve(i, seq, owner);
                 served += 1;
             }
         }
@@ -200,13 +201,14 @@ impl Server {
                 self.reclaim(i, owner);
             }
         }
+        self.store.drop_dead_holders();
         // Relaxed: written once before the server started.
         let owner = self.ctl.header().owner.load(Ordering::Relaxed);
         owner == 0 || TaskId::unpack(owner).is_alive()
     }
 
     /// Handles the request `seq` of slot `i`.
-    fn serve(&mut self, i: usize, seq: u32) {
+    fn serve(&mut self, i: usize, seq: u32, client: u64) {
         let cap = self.ctl.buf_len();
         let s = self.ctl.slot(i);
         // Relaxed: ordered after the Acquire of req_seq in `scan`.
@@ -251,7 +253,7 @@ impl Server {
         // SAFETY: as above, into `decode_buf`.
         unsafe { std::ptr::copy_nonoverlapping(src, self.decode_buf.as_mut_ptr().add(at), n) };
         let resp = match codec::decode::<Request>(&self.decode_buf) {
-            Ok(req) => self.store.handle(req),
+            Ok(req) => self.store.handle(req, client),
             Err(e) => Response::Fault(Fault::Corrupt(format!("invalid request: {e}"))),
         };
         self.answer(i, seq, resp);

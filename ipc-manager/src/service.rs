@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use ipc_core::codec::Message;
 use ipc_core::Result;
 
-use crate::manager::{dec, enc, Manager};
+use crate::manager::{dec, enc};
 use crate::proxy::Handle;
 use crate::wire::{unexpected, Request, Response};
 
@@ -72,10 +72,6 @@ impl<S> Clone for ServiceProxy<S> {
 }
 
 impl<S: Service> ServiceProxy<S> {
-    pub(crate) fn new(mgr: Manager, id: u64) -> Self {
-        Self::from_handle(Handle { mgr, id })
-    }
-
     pub(crate) fn from_handle(h: Handle) -> Self {
         ServiceProxy { h, _t: PhantomData }
     }

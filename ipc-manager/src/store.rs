@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ipc_core::region::{Kind, Region};
+use ipc_core::sys::proc::TaskId;
 use rkyv::util::AlignedVec;
 
 use crate::wire::{Bytes, Container, DictOp, Entry, Fault, ListOp, Request, Response};
@@ -86,6 +87,9 @@ pub(crate) struct Store {
     objects: HashMap<u64, Hosted>,
     next_id: u64,
     factories: HashMap<String, (u64, Factory)>,
+    /// Holders of each unnamed container: client process identity ->
+    /// number of proxies. The container is freed when nobody holds it.
+    holds: HashMap<u64, HashMap<u64, u32>>,
     /// Set by a `Shutdown` request.
     pub stop: bool,
 }
@@ -104,6 +108,7 @@ impl Store {
             objects: HashMap::new(),
             next_id: 1,
             factories,
+            holds: HashMap::new(),
             stop: false,
         }
     }
@@ -126,9 +131,58 @@ impl Store {
             .then(|| Response::Fault(Fault::AlreadyExists(n.clone())))
     }
 
-    /// Answers one (validated) request.
-    pub fn handle(&mut self, req: Request) -> Response {
+    /// Frees container `id` if nobody holds it any more.
+    fn release_if_unheld(&mut self, id: u64) {
+        if self.holds.get(&id).is_some_and(HashMap::is_empty) {
+            self.holds.remove(&id);
+            self.objects.remove(&id);
+        }
+    }
+
+    /// Drops the holds of client processes that died; frees what they were
+    /// the last to hold.
+    pub fn drop_dead_holders(&mut self) {
+        let mut alive: HashMap<u64, bool> = HashMap::new();
+        let mut emptied = Vec::new();
+        for (id, holders) in &mut self.holds {
+            holders.retain(|who, _| {
+                *alive
+                    .entry(*who)
+                    .or_insert_with(|| TaskId::unpack(*who).is_alive())
+            });
+            if holders.is_empty() {
+                emptied.push(*id);
+            }
+        }
+        for id in emptied {
+            self.release_if_unheld(id);
+        }
+    }
+
+    /// Answers one (validated) request from the client process `client`
+    /// (its packed identity).
+    pub fn handle(&mut self, req: Request, client: u64) -> Response {
         match req {
+            Request::Incref { id } => match self.holds.get_mut(&id) {
+                Some(h) => {
+                    *h.entry(client).or_insert(0) += 1;
+                    Response::Unit
+                }
+                None if self.objects.contains_key(&id) => Response::Unit, // named
+                None => Response::Fault(Fault::NotFound(format!("object #{id}"))),
+            },
+            Request::Decref { id } => {
+                if let Some(h) = self.holds.get_mut(&id) {
+                    if let Some(n) = h.get_mut(&client) {
+                        *n -= 1;
+                        if *n == 0 {
+                            h.remove(&client);
+                        }
+                    }
+                    self.release_if_unheld(id);
+                }
+                Response::Unit
+            }
             Request::Ping => Response::Unit,
             Request::Shutdown => {
                 self.stop = true;
@@ -154,7 +208,7 @@ impl Store {
                 tag,
                 name,
                 service,
-            } => self.create(what, tag, name, service),
+            } => self.create(what, tag, name, service, client),
             Request::Dict { id, op } => match self.objects.get_mut(&id) {
                 Some(Hosted {
                     obj: Object::Map(m),
@@ -229,6 +283,7 @@ impl Store {
         tag: u64,
         name: Option<String>,
         service: Option<String>,
+        client: u64,
     ) -> Response {
         if let Some(r) = self.name_taken(&name) {
             return r;
@@ -252,6 +307,9 @@ impl Store {
         let id = self.next_id;
         self.next_id += 1;
         self.objects.insert(id, Hosted { what, obj });
+        if name.is_none() {
+            self.holds.insert(id, HashMap::from([(client, 1)]));
+        }
         self.register(name, Entry::Container { what, id, tag });
         Response::Id(id)
     }

@@ -61,7 +61,10 @@ fn values_that_are_not_what_the_proxy_expects_are_refused() -> Result<()> {
     let mgr = Manager::start()?;
     let d = mgr.named("mixed").dict::<u32, String>()?;
     d.insert(&1, &"not a number".into())?;
-    let wrong = crate::DictProxy::<u32, [u8; 64]>::new(mgr.clone(), d.h.id);
+    let wrong = crate::DictProxy::<u32, [u8; 64]>::from_handle(crate::proxy::Handle::named(
+        mgr.clone(),
+        d.h.id,
+    ));
     assert!(matches!(wrong.get(&1), Err(Error::Corrupt(_))));
     Ok(())
 }
@@ -115,4 +118,91 @@ fn a_stolen_slot_gives_an_error_then_a_fresh_connection() -> Result<()> {
 fn manager_names_with_dots_are_refused() {
     let e = Manager::start_named("a.b").unwrap_err();
     assert!(matches!(e, Error::InvalidName { .. }), "{e:?}");
+}
+
+/// Whether container `id` still exists on the server.
+fn exists(mgr: &Manager, id: u64) -> Result<bool> {
+    let probe = crate::ListProxy::<u8>::from_handle(crate::proxy::Handle::named(mgr.clone(), id));
+    match probe.len() {
+        Err(Error::NotFound { .. }) => Ok(false),
+        // It is a dict, not a list: but it exists.
+        Err(Error::Incompatible { .. }) | Ok(_) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+#[test]
+fn an_unnamed_container_is_freed_with_its_last_proxy() -> Result<()> {
+    let mgr = Manager::start()?;
+    let d = mgr.dict::<u8, u8>()?;
+    let id = d.h.id;
+    let d2 = d.clone();
+    drop(d);
+    assert!(exists(&mgr, id)?, "a clone still holds it");
+    drop(d2);
+    assert!(!exists(&mgr, id)?, "freed with the last proxy");
+    // Named containers stay.
+    let n = mgr.named("kept").dict::<u8, u8>()?;
+    let nid = n.h.id;
+    drop(n);
+    assert!(exists(&mgr, nid)?);
+    Ok(())
+}
+
+#[test]
+fn a_childs_proxies_keep_a_container_until_the_child_dies() -> Result<()> {
+    let mgr = Manager::start()?;
+    let l = mgr.list::<u32>()?;
+    let id = l.h.id;
+    let ready = ipc_core::sync::Event::new()?;
+    let mut child = Process::new({
+        let (l, ready) = (l.clone(), ready.clone());
+        move || {
+            l.push(&1).unwrap(); // first use in the child: it holds the list
+            ready.set();
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        }
+    });
+    child.start()?;
+    assert!(ready.wait_timeout(std::time::Duration::from_secs(5)));
+    drop(l);
+    assert!(exists(&mgr, id)?, "the child holds it");
+    child.kill()?;
+    let _ = child.join();
+    let t0 = std::time::Instant::now();
+    while exists(&mgr, id)? {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "not freed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+#[test]
+fn proxies_passed_to_pool_tasks_are_counted_and_released() -> Result<()> {
+    fn add(d: crate::DictProxy<u32, u32>) -> Result<()> {
+        d.update_with(&0, |v| v.unwrap_or(0) + 1).map(|_| ())
+    }
+    let mgr = Manager::start()?;
+    let d = mgr.dict::<u32, u32>()?;
+    let id = d.h.id;
+    let pool = ipc_core::pool::Pool::new(2)?;
+    let tasks: Vec<_> = (0..10).map(|_| d.clone()).collect();
+    pool.map(add, tasks, Some(1))?;
+    pool.close();
+    pool.join()?;
+    assert_eq!(d.get(&0)?, Some(10));
+    drop(d);
+    // The workers' decoded copies were dropped (or their processes ended).
+    let t0 = std::time::Instant::now();
+    while exists(&mgr, id)? {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "not freed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
 }

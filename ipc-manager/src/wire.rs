@@ -61,6 +61,11 @@ pub(crate) enum Request {
     List { id: u64, op: ListOp },
     /// A call of a custom type's method.
     Call { id: u64, arg: Bytes },
+    /// This process holds one more proxy of unnamed container `id`.
+    Incref { id: u64 },
+    /// This process dropped a proxy of unnamed container `id`; the last
+    /// holder's drop frees it.
+    Decref { id: u64 },
     /// Stop the server.
     Shutdown,
 }

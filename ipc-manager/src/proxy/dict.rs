@@ -8,7 +8,7 @@ use ipc_core::codec::Message;
 use ipc_core::Result;
 
 use super::{boolean, len, unit, Handle};
-use crate::manager::{dec, enc, Manager};
+use crate::manager::{dec, enc};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
 
 /// Invariant in `T`, `Send` and `Sync` whatever `T` is.
@@ -60,10 +60,6 @@ impl<K, V> Clone for DictProxy<K, V> {
 }
 
 impl<K: Message, V: Message> DictProxy<K, V> {
-    pub(crate) fn new(mgr: Manager, id: u64) -> Self {
-        Self::from_handle(Handle { mgr, id })
-    }
-
     pub(crate) fn from_handle(h: Handle) -> Self {
         DictProxy { h, _t: PhantomData }
     }

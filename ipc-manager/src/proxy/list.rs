@@ -6,7 +6,7 @@ use ipc_core::codec::Message;
 use ipc_core::Result;
 
 use super::{boolean, len, unit, Handle};
-use crate::manager::{dec, enc, Manager};
+use crate::manager::{dec, enc};
 use crate::wire::{unexpected, ListOp, Request, Response};
 
 /// A proxy of a list in the manager server (Python's `manager.list()`).
@@ -41,10 +41,6 @@ impl<T> Clone for ListProxy<T> {
 }
 
 impl<T: Message> ListProxy<T> {
-    pub(crate) fn new(mgr: Manager, id: u64) -> Self {
-        Self::from_handle(Handle { mgr, id })
-    }
-
     pub(crate) fn from_handle(h: Handle) -> Self {
         ListProxy { h, _t: PhantomData }
     }

@@ -14,7 +14,10 @@ pub use dict::DictProxy;
 pub use list::ListProxy;
 pub use namespace::Namespace;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use ipc_core::region::Kind;
+use ipc_core::sys::proc;
 use ipc_core::travel::Token;
 use ipc_core::{Error, Result};
 
@@ -23,28 +26,80 @@ use crate::objects::sealed::Lookup;
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
 
 /// The handle part every proxy shares.
-#[derive(Debug, Clone)]
+///
+/// An unnamed container lives while some process holds a proxy of it (as
+/// in Python): the server counts holders per process. A handle counts for
+/// the process it was made in; a clone counts once more; a handle decoded
+/// from a token (a spawned child's or a pool task's argument) counts for
+/// the receiving process; a copy inherited across `fork` counts for the
+/// child from its first use. Dropping a handle gives its count back; the
+/// server also drops the counts of processes that died.
+#[derive(Debug)]
 pub(crate) struct Handle {
     pub mgr: Manager,
     pub id: u64,
+    /// Whether the server counts holders of this object (unnamed ones).
+    counted: bool,
+    /// The process this handle's count belongs to (0: none).
+    held_by: AtomicU32,
 }
 
 impl Handle {
+    /// A handle of a named object: never counted, never freed.
+    pub fn named(mgr: Manager, id: u64) -> Handle {
+        Handle {
+            mgr,
+            id,
+            counted: false,
+            held_by: AtomicU32::new(0),
+        }
+    }
+
+    /// The handle of an unnamed object this process just created (the
+    /// server counted it already).
+    pub fn owned(mgr: Manager, id: u64) -> Handle {
+        Handle {
+            mgr,
+            id,
+            counted: true,
+            held_by: AtomicU32::new(proc::pid()),
+        }
+    }
+
+    /// Registers this process as a holder if the handle does not count for
+    /// it yet (first use after a fork, or a decoded token).
+    fn hold(&self) -> Result<()> {
+        let me = proc::pid();
+        // Relaxed: a per-handle marker; a race only sends a second Incref,
+        // whose extra count the server drops when this process dies.
+        if !self.counted || self.held_by.load(Ordering::Relaxed) == me {
+            return Ok(());
+        }
+        unit(self.mgr.inner.call(&Request::Incref { id: self.id })?)?;
+        self.held_by.store(me, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub fn call(&self, req: &Request) -> Result<Response> {
+        self.hold()?;
         self.mgr.inner.call(req)
     }
 
-    /// The travelling form: manager name, object id and proxy type.
+    /// The travelling form: manager name, object id, proxy type, counted.
     pub fn token<P: Lookup>(&self) -> Token {
         Token {
             locator: format!("manager:{}", self.mgr.name()),
             kind: Kind::Manager as u32,
             offset: self.id,
-            extra: vec![format!("{:x}", P::tag())],
+            extra: vec![
+                format!("{:x}", P::tag()),
+                if self.counted { "counted" } else { "named" }.into(),
+            ],
         }
     }
 
-    /// Re-creates the handle from a token, checking the proxy type.
+    /// Re-creates the handle from a token, checking the proxy type; a
+    /// counted one is registered for this process at once.
     pub fn from_token<P: Lookup>(t: &Token) -> Result<Handle> {
         let name = t
             .locator
@@ -63,10 +118,46 @@ impl Handle {
                 found: "a proxy of another type".into(),
             });
         }
-        Ok(Handle {
-            mgr: Manager::from_name(name)?,
-            id: t.offset,
-        })
+        let mgr = Manager::from_name(name)?;
+        if t.extra.get(1).map(String::as_str) == Some("counted") {
+            let h = Handle {
+                mgr,
+                id: t.offset,
+                counted: true,
+                held_by: AtomicU32::new(0),
+            };
+            h.hold()?;
+            Ok(h)
+        } else {
+            Ok(Handle::named(mgr, t.offset))
+        }
+    }
+}
+
+impl Clone for Handle {
+    fn clone(&self) -> Handle {
+        let h = Handle {
+            mgr: self.mgr.clone(),
+            id: self.id,
+            counted: self.counted,
+            held_by: AtomicU32::new(0),
+        };
+        // Best effort: if the server is gone the clone is as dead as we are;
+        // otherwise the first use registers it.
+        let _ = h.hold();
+        h
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Relaxed: see `hold`.
+        if self.counted && self.held_by.load(Ordering::Relaxed) == proc::pid() {
+            if self.mgr.inner.server_gone() {
+                return; // nothing to give back to
+            }
+            let _ = self.mgr.inner.call(&Request::Decref { id: self.id });
+        }
     }
 }
 

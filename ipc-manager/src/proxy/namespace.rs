@@ -5,7 +5,7 @@ use ipc_core::region::type_tag;
 use ipc_core::{Error, Result};
 
 use super::Handle;
-use crate::manager::{dec, enc, Manager};
+use crate::manager::{dec, enc};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
 
 /// A proxy of a namespace in the manager server (Python's
@@ -50,10 +50,6 @@ fn untag<T: Message>(attr: &str, b: &[u8]) -> Result<T> {
 }
 
 impl Namespace {
-    pub(crate) fn new(mgr: Manager, id: u64) -> Self {
-        Self::from_handle(Handle { mgr, id })
-    }
-
     pub(crate) fn from_handle(h: Handle) -> Self {
         Namespace { h }
     }
