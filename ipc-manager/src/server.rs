@@ -202,6 +202,7 @@ impl Server {
             }
         }
         self.store.drop_dead_holders();
+        self.store.free_orphans();
         // Relaxed: written once before the server started.
         let owner = self.ctl.header().owner.load(Ordering::Relaxed);
         owner == 0 || TaskId::unpack(owner).is_alive()

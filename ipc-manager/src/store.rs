@@ -2,6 +2,7 @@
 //! objects, containers (as encoded bytes) and custom services.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use ipc_core::region::{Kind, Region};
 use ipc_core::sys::proc::TaskId;
@@ -14,6 +15,9 @@ use crate::wire::{Bytes, Container, DictOp, Entry, Fault, ListOp, Request, Respo
 pub(crate) type Instance = Box<dyn FnMut(&AlignedVec) -> Result<Vec<u8>, String> + Send>;
 /// Makes instances of one registered custom type.
 pub(crate) type Factory = Box<dyn Fn() -> Instance + Send>;
+
+/// How long an unheld container waits for a new holder before it is freed.
+const ORPHAN_GRACE: Duration = Duration::from_secs(1);
 
 /// Largest number of elements a container may hold (a client cannot make
 /// the server allocate without bound through one request).
@@ -90,6 +94,8 @@ pub(crate) struct Store {
     /// Holders of each unnamed container: client process identity ->
     /// number of proxies. The container is freed when nobody holds it.
     holds: HashMap<u64, HashMap<u64, u32>>,
+    /// Unheld containers and since when (freed after `ORPHAN_GRACE`).
+    orphans: HashMap<u64, Instant>,
     /// Set by a `Shutdown` request.
     pub stop: bool,
 }
@@ -109,6 +115,7 @@ impl Store {
             next_id: 1,
             factories,
             holds: HashMap::new(),
+            orphans: HashMap::new(),
             stop: false,
         }
     }
@@ -131,11 +138,31 @@ impl Store {
             .then(|| Response::Fault(Fault::AlreadyExists(n.clone())))
     }
 
-    /// Frees container `id` if nobody holds it any more.
+    /// Marks container `id` for freeing if nobody holds it any more. It is
+    /// freed after a grace period, so that a proxy handed to a child whose
+    /// sender let go first (a moved `target_fn` argument, a fork-inherited
+    /// copy not used yet) can still claim it.
     fn release_if_unheld(&mut self, id: u64) {
         if self.holds.get(&id).is_some_and(HashMap::is_empty) {
-            self.holds.remove(&id);
-            self.objects.remove(&id);
+            self.orphans.entry(id).or_insert_with(Instant::now);
+        }
+    }
+
+    /// Frees the containers nobody claimed during the grace period.
+    pub fn free_orphans(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .orphans
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= ORPHAN_GRACE)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.orphans.remove(&id);
+            if self.holds.get(&id).is_some_and(HashMap::is_empty) {
+                self.holds.remove(&id);
+                self.objects.remove(&id);
+            }
         }
     }
 
@@ -166,6 +193,7 @@ impl Store {
             Request::Incref { id } => match self.holds.get_mut(&id) {
                 Some(h) => {
                     *h.entry(client).or_insert(0) += 1;
+                    self.orphans.remove(&id);
                     Response::Unit
                 }
                 None if self.objects.contains_key(&id) => Response::Unit, // named
