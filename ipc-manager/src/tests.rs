@@ -120,6 +120,19 @@ fn manager_names_with_dots_are_refused() {
     assert!(matches!(e, Error::InvalidName { .. }), "{e:?}");
 }
 
+/// Waits (at most 3 s) until container `id` is freed.
+fn wait_freed(mgr: &Manager, id: u64) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    while exists(mgr, id)? {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(3),
+            "not freed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// Whether container `id` still exists on the server.
 fn exists(mgr: &Manager, id: u64) -> Result<bool> {
     let probe = crate::ListProxy::<u8>::from_handle(crate::proxy::Handle::named(mgr.clone(), id));
@@ -141,14 +154,7 @@ fn an_unnamed_container_is_freed_with_its_last_proxy() -> Result<()> {
     assert!(exists(&mgr, id)?, "a clone still holds it");
     drop(d2);
     // Freed after a grace period (a proxy handed over may still claim it).
-    let t0 = std::time::Instant::now();
-    while exists(&mgr, id)? {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(3),
-            "not freed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_freed(&mgr, id)?;
     // Named containers stay.
     let n = mgr.named("kept").dict::<u8, u8>()?;
     let nid = n.h.id;
@@ -177,14 +183,7 @@ fn a_childs_proxies_keep_a_container_until_the_child_dies() -> Result<()> {
     assert!(exists(&mgr, id)?, "the child holds it");
     child.kill()?;
     let _ = child.join();
-    let t0 = std::time::Instant::now();
-    while exists(&mgr, id)? {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(2),
-            "not freed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_freed(&mgr, id)?;
     Ok(())
 }
 
@@ -204,14 +203,7 @@ fn proxies_passed_to_pool_tasks_are_counted_and_released() -> Result<()> {
     assert_eq!(d.get(&0)?, Some(10));
     drop(d);
     // The workers' decoded copies were dropped (or their processes ended).
-    let t0 = std::time::Instant::now();
-    while exists(&mgr, id)? {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(2),
-            "not freed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_freed(&mgr, id)?;
     Ok(())
 }
 
