@@ -72,6 +72,9 @@ pub(crate) struct Inner {
     ctl: Arc<Control>,
     conn: ForkLocal<Option<Arc<Conn>>>,
     owner: Option<Owner>,
+    /// Set once a call reported `ServerGone`, so later proxy drops skip
+    /// their round trip without reading `/proc`.
+    gone: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -242,7 +245,10 @@ impl ManagerBuilder {
                 close_inherited_channels(&ctl);
                 let _ = Server::new(ctl, store).run();
             });
-        let started = p.start().and_then(|()| wait_running(&name, &mut p));
+        let started = p.start().and_then(|()| {
+            let ctl = Control::open(&name)?;
+            wait_started(&ctl, || p.is_alive()).map(|()| ctl)
+        });
         let ctl = match started {
             Ok(ctl) => ctl,
             Err(e) => {
@@ -256,6 +262,7 @@ impl ManagerBuilder {
             name: name.clone(),
             ctl: Arc::new(ctl),
             conn: ForkLocal::new(),
+            gone: AtomicBool::new(false),
             owner: Some(Owner {
                 pid: proc::pid(),
                 process: Mutex::new(Some(p)),
@@ -297,41 +304,19 @@ impl ManagerBuilder {
     }
 }
 
-/// Waits until the server reports RUNNING; returns a client handle.
-fn wait_running(name: &str, p: &mut Process<()>) -> Result<Control> {
-    let ctl = Control::open(name)?;
+/// Waits (at most `START_TIMEOUT`) while the server is starting.
+/// `ServerGone` if it stopped or died, or if `alive` says its process ended.
+fn wait_started(ctl: &Control, mut alive: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let st = &ctl.header().state;
         // Acquire: pairs with the server's Release of RUNNING.
         let s = st.load(Ordering::Acquire);
-        if s == RUNNING {
-            return Ok(ctl);
+        if s == RUNNING && !ctl.server_gone() {
+            return Ok(());
         }
-        if s != STARTING || !p.is_alive() {
+        if s != STARTING || !alive() {
             return Err(Error::ServerGone);
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Timeout);
-        }
-        futex::wait_slice(st, s, Some(deadline), Duration::from_millis(50));
-    }
-}
-
-/// Waits (bounded) while a server is still starting; `ServerGone` if it
-/// stopped or died.
-fn wait_started(ctl: &Control) -> Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let st = &ctl.header().state;
-        // Acquire: pairs with the server's Release of RUNNING.
-        let s = st.load(Ordering::Acquire);
-        if s != STARTING {
-            return if ctl.server_gone() {
-                Err(Error::ServerGone)
-            } else {
-                Ok(())
-            };
         }
         if Instant::now() >= deadline {
             return Err(Error::Timeout);
@@ -463,11 +448,12 @@ impl Manager {
             return Ok(Manager { inner });
         }
         let ctl = Control::open(name)?;
-        wait_started(&ctl)?;
+        wait_started(&ctl, || true)?;
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             ctl: Arc::new(ctl),
             conn: ForkLocal::new(),
+            gone: AtomicBool::new(false),
             owner: None,
         });
         inner.call(&Request::Ping)?;
@@ -553,11 +539,6 @@ impl Manager {
         let n = OBJECTS.fetch_add(1, Ordering::Relaxed);
         format!("{}.{}.{n}", self.inner.name, proc::pid())
     }
-
-    /// Builds a manager from a proxy's travelling token.
-    pub(crate) fn from_name(name: &str) -> Result<Manager> {
-        Manager::connect(name)
-    }
 }
 
 impl Inner {
@@ -581,12 +562,19 @@ impl Inner {
 
     /// One request/response exchange with the server.
     pub(crate) fn call(&self, req: &Request) -> Result<Response> {
-        self.conn()?.call(req, None)
+        let r = self.conn().and_then(|c| c.call(req, None));
+        if matches!(r, Err(Error::ServerGone)) {
+            // Relaxed: a hint that only spares later drops a round trip.
+            self.gone.store(true, Ordering::Relaxed);
+        }
+        r
     }
 
-    /// Whether the server stopped or died (reads `/proc`).
-    pub(crate) fn server_gone(&self) -> bool {
-        self.ctl.server_gone()
+    /// Whether the server is known to be gone: it said it stopped, or a
+    /// call found it dead. One load each, no `/proc` read.
+    pub(crate) fn known_gone(&self) -> bool {
+        // Relaxed: see `call`.
+        self.gone.load(Ordering::Relaxed) || self.ctl.stopped()
     }
 
     fn is_owner(&self) -> bool {

@@ -107,6 +107,16 @@ container_lookup! {
     [S: Service] ServiceProxy<S>, Service, ServiceProxy::from_handle;
 }
 
+/// A named queue of `maxsize` messages (0: [`DEFAULT_QUEUE_CAPACITY`]).
+fn new_queue<T: Message>(region: &str, maxsize: usize) -> Result<Queue<T>> {
+    let cap = if maxsize == 0 {
+        DEFAULT_QUEUE_CAPACITY
+    } else {
+        maxsize
+    };
+    Queue::builder().capacity(cap).name(region).build()
+}
+
 /// Factories that register the new object under a name; see
 /// [`Manager::named`].
 ///
@@ -222,14 +232,7 @@ impl Named<'_> {
     /// # Errors
     /// As [`dict`](Self::dict), and the queue's creation errors.
     pub fn queue<T: Message>(&self, maxsize: usize) -> Result<Queue<T>> {
-        let cap = if maxsize == 0 {
-            DEFAULT_QUEUE_CAPACITY
-        } else {
-            maxsize
-        };
-        self.shared(Kind::Queue, |r| {
-            Queue::builder().capacity(cap).name(r).build()
-        })
+        self.shared(Kind::Queue, |r| new_queue(r, maxsize))
     }
 
     /// A joinable queue of at most `maxsize` messages.
@@ -237,17 +240,8 @@ impl Named<'_> {
     /// # Errors
     /// As [`queue`](Self::queue).
     pub fn joinable_queue<T: Message>(&self, maxsize: usize) -> Result<JoinableQueue<T>> {
-        let cap = if maxsize == 0 {
-            DEFAULT_QUEUE_CAPACITY
-        } else {
-            maxsize
-        };
         self.shared(Kind::Queue, |r| {
-            Queue::builder()
-                .capacity(cap)
-                .name(r)
-                .build()
-                .map(JoinableQueue::from_queue)
+            new_queue(r, maxsize).map(JoinableQueue::from_queue)
         })
     }
 

@@ -118,7 +118,7 @@ impl Handle {
                 found: "a proxy of another type".into(),
             });
         }
-        let mgr = Manager::from_name(name)?;
+        let mgr = Manager::connect(name)?;
         if t.extra.get(1).map(String::as_str) == Some("counted") {
             let h = Handle {
                 mgr,
@@ -153,7 +153,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         // Relaxed: see `hold`.
         if self.counted && self.held_by.load(Ordering::Relaxed) == proc::pid() {
-            if self.mgr.inner.server_gone() {
+            if self.mgr.inner.known_gone() {
                 return; // nothing to give back to
             }
             let _ = self.mgr.inner.call(&Request::Decref { id: self.id });
