@@ -154,6 +154,12 @@ pub enum Error {
     /// The task was cancelled before it started.
     #[error("the task was cancelled")]
     Cancelled,
+    /// A queue's process table is full: `max` live processes already use it.
+    #[error("too many processes use this queue (at most {max} at a time)")]
+    TooManyProcesses {
+        /// Size of the table.
+        max: usize,
+    },
     /// The manager server is gone (it shut down, or died): no request can
     /// be served. Returned within a second of the server's death.
     #[error("the manager server is gone")]

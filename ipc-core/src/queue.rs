@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::atomic::Ordering;
 use crate::codec::{self, Message, Scratch};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
-use crate::ring::mpmc::{Mpmc, MpmcHeader, Pop, Push};
+use crate::ring::mpmc::{Mpmc, MpmcHeader, Pop, Push, Recovered};
 use crate::ring::wait::Stop;
 use crate::sys::futex;
 use crate::{Error, Result};
@@ -238,7 +238,7 @@ impl<T: Message> Queue<T> {
     pub fn put_nowait(&self, item: &T) -> Result<()> {
         codec::encode_with(item, |bytes| {
             self.check_put(bytes)?;
-            match self.ring().try_push(bytes) {
+            match self.ring().try_push(bytes, self.ring().register()?) {
                 Push::Done => {
                     self.hdr().not_empty.0.notify(1);
                     Ok(())
@@ -268,8 +268,9 @@ impl<T: Message> Queue<T> {
 
     pub(crate) fn put_bytes(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
         self.check_put(bytes)?;
+        let me = self.ring().register()?;
         let r = self.hdr().not_full.0.wait_until(
-            || match self.ring().try_push(bytes) {
+            || match self.ring().try_push(bytes, me) {
                 Push::Done => Some(Ok(())),
                 Push::Broken => Some(Err(broken())),
                 Push::Full if self.is_closed() => Some(Err(Error::Closed)),
@@ -320,12 +321,16 @@ impl<T: Message> Queue<T> {
     }
 
     fn try_get_raw(&self) -> Option<Result<Scratch>> {
+        let me = match self.ring().register() {
+            Ok(me) => me,
+            Err(e) => return Some(Err(e)),
+        };
         let copy = |p, n| {
             // SAFETY: the ring hands us a pointer to `n` readable bytes of a
             // slot we own until this closure returns.
             unsafe { Scratch::copy_from(p, n) }
         };
-        let r = match self.ring().try_pop(copy) {
+        let r = match self.ring().try_pop(me, copy) {
             Pop::Item(s) => Some(Ok(s)),
             Pop::Corrupt(len) => Some(Err(Error::Corrupt(format!(
                 "queue slot claims {len} bytes, more than the slot holds"
@@ -364,9 +369,17 @@ impl<T: Message> Queue<T> {
     /// Called by blocked callers: frees a slot left claimed by a process
     /// that died mid-`put` or mid-`get`, and wakes the others.
     fn recover(&self) -> Result<()> {
-        if self.ring().recover() {
+        let r = self.ring().recover();
+        if r != Recovered::Nothing {
             self.hdr().not_empty.0.notify(u32::MAX);
             self.hdr().not_full.0.notify(u32::MAX);
+        }
+        if r == Recovered::Garbage {
+            return Err(Error::Corrupt(
+                "a queue slot was claimed by no known process (garbage); \
+                 the slot was freed and its message, if any, is lost"
+                    .into(),
+            ));
         }
         Ok(())
     }

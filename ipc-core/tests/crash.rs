@@ -161,14 +161,7 @@ fn consumer_killed_while_blocked_in_get_loses_nothing() {
     assert!(q.empty());
 }
 
-/// Pid of a process that has exited (so, as a tid, surely dead).
-fn dead_tid() -> u32 {
-    let kid = fork_child(|| 0);
-    join_ok(kid);
-    kid.as_raw() as u32
-}
-
-/// Reads/writes a u64 or u32 of the queue region's payload.
+/// Reads/writes a u64 of the queue region's payload.
 fn peek64(r: &ipc_core::region::Region, at: usize) -> u64 {
     // SAFETY: `at` is within the payload (checked by the callers' layout).
     unsafe { r.payload().add(at).cast::<u64>().read_volatile() }
@@ -177,38 +170,63 @@ fn poke64(r: &ipc_core::region::Region, at: usize, v: u64) {
     // SAFETY: as above; we are simulating another process's writes.
     unsafe { r.payload().add(at).cast::<u64>().write_volatile(v) }
 }
-fn poke32(r: &ipc_core::region::Region, at: usize, v: u32) {
-    // SAFETY: as above.
-    unsafe { r.payload().add(at).cast::<u32>().write_volatile(v) }
-}
 
-// Queue header layout: enqueue_pos at 128, dequeue_pos at 256 (each on its
-// own 128-byte line); a slot's header (seq u64, len u32, claimer u32) sits
-// 16 bytes before its data.
+// Queue layout: enqueue_pos at 128, dequeue_pos at 256 (each on its own
+// 128-byte line); the process table (1024 packed identities) from 640; the
+// slots from 8832, each a state word (`seq << 23 | tag`), a length and its
+// data 16 bytes later.
 const ENQ: usize = 128;
 const DEQ: usize = 256;
+const PROCS: usize = 640;
+const SLOTS: usize = 8832;
+const TAG_BITS: u32 = 23;
+
+/// Offset of slot `i`'s state word in a queue of `q`'s geometry.
+fn slot_at<T: ipc_core::codec::Message>(q: &Queue<T>, i: usize) -> usize {
+    SLOTS + i * (q.max_message_size().next_multiple_of(16) + 16)
+}
+
+/// Registers this process (tag 1) and then a child process (tag 2) in the
+/// queue's process table, each with a put and a get, and lets the child
+/// exit: its tag then names a dead process. Leaves both positions at 2.
+fn tag_of_a_dead_process(q: &Queue<String>, name: &str, raw: &ipc_core::region::Region) -> u32 {
+    q.put(&"warm-parent".to_string()).unwrap();
+    assert_eq!(q.get().unwrap(), "warm-parent");
+    let name = name.to_string();
+    join_ok(fork_child(move || {
+        let q = Queue::<String>::open(&name).unwrap();
+        q.put(&"warm-child".to_string()).unwrap();
+        i32::from(q.get().unwrap() != "warm-child")
+    }));
+    assert_eq!(
+        (peek64(raw, ENQ), peek64(raw, DEQ)),
+        (2, 2),
+        "layout changed"
+    );
+    assert_ne!(peek64(raw, PROCS + 8), 0, "layout changed: no second entry");
+    2
+}
 
 #[test]
 fn consumer_dead_mid_get_does_not_wedge_producers() {
     let name = unique("wedge-consumer");
     let q = Queue::<String>::create(&name, 2).unwrap();
     let raw = ipc_core::region::Region::open(&name, ipc_core::region::Kind::Queue).unwrap();
-    q.put(&"first-XXXXXXXXXXXX".to_string()).unwrap();
-    q.put(&"second-YYYYYYYYYYY".to_string()).unwrap();
+    let dead = tag_of_a_dead_process(&q, &name, &raw);
+    q.put(&"first-XXXXXXXXXXXX".to_string()).unwrap(); // position 2, slot 0
+    q.put(&"second-YYYYYYYYYYY".to_string()).unwrap(); // position 3, slot 1
     assert_eq!(
-        (peek64(&raw, ENQ), peek64(&raw, DEQ)),
-        (2, 0),
-        "layout changed"
+        find(&raw, b"first-XXXX").map(|at| at & !15),
+        Some(slot_at(&q, 0) + 16)
     );
-    // A consumer claimed position 0 and died before releasing the slot.
-    let data = find(&raw, b"first-XXXX").expect("message bytes") & !15;
-    poke64(&raw, DEQ, 1);
-    poke32(&raw, data - 4, dead_tid());
+    // A consumer claimed position 2 (state 2*2 + 1, named by its tag) and
+    // died before moving dequeue_pos or releasing the slot.
+    poke64(&raw, slot_at(&q, 0), (5 << TAG_BITS) | u64::from(dead));
     let t = Instant::now();
     q.put_timeout(&"third".to_string(), Duration::from_secs(5))
         .unwrap();
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        t.elapsed() < Duration::from_secs(2),
         "took {:?}",
         t.elapsed()
     );
@@ -219,35 +237,64 @@ fn consumer_dead_mid_get_does_not_wedge_producers() {
 }
 
 #[test]
-fn producer_dead_mid_put_does_not_wedge_consumers() {
+fn producer_dead_before_moving_enqueue_pos_does_not_wedge_anyone() {
     let name = unique("wedge-producer");
     let q = Queue::<String>::create(&name, 4).unwrap();
     let raw = ipc_core::region::Region::open(&name, ipc_core::region::Kind::Queue).unwrap();
-    q.put(&"marker-ZZZZZZZZZZZ".to_string()).unwrap();
-    assert_eq!(q.get().unwrap(), "marker-ZZZZZZZZZZZ");
-    assert_eq!(
-        (peek64(&raw, ENQ), peek64(&raw, DEQ)),
-        (1, 1),
-        "layout changed"
-    );
-    // A producer claimed position 1 and died before filling its slot.
-    let slot0 = find(&raw, b"marker-ZZZZ").expect("message bytes") & !15;
-    let stride = {
-        // The second slot's data follows the first's after one stride; the
-        // stride is the message size rounded up plus the 16-byte header.
-        q.max_message_size() + 16
-    };
-    let slot1 = slot0 + stride;
-    poke64(&raw, ENQ, 2);
-    poke32(&raw, slot1 - 4, dead_tid());
-    q.put(&"after".to_string()).unwrap(); // lands in position 2
+    let dead = tag_of_a_dead_process(&q, &name, &raw);
+    // A producer claimed position 2 (state 2*2, named by its tag) and died
+    // at once: enqueue_pos still says 2.
+    poke64(&raw, slot_at(&q, 2), (4 << TAG_BITS) | u64::from(dead));
+    // Producers move the position on for it; the consumer skips the slot
+    // once it sees its claimant is dead.
+    q.put(&"after".to_string()).unwrap();
+    assert_eq!(peek64(&raw, ENQ), 4, "the put helped and took position 3");
     let t = Instant::now();
     assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), "after");
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        t.elapsed() < Duration::from_secs(2),
         "took {:?}",
         t.elapsed()
     );
+    drop((q, raw));
+    assert_gone(&name);
+}
+
+#[test]
+fn claim_named_by_a_reused_pid_is_recovered() {
+    // The table entry behind a claim names a live pid (ours) with another
+    // start time: the process that claimed is gone and its pid was reused.
+    let name = unique("wedge-reused");
+    let q = Queue::<String>::create(&name, 1).unwrap();
+    let raw = ipc_core::region::Region::open(&name, ipc_core::region::Kind::Queue).unwrap();
+    q.put(&"held".to_string()).unwrap();
+    let impostor = (u64::from(std::process::id()) << 40) | 1;
+    poke64(&raw, PROCS + 8, impostor); // entry 1, tag 2
+    poke64(&raw, slot_at(&q, 0), (1 << TAG_BITS) | 2);
+    poke64(&raw, DEQ, 1);
+    q.put_timeout(&"next".to_string(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), "next");
+    drop((q, raw));
+    assert_gone(&name);
+}
+
+#[test]
+fn claim_by_a_live_slow_process_is_never_taken_over() {
+    // A live process (this one, through entry 1) holds the only slot: a
+    // blocked producer must wait, not recycle the slot under it.
+    let name = unique("wedge-live");
+    let q = Queue::<String>::create(&name, 1).unwrap();
+    let raw = ipc_core::region::Region::open(&name, ipc_core::region::Kind::Queue).unwrap();
+    q.put(&"held".to_string()).unwrap();
+    let me = peek64(&raw, PROCS); // our own entry, tag 1
+    poke64(&raw, PROCS + 8, me);
+    poke64(&raw, slot_at(&q, 0), (1 << TAG_BITS) | 2);
+    poke64(&raw, DEQ, 1);
+    assert!(matches!(
+        q.put_timeout(&"next".to_string(), Duration::from_millis(400)),
+        Err(Error::Timeout)
+    ));
     drop((q, raw));
     assert_gone(&name);
 }

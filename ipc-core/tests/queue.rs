@@ -236,22 +236,61 @@ fn garbage_written_into_slots_gives_typed_errors() {
 #[test]
 fn garbage_sequence_numbers_give_corrupt_instead_of_spinning() {
     // Regression (review finding 6): a slot sequence number ahead of the
-    // position made get/put spin forever.
+    // position made get/put spin forever. The state word is `seq << 23 |
+    // tag`; a sequence number far ahead is garbage.
     let name = unique("garbage-seq");
     let q = Queue::<String>::create(&name, 2).unwrap();
     let raw = Region::open(&name, Kind::Queue).unwrap();
     let marker = "SEQ-MARKER-0123456789";
     q.put(&marker.to_string()).unwrap();
     let at = find(&raw, marker.as_bytes()).expect("message bytes in the slot");
-    let seq_at = at - (at % 16) - 16;
-    // SAFETY: slot header (seq: u64) precedes the 16-aligned data.
-    unsafe { raw.payload().add(seq_at).cast::<u64>().write_volatile(1000) };
+    let state_at = at - (at % 16) - 16;
+    // SAFETY: the slot's state word (u64) precedes the 16-aligned data.
+    unsafe {
+        raw.payload()
+            .add(state_at)
+            .cast::<u64>()
+            .write_volatile(1000 << 23)
+    };
     let t = Instant::now();
     assert!(matches!(
         q.get_timeout(Duration::from_secs(5)),
         Err(Error::Corrupt(_))
     ));
     assert!(t.elapsed() < Duration::from_secs(1));
+    // The garbage slot was skipped: the queue keeps working.
+    q.put(&"fine".to_string()).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), "fine");
+    drop((q, raw));
+    assert_gone(&name);
+}
+
+#[test]
+fn claim_naming_no_known_process_gives_corrupt_instead_of_wedging() {
+    // A state word claiming the slot for tag 1000, an empty entry of the
+    // process table: the message is reported lost, and the queue goes on.
+    let name = unique("garbage-tag");
+    let q = Queue::<String>::create(&name, 2).unwrap();
+    let raw = Region::open(&name, Kind::Queue).unwrap();
+    let marker = "TAG-MARKER-0123456789";
+    q.put(&marker.to_string()).unwrap();
+    let at = find(&raw, marker.as_bytes()).expect("message bytes in the slot");
+    let state_at = at - (at % 16) - 16;
+    // SAFETY: as above.
+    unsafe {
+        raw.payload()
+            .add(state_at)
+            .cast::<u64>()
+            .write_volatile(1000)
+    };
+    let t = Instant::now();
+    assert!(matches!(
+        q.get_timeout(Duration::from_secs(5)),
+        Err(Error::Corrupt(_))
+    ));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    q.put(&"fine".to_string()).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), "fine");
     drop((q, raw));
     assert_gone(&name);
 }

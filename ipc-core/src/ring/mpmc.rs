@@ -1,20 +1,59 @@
 //! A bounded lock-free MPMC ring of fixed-size slots (Vyukov's design with
-//! per-slot sequence numbers), laid out in shared memory.
+//! per-slot sequence numbers), laid out in shared memory, in which every
+//! claim of a slot names its claimant in the same atomic step.
 //!
+//! # Memory
 //! ```text
-//! slot i:  seq: u64 | len: u32 | pad: u32 | data[slot_size]
-//! seq == 2*pos            slot free for the producer that claims `pos`
-//! seq == 2*pos + 1        slot holds the message enqueued at `pos`
-//! seq == 2*(pos + cap)    consumed; free for the producer of `pos + cap`
+//! MpmcHeader | procs: [u64; PROCS] | slot 0 | slot 1 | ...
+//! slot i:  state: u64 | len: u32 | pad: u32 | data[slot_size]
+//! procs[k]: packed (pid, start time) of a process using the ring, 0 = free
 //! ```
+//!
+//! # The slot state word
+//! `state = seq << 23 | tag`, with `seq` a 41-bit wrapping sequence number
+//! and `tag` who holds the slot:
+//!
+//! | seq            | tag       | meaning                                           |
+//! |----------------|-----------|---------------------------------------------------|
+//! | `2*pos`        | 0         | free for the producer of `pos`                    |
+//! | `2*pos`        | k + 1     | claimed by a producer of process `procs[k]`       |
+//! | `2*pos + 1`    | 0         | holds the message enqueued at `pos`               |
+//! | `2*pos + 1`    | k + 1     | claimed by a consumer of process `procs[k]`       |
+//! | `2*pos + 1`    | `TOMB`    | its producer died before filling it: skip it      |
+//! | `2*(pos+cap)`  | 0         | consumed; free for the producer of `pos + cap`    |
+//!
 //! (Doubling keeps "full at pos" distinct from "free for pos + 1" even with
 //! one slot, where Vyukov's original `pos + 1` would coincide.)
-//! A producer claims `pos` by CAS on `enqueue_pos`, writes, then stores
-//! `seq = 2*pos + 1` (Release). A consumer claims by CAS on `dequeue_pos`,
-//! reads, then stores `seq = 2*(pos + cap)` (Release). Each Release pairs with
-//! the Acquire load of `seq` by the next party to use the slot.
 //!
-//! Positions are u64 and never wrap in practice (2^63 messages).
+//! # Claiming
+//! A producer claims position `pos` by a CAS of the slot's state from
+//! `(2*pos, 0)` to `(2*pos, me)`, *then* moves `enqueue_pos` from `pos` to
+//! `pos + 1`; anyone who finds the slot at `enqueue_pos` already claimed
+//! moves `enqueue_pos` on for it (helping), so a claimant that dies before
+//! moving it blocks nobody. It writes, then stores `(2*pos + 1, 0)`
+//! (Release). A consumer does the same with `dequeue_pos` and stores
+//! `(2*(pos + cap), 0)` when done. Each Release pairs with the Acquire load
+//! (or CAS) of the state by the next party to use the slot.
+//!
+//! Because the claim and the claimant's name are one word, there is no
+//! instant at which a slot is held by nobody known: a blocked caller that
+//! finds the slot it waits for claimed by a process that no longer exists
+//! (checked as pid *and* start time, so pid reuse cannot fool it) takes it
+//! over with a CAS from the exact word it saw. A live claimant, however
+//! slow, is never taken over. A dead producer's slot becomes a tombstone
+//! (its `put` never returned, so nothing acknowledged is lost); a dead
+//! consumer's slot is freed (its message died with it).
+//!
+//! The claimant is a *process*, not a thread: processes die whole under
+//! SIGKILL, and nothing between a claim and its release can panic.
+//!
+//! # Process table
+//! A process registers once per ring handle (after a fork, again) by taking
+//! a free entry of `procs`, or one whose process is dead and which no slot
+//! names. Up to [`PROCS`] processes may use one ring at a time.
+//!
+//! Positions are u64 and never wrap in practice (2^63 messages); the 41-bit
+//! `seq` repeats every 2^40 positions, far beyond any claimant's delay.
 
 use crate::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::ring::wait::WaitPoint;
@@ -23,6 +62,54 @@ use crate::{Error, Result};
 
 /// Bytes before the first slot's data.
 const SLOT_HEADER: usize = 16;
+
+/// Processes that may use one ring at the same time.
+pub(crate) const PROCS: usize = 1024;
+
+/// Low bits of a slot's state naming its holder (see the module docs).
+const TAG_BITS: u32 = 23;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+/// Tag of a slot whose producer died before filling it: consumers skip it.
+const TOMB: u32 = TAG_MASK as u32;
+
+/// A state word: sequence number and holder.
+#[inline]
+fn pack(seq: u64, tag: u32) -> u64 {
+    (seq << TAG_BITS) | u64::from(tag)
+}
+
+/// The holder named by a state word.
+#[inline]
+fn tag_of(w: u64) -> u32 {
+    (w & TAG_MASK) as u32
+}
+
+/// Signed distance from `seq` to the sequence number of `w`, modulo 2^41
+/// (wrapping: the state comes from shared memory and may be garbage).
+#[inline]
+fn diff(w: u64, seq: u64) -> i64 {
+    ((w & !TAG_MASK).wrapping_sub(seq << TAG_BITS) as i64) >> TAG_BITS
+}
+
+/// Moves a position on from `pos`, for ourselves or for a claimant that
+/// has not done it yet; false if someone already did.
+///
+/// Every party moves the position *before* it releases the slot to a later
+/// state, so a slot found past `pos` while the position still says `pos`
+/// is garbage, never a race.
+#[inline]
+fn advance(at: &AtomicU64, pos: u64) -> bool {
+    // Relaxed: positions are hints that publish nothing; slot states do.
+    // A party that sees a slot released (Acquire) sees the position moved,
+    // because its claimant moved it (or saw it moved) before the release.
+    at.compare_exchange(
+        pos,
+        pos.wrapping_add(1),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    )
+    .is_ok()
+}
 
 /// Ring header, at the start of the ring's memory.
 #[derive(Debug)]
@@ -44,25 +131,25 @@ pub(crate) struct MpmcHeader {
 
 #[repr(C)]
 struct SlotHeader {
-    seq: AtomicU64,
+    /// `seq << 23 | tag`: see the module docs.
+    state: AtomicU64,
     len: AtomicU32,
-    /// Thread (tid) between claiming and releasing this slot, 0 otherwise:
-    /// lets a blocked party tell a slow peer from a dead one.
-    claimer: AtomicU32,
+    _pad: AtomicU32,
 }
-
-/// `len` of a slot whose producer died before filling it: consumers skip it.
-const TOMBSTONE: u32 = u32::MAX - 1;
 
 /// A handle to a ring in mapped memory. Geometry is copied out and
 /// validated once at attach time, never re-read from shared memory.
 #[derive(Debug)]
 pub(crate) struct Mpmc {
     hdr: *const MpmcHeader,
+    procs: *const AtomicU64,
     slots: *mut u8,
     cap: u64,
     slot_size: usize,
     stride: usize,
+    /// This process's tag in the ring, cached as `pid << 32 | tag` (0:
+    /// not registered; a forked child sees its parent's pid and registers).
+    me: std::sync::atomic::AtomicU64,
     /// Under loom, slot headers live in their own array (loom atomics
     /// cannot be placed in raw zeroed memory).
     #[cfg(loom)]
@@ -84,8 +171,8 @@ pub(crate) enum Pop<R> {
     Corrupt(u32),
     /// The ring was empty.
     Empty,
-    /// The ring's indices are garbage (a slot's sequence number is ahead of
-    /// a position that does not move): nothing can be taken.
+    /// The ring's indices are garbage (a position that does not move while
+    /// its slot is past it): nothing can be taken.
     Broken,
 }
 
@@ -100,9 +187,32 @@ pub(crate) enum Push {
     Broken,
 }
 
-/// Retries allowed while a slot's sequence number is ahead of a position
-/// that does not move. In a healthy ring "ahead" means another party just
-/// claimed the position, so the reload makes progress at once.
+/// Who holds a claimed slot, as [`Mpmc::recover`] judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claimant {
+    /// A running process: never taken over, however slow.
+    Alive,
+    /// A process that no longer runs.
+    Dead,
+    /// No registered process: the tag is garbage.
+    Unknown,
+}
+
+/// Outcome of [`Mpmc::recover`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovered {
+    /// Nothing was stuck.
+    Nothing,
+    /// A slot held by a dead process was freed.
+    Freed,
+    /// A slot whose claim named no process (garbage) was freed; the
+    /// message it held, if any, is lost and must be reported.
+    Garbage,
+}
+
+/// Retries allowed while a position does not move although its slot is
+/// past it. In a healthy ring helping moves it at once, so this only trips
+/// on garbage.
 const STALE_RETRIES: u32 = 1000;
 
 impl Mpmc {
@@ -111,13 +221,21 @@ impl Mpmc {
         Some(s)
     }
 
+    fn table_offset() -> usize {
+        std::mem::size_of::<MpmcHeader>()
+    }
+
+    fn slots_offset() -> usize {
+        Self::table_offset() + PROCS * 8
+    }
+
     /// Bytes needed for a ring of `cap` slots of `slot_size` bytes.
     pub fn bytes_needed(cap: u64, slot_size: usize) -> Option<usize> {
         let stride = Self::stride_for(slot_size)?;
         usize::try_from(cap)
             .ok()?
             .checked_mul(stride)?
-            .checked_add(std::mem::size_of::<MpmcHeader>())
+            .checked_add(Self::slots_offset())
     }
 
     /// Initialises a ring in zeroed memory and returns a handle.
@@ -139,7 +257,7 @@ impl Mpmc {
         let ring = unsafe { Self::attach(base, len) }?;
         for i in 0..cap {
             // Relaxed: published by the region's Release.
-            ring.slot(i).seq.store(2 * i, Ordering::Relaxed);
+            ring.slot(i).state.store(pack(2 * i, 0), Ordering::Relaxed);
         }
         Ok(ring)
     }
@@ -152,13 +270,15 @@ impl Mpmc {
     /// mapped while the handle is used, and the ring must have been
     /// published (Acquire) before this call.
     pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Mpmc> {
-        // SAFETY: aligned and at least a header long (checked by callers
-        // via bytes_needed or region validation).
+        let bad = |what: &str| Error::Corrupt(format!("queue header: {what}"));
+        if len < Self::slots_offset() {
+            return Err(bad("region smaller than the ring header"));
+        }
+        // SAFETY: aligned and at least a header long (checked just above).
         let hdr = unsafe { &*base.cast::<MpmcHeader>() };
         // Relaxed: written before publication.
         let cap = hdr.capacity.load(Ordering::Relaxed);
         let slot_size = hdr.slot_size.load(Ordering::Relaxed);
-        let bad = |what: &str| Error::Corrupt(format!("queue header: {what}"));
         if cap == 0 {
             return Err(bad("zero capacity"));
         }
@@ -170,11 +290,15 @@ impl Mpmc {
         }
         Ok(Mpmc {
             hdr,
-            // SAFETY: within the `need <= len` bytes.
-            slots: unsafe { base.add(std::mem::size_of::<MpmcHeader>()) },
+            // SAFETY: within the `need <= len` bytes; the table follows
+            // the header, whose size is a multiple of 128.
+            procs: unsafe { base.add(Self::table_offset()) }.cast::<AtomicU64>(),
+            // SAFETY: as above.
+            slots: unsafe { base.add(Self::slots_offset()) },
             cap,
             slot_size,
             stride,
+            me: std::sync::atomic::AtomicU64::new(0),
             #[cfg(loom)]
             loom_slots: std::ptr::null(),
         })
@@ -212,6 +336,15 @@ impl Mpmc {
         }
     }
 
+    /// Entry `k` of the process table.
+    #[cfg(not(loom))]
+    fn proc_entry(&self, k: usize) -> &AtomicU64 {
+        debug_assert!(k < PROCS);
+        // SAFETY: k < PROCS entries lie between the header and the slots
+        // (validated in `attach`), 8-aligned.
+        unsafe { &*self.procs.add(k) }
+    }
+
     /// Capacity in messages.
     pub fn capacity(&self) -> u64 {
         self.cap
@@ -231,213 +364,381 @@ impl Mpmc {
         e.saturating_sub(d).min(self.cap)
     }
 
-    /// Enqueues `bytes` if a slot is free. `bytes.len()` must be at most
-    /// `slot_size` (checked by the caller; refused here otherwise).
-    pub fn try_push(&self, bytes: &[u8]) -> Push {
-        if bytes.len() > self.slot_size {
+    /// This process's tag, registering it in the ring's process table on
+    /// first use (and again in a forked child).
+    ///
+    /// # Errors
+    /// [`Error::TooManyProcesses`] when [`PROCS`] live processes already use
+    /// the ring.
+    #[cfg(not(loom))]
+    #[inline]
+    pub fn register(&self) -> Result<u32> {
+        let pid = crate::sys::proc::pid();
+        // Relaxed: a cache of this process's own earlier result.
+        let c = self.me.load(std::sync::atomic::Ordering::Relaxed);
+        if c >> 32 == u64::from(pid) && c as u32 != 0 {
+            return Ok(c as u32);
+        }
+        self.register_slow(pid)
+    }
+
+    #[cfg(not(loom))]
+    #[cold]
+    fn register_slow(&self, pid: u32) -> Result<u32> {
+        use crate::sys::proc::TaskId;
+        let me = TaskId::current_process().pack();
+        let take = |k: usize| {
+            let tag = k as u32 + 1;
+            // Relaxed: see `register`.
+            self.me.store(
+                u64::from(pid) << 32 | u64::from(tag),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            Ok(tag)
+        };
+        // Acquire/AcqRel on the table: an entry is a claim of ownership,
+        // ordered like a lock word between the processes that take it.
+        if let Some(k) = (0..PROCS).find(|&k| self.proc_entry(k).load(Ordering::Acquire) == me) {
+            return take(k);
+        }
+        for k in 0..PROCS {
+            let e = self.proc_entry(k);
+            if e.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return take(k);
+            }
+        }
+        // Reuse the entry of a dead process, unless a slot still names it
+        // (its claim must be recovered first: the tag would look alive).
+        // A dead process makes no new claims, so the scan cannot go stale.
+        for k in 0..PROCS {
+            let e = self.proc_entry(k);
+            let v = e.load(Ordering::Acquire);
+            if !TaskId::unpack(v).is_alive()
+                && !self.named_by_a_slot(k as u32 + 1)
+                && e.compare_exchange(v, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return take(k);
+            }
+        }
+        Err(Error::TooManyProcesses { max: PROCS })
+    }
+
+    /// Whether any slot is held under `tag`.
+    #[cfg(not(loom))]
+    fn named_by_a_slot(&self, tag: u32) -> bool {
+        // Acquire: pairs with the claims' CAS; a stale view only delays reuse.
+        (0..self.cap).any(|i| tag_of(self.slot(i).state.load(Ordering::Acquire)) == tag)
+    }
+
+    /// Judges the process that holds a claim under `tag` by its table
+    /// entry: alive, gone (pid and start time no longer run), or unknown
+    /// (the tag names no registered process: garbage).
+    #[cfg(not(loom))]
+    fn judge(&self, tag: u32) -> Claimant {
+        use crate::sys::proc::TaskId;
+        let Some(k) = (tag as usize).checked_sub(1).filter(|&k| k < PROCS) else {
+            return Claimant::Unknown;
+        };
+        // Acquire: pairs with the registration that wrote the entry.
+        match self.proc_entry(k).load(Ordering::Acquire) {
+            0 => Claimant::Unknown,
+            v if v == TaskId::current_process().pack() || TaskId::unpack(v).is_alive() => {
+                Claimant::Alive
+            }
+            _ => Claimant::Dead,
+        }
+    }
+
+    /// Enqueues `bytes` if a slot is free, claiming it as `me` (a tag from
+    /// [`Mpmc::register`]). `bytes.len()` must be at most `slot_size`
+    /// (checked by the caller; refused here otherwise).
+    #[inline]
+    pub fn try_push(&self, bytes: &[u8], me: u32) -> Push {
+        self.push_dying_at::<0>(bytes, me)
+    }
+
+    /// [`Mpmc::try_push`], returning early at crash point `DIE` (0: never;
+    /// 1: after the claim; 2: after moving the position; 3: after the
+    /// copy), so the loom model can kill a producer at every step.
+    fn push_dying_at<const DIE: u8>(&self, bytes: &[u8], me: u32) -> Push {
+        if bytes.len() > self.slot_size || me == 0 || me >= TOMB {
             return Push::Broken;
         }
         let h = self.header();
-        // Relaxed: a hint; the CAS below decides.
+        // Relaxed: a hint; the claim CAS on the slot decides.
         let mut pos = h.enqueue_pos.0.load(Ordering::Relaxed);
         let mut stale = 0;
         loop {
             let i = pos % self.cap;
             let slot = self.slot(i);
-            // Acquire: pairs with the consumer's Release of `2*(pos + cap)`
-            // (or init), so its reads of the slot are done before we write.
-            let seq = slot.seq.load(Ordering::Acquire);
-            // Wrapping: positions come from shared memory and may be garbage.
-            let diff = seq.wrapping_sub(pos.wrapping_mul(2)) as i64;
-            if diff == 0 {
-                // Relaxed: claiming the position publishes nothing; the
-                // slot's seq store below does.
-                match h.enqueue_pos.0.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // Relaxed (claimer, len): a hint for `recover`, and
-                        // data published by the Release below.
-                        slot.claimer
-                            .store(crate::sys::proc::tid(), Ordering::Relaxed);
+            let free = pos.wrapping_mul(2);
+            // Acquire: pairs with the Release that freed the slot (the last
+            // consumer's, or `recover`'s), so its reads are done before we write.
+            let w = slot.state.load(Ordering::Acquire);
+            match diff(w, free) {
+                0 if tag_of(w) == 0 => {
+                    // Acquire: as the load above. The claim names us in the
+                    // same step, so no instant exists at which a death here
+                    // leaves the slot held by nobody known.
+                    if slot
+                        .state
+                        .compare_exchange_weak(
+                            w,
+                            pack(free, me),
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        if DIE == 1 {
+                            return Push::Done;
+                        }
+                        advance(&h.enqueue_pos.0, pos);
+                        if DIE == 2 {
+                            return Push::Done;
+                        }
+                        // Relaxed: published by the Release below.
                         slot.len.store(bytes.len() as u32, Ordering::Relaxed);
-                        // SAFETY: we own slot `i` until the seq store; the
+                        // SAFETY: we hold slot `i` until the state store; the
                         // data area holds slot_size >= bytes.len() bytes.
                         unsafe {
                             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data(i), bytes.len())
                         };
-                        slot.claimer.store(0, Ordering::Relaxed);
-                        // Release: pairs with the consumer's Acquire load of seq.
-                        slot.seq
-                            .store(pos.wrapping_mul(2).wrapping_add(1), Ordering::Release);
+                        if DIE == 3 {
+                            return Push::Done;
+                        }
+                        // Release: pairs with the consumer's Acquire load of the state.
+                        slot.state
+                            .store(pack(free.wrapping_add(1), 0), Ordering::Release);
                         return Push::Done;
                     }
-                    Err(now) => pos = now,
+                    // Relaxed: a hint, as above.
+                    pos = h.enqueue_pos.0.load(Ordering::Relaxed);
                 }
-            } else if diff < 0 {
-                return Push::Full;
-            } else {
-                // Relaxed: a hint, as above.
-                let now = h.enqueue_pos.0.load(Ordering::Relaxed);
-                if now == pos {
-                    stale += 1;
-                    if stale > STALE_RETRIES {
+                d if d < 0 => return Push::Full,
+                // `pos` is claimed: move the position on for its claimant,
+                // who may have died before doing so.
+                0 => {
+                    advance(&h.enqueue_pos.0, pos);
+                    // Relaxed: a hint, as above.
+                    pos = h.enqueue_pos.0.load(Ordering::Relaxed);
+                }
+                // The slot is past `pos`: our `pos` is stale, or (if the
+                // position really still says `pos`) the state is garbage.
+                _ => {
+                    if advance(&h.enqueue_pos.0, pos) {
                         return Push::Broken;
                     }
-                    crate::atomic::spin_hint();
+                    // Relaxed: a hint, as above.
+                    let now = h.enqueue_pos.0.load(Ordering::Relaxed);
+                    if now == pos {
+                        stale += 1;
+                        if stale > STALE_RETRIES {
+                            return Push::Broken;
+                        }
+                        crate::atomic::spin_hint();
+                    }
+                    pos = now;
                 }
-                pos = now;
             }
         }
     }
 
-    /// Unblocks the ring if a party died between claiming a slot and
-    /// releasing it (the slot would stay claimed forever): a consumer that
-    /// died mid-copy (its message was delivered to it and is gone with it)
-    /// or a producer that died mid-write (its `put` never returned, so
-    /// nothing acknowledged is lost; the slot becomes a tombstone that
-    /// consumers skip). Called by blocked callers every 100 ms; returns
-    /// whether it freed anything.
-    pub fn recover(&self) -> bool {
+    /// Unblocks the ring if a process died holding the slot that blocked
+    /// callers wait for: a producer that died mid-write (its `put` never
+    /// returned, so nothing acknowledged is lost; the slot becomes a
+    /// tombstone that consumers skip), or a consumer that died mid-read
+    /// (its message died with it; the slot is freed). Called by blocked
+    /// callers every 100 ms.
+    #[cfg(not(loom))]
+    pub fn recover(&self) -> Recovered {
+        self.recover_with(|tag| self.judge(tag))
+    }
+
+    /// [`Mpmc::recover`], with `judge(tag)` deciding whether a claimant is gone.
+    fn recover_with(&self, judge: impl Fn(u32) -> Claimant) -> Recovered {
         let h = self.header();
-        // Relaxed (positions): a snapshot; every change below is a CAS on
-        // the slot's seq that fails if the slot moved on meanwhile.
-        let e = h.enqueue_pos.0.load(Ordering::Relaxed);
-        let d = h.dequeue_pos.0.load(Ordering::Relaxed);
-        // Producers blocked at `e`: did the consumer of `e - cap` die?
-        if let Some(p) = e.checked_sub(self.cap).filter(|p| *p < d) {
-            let slot = self.slot(p % self.cap);
-            let full = p.wrapping_mul(2).wrapping_add(1);
-            let free = p.wrapping_add(self.cap).wrapping_mul(2);
-            // AcqRel: takes over the dead consumer's claim and publishes the
-            // free slot to the next producer's Acquire load of seq.
-            if self.claimer_dead(slot, full)
-                && slot
-                    .seq
-                    .compare_exchange(full, free, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            {
-                // Relaxed: a hint.
-                slot.claimer.store(0, Ordering::Relaxed);
-                return true;
+        let mut out = Recovered::Nothing;
+        let mut note = |c: Claimant| {
+            if c == Claimant::Unknown {
+                out = Recovered::Garbage;
+            } else if out == Recovered::Nothing {
+                out = Recovered::Freed;
             }
-        }
-        // Consumers blocked at `d`: did the producer that claimed `d` die?
-        if d < e {
-            let slot = self.slot(d % self.cap);
-            let free = d.wrapping_mul(2);
-            if self.claimer_dead(slot, free) {
-                // Relaxed: published by the AcqRel CAS below.
-                slot.len.store(TOMBSTONE, Ordering::Relaxed);
-                slot.claimer.store(0, Ordering::Relaxed);
+        };
+        // Relaxed (positions): a snapshot; every change below is a CAS from
+        // the exact state we judged, which fails if the slot moved on.
+        let d = h.dequeue_pos.0.load(Ordering::Relaxed);
+        let slot = self.slot(d % self.cap);
+        let free = d.wrapping_mul(2);
+        // Acquire: pairs with the claim CAS that wrote the tag.
+        let w = slot.state.load(Ordering::Acquire);
+        let tag = tag_of(w);
+        if diff(w, free) == 0 && tag != 0 {
+            let c = judge(tag);
+            if c != Claimant::Alive {
+                // Move the position first (see `advance`).
+                advance(&h.enqueue_pos.0, d);
+                // AcqRel: takes over the dead claim, and publishes the
+                // tombstone to the consumers' Acquire loads of the state.
                 if slot
-                    .seq
+                    .state
                     .compare_exchange(
-                        free,
-                        free.wrapping_add(1),
+                        w,
+                        pack(free.wrapping_add(1), TOMB),
                         Ordering::AcqRel,
                         Ordering::Relaxed,
                     )
                     .is_ok()
                 {
-                    return true;
+                    note(c);
                 }
             }
         }
-        false
+        // Relaxed: as above.
+        let e = h.enqueue_pos.0.load(Ordering::Relaxed);
+        if let Some(p) = e.checked_sub(self.cap) {
+            let slot = self.slot(p % self.cap);
+            let full = p.wrapping_mul(2).wrapping_add(1);
+            // Acquire: as above.
+            let w = slot.state.load(Ordering::Acquire);
+            let tag = tag_of(w);
+            // A tombstone here lost its skipper between moving the position
+            // and freeing it: free it as a dead claim.
+            let c = match tag {
+                0 => Claimant::Alive,
+                TOMB => Claimant::Dead,
+                t => judge(t),
+            };
+            if diff(w, full) == 0 && c != Claimant::Alive {
+                advance(&h.dequeue_pos.0, p);
+                // AcqRel: takes over the dead claim, and publishes the free
+                // slot to the next producer's Acquire load of the state.
+                if slot
+                    .state
+                    .compare_exchange(
+                        w,
+                        pack(p.wrapping_add(self.cap).wrapping_mul(2), 0),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    note(c);
+                }
+            }
+        }
+        out
     }
 
-    /// Whether the party that claimed a slot still at `seq` is dead: it
-    /// recorded its tid and that thread no longer exists. (Nothing recorded
-    /// means it claimed nanoseconds ago, or died in those nanoseconds: we
-    /// never take over then, since a live but preempted party would later
-    /// write into a slot we had recycled.)
-    fn claimer_dead(&self, slot: &SlotHeader, seq: u64) -> bool {
-        // Acquire: pairs with the releases of seq; we act only while it
-        // still holds the stuck value (and the caller's CAS re-checks).
-        if slot.seq.load(Ordering::Acquire) != seq {
-            return false;
-        }
-        // Relaxed: the Acquire load of seq above made the last release's
-        // clearing of `claimer` visible; a newer value is the claimer's.
-        match slot.claimer.load(Ordering::Relaxed) {
-            0 => false,
-            tid => !cfg!(loom) && !crate::sys::proc::exists(tid),
-        }
+    /// Dequeues a message if one is ready, claiming it as `me` and handing
+    /// `read` a pointer to the data and its validated length; `read` must
+    /// copy what it needs.
+    #[inline]
+    pub fn try_pop<R>(&self, me: u32, read: impl FnOnce(*const u8, usize) -> R) -> Pop<R> {
+        self.pop_dying_at::<0, R>(me, read)
     }
 
-    /// Dequeues a message if one is ready, handing `read` a pointer to the
-    /// data and its validated length; `read` must copy what it needs.
-    pub fn try_pop<R>(&self, read: impl FnOnce(*const u8, usize) -> R) -> Pop<R> {
+    /// [`Mpmc::try_pop`], returning early at crash point `DIE` (0: never;
+    /// 1: after the claim; 2: after moving the position, both returning
+    /// `Corrupt(u32::MAX)`; 3: after the read), as [`Mpmc::push_dying_at`].
+    fn pop_dying_at<const DIE: u8, R>(
+        &self,
+        me: u32,
+        read: impl FnOnce(*const u8, usize) -> R,
+    ) -> Pop<R> {
+        if me == 0 || me >= TOMB {
+            return Pop::Broken;
+        }
         let h = self.header();
-        // Relaxed: a hint; the CAS decides.
+        // Relaxed: a hint; the claim CAS on the slot decides.
         let mut pos = h.dequeue_pos.0.load(Ordering::Relaxed);
         let mut stale = 0;
         loop {
             let i = pos % self.cap;
             let slot = self.slot(i);
-            // Acquire: pairs with the producer's Release of `2*pos + 1`.
-            let seq = slot.seq.load(Ordering::Acquire);
-            let diff = seq.wrapping_sub(pos.wrapping_mul(2).wrapping_add(1)) as i64;
-            if diff == 0 {
-                // Relaxed: claiming publishes nothing; the Acquire load of
-                // seq above already ordered the producer's writes before us.
-                match h.dequeue_pos.0.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // Relaxed (claimer): a hint for `recover`.
-                        slot.claimer
-                            .store(crate::sys::proc::tid(), Ordering::Relaxed);
-                        // Relaxed: ordered by the Acquire of seq above.
-                        let len = slot.len.load(Ordering::Relaxed);
-                        if len == TOMBSTONE {
-                            // A producer died before filling it: skip.
-                            slot.claimer.store(0, Ordering::Relaxed);
-                            // Release: as below.
-                            slot.seq.store(
-                                pos.wrapping_add(self.cap).wrapping_mul(2),
-                                Ordering::Release,
-                            );
-                            // Relaxed: a hint, as above.
-                            pos = h.dequeue_pos.0.load(Ordering::Relaxed);
-                            continue;
+            let full = pos.wrapping_mul(2).wrapping_add(1);
+            let next = pos.wrapping_add(self.cap).wrapping_mul(2);
+            // Acquire: pairs with the producer's Release of `(2*pos + 1, 0)`
+            // (or `recover`'s tombstone).
+            let w = slot.state.load(Ordering::Acquire);
+            let stale_check = match diff(w, full) {
+                0 if tag_of(w) == 0 => {
+                    // Acquire: as the load above. Claim and name in one step.
+                    if slot
+                        .state
+                        .compare_exchange_weak(
+                            w,
+                            pack(full, me),
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        if DIE == 1 {
+                            return Pop::Corrupt(u32::MAX);
                         }
+                        advance(&h.dequeue_pos.0, pos);
+                        if DIE == 2 {
+                            return Pop::Corrupt(u32::MAX);
+                        }
+                        // Relaxed: ordered by the Acquire of the state above.
+                        let len = slot.len.load(Ordering::Relaxed);
                         let out = if len as usize <= self.slot_size {
                             Pop::Item(read(self.data(i), len as usize))
                         } else {
                             Pop::Corrupt(len)
                         };
-                        slot.claimer.store(0, Ordering::Relaxed);
-                        // Release: our reads happen before the next producer's writes.
-                        slot.seq.store(
-                            pos.wrapping_add(self.cap).wrapping_mul(2),
-                            Ordering::Release,
-                        );
+                        if DIE == 3 {
+                            return out;
+                        }
+                        // Release: our reads happen before the next producer's
+                        // writes (its Acquire of the state).
+                        slot.state.store(pack(next, 0), Ordering::Release);
                         return out;
                     }
-                    Err(now) => pos = now,
+                    false
                 }
-            } else if diff < 0 {
-                return Pop::Empty;
-            } else {
-                // Relaxed: a hint, as above.
-                let now = h.dequeue_pos.0.load(Ordering::Relaxed);
-                if now == pos {
-                    stale += 1;
-                    if stale > STALE_RETRIES {
+                0 if tag_of(w) == TOMB => {
+                    // A producer died before filling it: skip it, moving the
+                    // position first (see `advance`). AcqRel: as the release
+                    // above, for the next producer.
+                    advance(&h.dequeue_pos.0, pos);
+                    let _ = slot.state.compare_exchange(
+                        w,
+                        pack(next, 0),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                    false
+                }
+                d if d < 0 => return Pop::Empty,
+                // Claimed by another consumer: help it move the position.
+                0 => {
+                    advance(&h.dequeue_pos.0, pos);
+                    false
+                }
+                // Past `pos`: stale, or garbage if the position agrees.
+                _ => {
+                    if advance(&h.dequeue_pos.0, pos) {
                         return Pop::Broken;
                     }
-                    crate::atomic::spin_hint();
+                    true
                 }
-                pos = now;
+            };
+            // Relaxed: a hint, as above.
+            let now = h.dequeue_pos.0.load(Ordering::Relaxed);
+            if stale_check && now == pos {
+                stale += 1;
+                if stale > STALE_RETRIES {
+                    return Pop::Broken;
+                }
+                crate::atomic::spin_hint();
             }
+            pos = now;
         }
     }
 }
@@ -445,6 +746,7 @@ impl Mpmc {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use loom::sync::atomic::AtomicBool;
     use loom::sync::Arc;
 
     #[allow(dead_code)]
@@ -463,46 +765,90 @@ mod loom_tests {
         });
         let slots: Vec<SlotHeader> = (0..cap)
             .map(|i| SlotHeader {
-                seq: AtomicU64::new(2 * i),
+                state: AtomicU64::new(pack(2 * i, 0)),
                 len: AtomicU32::new(0),
-                claimer: AtomicU32::new(0),
+                _pad: AtomicU32::new(0),
             })
             .collect();
         let mut data = vec![0u8; cap as usize * 8];
         let r = Mpmc {
             hdr: &*hdr,
+            procs: std::ptr::null(),
             slots: data.as_mut_ptr(),
             cap,
             slot_size: 8,
             stride: 8,
+            me: std::sync::atomic::AtomicU64::new(0),
             loom_slots: slots.as_ptr(),
         };
         (Arc::new(Mem(hdr, slots, data)), Arc::new(r))
     }
 
+    /// Runs a model with at most 3 preemptions per execution (loom's
+    /// guidance: bugs almost always show within 2 or 3), unless
+    /// `LOOM_MAX_PREEMPTIONS` says otherwise.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        if b.preemption_bound.is_none() {
+            b.preemption_bound = Some(3);
+        }
+        b.check(f);
+    }
+
+    /// Which tags belong to "processes" that have died (index = tag).
+    fn graveyard() -> Arc<Vec<AtomicBool>> {
+        Arc::new((0..4).map(|_| AtomicBool::new(false)).collect())
+    }
+
+    fn judge(dead: &[AtomicBool], t: u32) -> Claimant {
+        if dead[t as usize].load(Ordering::SeqCst) {
+            Claimant::Dead
+        } else {
+            Claimant::Alive
+        }
+    }
+
+    fn read_byte(p: *const u8, _: usize) -> u8 {
+        // SAFETY: every message in these models is one byte, readable while
+        // the slot is held.
+        unsafe { p.read() }
+    }
+
+    /// Pops one byte as `me`, recovering dead claims while the ring is empty.
+    fn pop_recovering(r: &Mpmc, me: u32, dead: &[AtomicBool]) -> u8 {
+        loop {
+            match r.try_pop(me, read_byte) {
+                Pop::Item(v) => return v,
+                Pop::Corrupt(_) | Pop::Broken => panic!("corrupt"),
+                Pop::Empty => {
+                    r.recover_with(|t| judge(&dead, t));
+                    loom::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// Pushes one byte as `me`, recovering dead claims while the ring is full.
+    fn push_recovering(r: &Mpmc, v: u8, me: u32, dead: &[AtomicBool]) {
+        while r.try_push(&[v], me) != Push::Done {
+            r.recover_with(|t| judge(&dead, t));
+            loom::thread::yield_now();
+        }
+    }
+
     #[test]
     fn two_producers_one_consumer_exactly_once() {
-        loom::model(|| {
+        model(|| {
             let (_mem, r) = ring(2);
+            let dead = graveyard();
             let ps: Vec<_> = (1..=2u8)
                 .map(|v| {
                     let r = r.clone();
-                    loom::thread::spawn(move || {
-                        while r.try_push(&[v]) != Push::Done {
-                            loom::thread::yield_now()
-                        }
-                    })
+                    let dead = dead.clone();
+                    loom::thread::spawn(move || push_recovering(&r, v, u32::from(v), &dead))
                 })
                 .collect();
-            let mut got = Vec::new();
-            while got.len() < 2 {
-                // SAFETY: try_pop hands us `n` readable bytes of a slot we own.
-                match r.try_pop(|p, n| unsafe { std::slice::from_raw_parts(p, n).to_vec() }) {
-                    Pop::Item(v) => got.push(v[0]),
-                    Pop::Corrupt(_) | Pop::Broken => panic!("corrupt"),
-                    Pop::Empty => loom::thread::yield_now(),
-                }
-            }
+            let mut got = vec![pop_recovering(&r, 3, &dead), pop_recovering(&r, 3, &dead)];
             for p in ps {
                 p.join().unwrap();
             }
@@ -513,28 +859,101 @@ mod loom_tests {
 
     #[test]
     fn wraparound_with_concurrent_consumer() {
-        loom::model(|| {
+        model(|| {
             let (_mem, r) = ring(1);
+            let dead = graveyard();
             let c = {
-                let r = r.clone();
+                let (r, dead) = (r.clone(), dead.clone());
                 loom::thread::spawn(move || {
-                    let mut got = Vec::new();
-                    while got.len() < 2 {
-                        // SAFETY: every message is one byte, readable while we own the slot.
-                        match r.try_pop(|p, _| unsafe { p.read() }) {
-                            Pop::Item(v) => got.push(v),
-                            _ => loom::thread::yield_now(),
-                        }
-                    }
-                    got
+                    vec![pop_recovering(&r, 2, &dead), pop_recovering(&r, 2, &dead)]
                 })
             };
             for v in [7u8, 8] {
-                while r.try_push(&[v]) != Push::Done {
-                    loom::thread::yield_now();
-                }
+                push_recovering(&r, v, 1, &dead);
             }
             assert_eq!(c.join().unwrap(), vec![7, 8]);
         });
+    }
+
+    /// A producer killed at crash point `DIE` while another producer and a
+    /// consumer run: the consumer gets the live producer's message exactly
+    /// once (and, if the dying one had finished its copy but not released,
+    /// nothing else), and never waits for ever.
+    fn producer_killed_at<const DIE: u8>() {
+        model(|| {
+            let (_mem, r) = ring(2);
+            let dead = graveyard();
+            let dying = {
+                let (r, dead) = (r.clone(), dead.clone());
+                loom::thread::spawn(move || {
+                    assert_eq!(r.push_dying_at::<DIE>(&[9], 1), Push::Done);
+                    dead[1].store(true, Ordering::SeqCst);
+                })
+            };
+            let live = {
+                let (r, dead) = (r.clone(), dead.clone());
+                loom::thread::spawn(move || push_recovering(&r, 5, 2, &dead))
+            };
+            assert_eq!(pop_recovering(&r, 3, &dead), 5);
+            live.join().unwrap();
+            dying.join().unwrap();
+            // The dead producer's slot is a tombstone (or recovered into one
+            // on the next try): the ring holds nothing else.
+            r.recover_with(|t| judge(&dead, t));
+            assert!(matches!(r.try_pop(3, read_byte), Pop::Empty));
+        });
+    }
+
+    #[test]
+    fn producer_killed_after_claim_before_moving_the_position() {
+        producer_killed_at::<1>();
+    }
+
+    #[test]
+    fn producer_killed_after_moving_the_position() {
+        producer_killed_at::<2>();
+    }
+
+    #[test]
+    fn producer_killed_after_copy_before_release() {
+        producer_killed_at::<3>();
+    }
+
+    /// A consumer killed at crash point `DIE` holding the only slot: a
+    /// producer blocked on the full ring recovers the slot, and the next
+    /// message is delivered exactly once (the first died with its consumer).
+    fn consumer_killed_at<const DIE: u8>() {
+        model(|| {
+            let (_mem, r) = ring(1);
+            let dead = graveyard();
+            assert_eq!(r.try_push(&[1], 1), Push::Done);
+            let dying = {
+                let (r, dead) = (r.clone(), dead.clone());
+                loom::thread::spawn(move || {
+                    let got = r.pop_dying_at::<DIE, u8>(2, read_byte);
+                    assert!(!matches!(got, Pop::Empty | Pop::Broken));
+                    dead[2].store(true, Ordering::SeqCst);
+                })
+            };
+            push_recovering(&r, 2, 1, &dead);
+            assert_eq!(pop_recovering(&r, 3, &dead), 2);
+            dying.join().unwrap();
+            assert!(matches!(r.try_pop(3, read_byte), Pop::Empty));
+        });
+    }
+
+    #[test]
+    fn consumer_killed_after_claim_before_moving_the_position() {
+        consumer_killed_at::<1>();
+    }
+
+    #[test]
+    fn consumer_killed_after_moving_the_position() {
+        consumer_killed_at::<2>();
+    }
+
+    #[test]
+    fn consumer_killed_after_read_before_release() {
+        consumer_killed_at::<3>();
     }
 }
