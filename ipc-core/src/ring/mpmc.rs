@@ -355,11 +355,16 @@ impl Mpmc {
         self.slot_size
     }
 
-    /// Approximate number of messages queued.
+    /// Approximate number of messages queued, counting a `put` that has
+    /// claimed its slot but not yet moved `enqueue_pos`.
     pub fn len(&self) -> u64 {
         let h = self.header();
-        // Relaxed: an estimate by nature.
-        let e = h.enqueue_pos.0.load(Ordering::Relaxed);
+        // Relaxed (all): an estimate by nature.
+        let mut e = h.enqueue_pos.0.load(Ordering::Relaxed);
+        let w = self.slot(e % self.cap).state.load(Ordering::Relaxed);
+        if diff(w, e.wrapping_mul(2)) == 0 && tag_of(w) != 0 {
+            e = e.wrapping_add(1);
+        }
         let d = h.dequeue_pos.0.load(Ordering::Relaxed);
         e.saturating_sub(d).min(self.cap)
     }
