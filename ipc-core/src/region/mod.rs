@@ -619,9 +619,13 @@ impl Region {
     ///
     /// ```
     /// use ipc_core::region::{Kind, Region};
-    /// // Collect only stale queues.
-    /// let removed = Region::gc_where(|r| r.kind == Some(Kind::Queue))?;
-    /// # let _ = removed;
+    /// let name = format!("doc-gc-where-{}", std::process::id());
+    /// let mut r = Region::builder(Kind::Raw).name(&name).size(64).create()?;
+    /// r.set_unlink_on_drop(false);
+    /// drop(r);
+    /// // Nobody maps it, but its creator (this process) is alive: kept.
+    /// assert!(Region::gc_where(|i| i.name == name)?.is_empty());
+    /// Region::unlink(&name)?;
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn gc_where(pred: impl FnMut(&RegionInfo) -> bool) -> Result<Vec<String>> {
