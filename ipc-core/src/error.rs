@@ -42,6 +42,37 @@ pub enum Error {
         /// What the region holds.
         found: String,
     },
+    /// The region's file belongs to another user. It is refused: its
+    /// owner could read everything written into it, or forge its contents.
+    #[error("shared-memory region {name:?} belongs to uid {uid}, not to this user (uid {euid}): refusing to use it")]
+    ForeignOwner {
+        /// The region's name (or locator).
+        name: String,
+        /// The file's owner.
+        uid: u32,
+        /// Our effective uid.
+        euid: u32,
+    },
+    /// The region's file is open to other users (its mode has group or
+    /// other bits), so anyone could have written it. It is refused.
+    #[error(
+        "shared-memory region {name:?} has mode {mode:#o}, open to other users: refusing to use it"
+    )]
+    InsecureMode {
+        /// The region's name.
+        name: String,
+        /// The file's permission bits.
+        mode: u32,
+    },
+    /// There was not enough shared memory (a full `/dev/shm`, or a memory
+    /// limit) to reserve the pages of a new region; nothing was created.
+    #[error("not enough shared memory to reserve {size} bytes for {}: /dev/shm or the memory limit is full", name.as_deref().map_or_else(|| "an anonymous region".to_owned(), |n| format!("region {n:?}")))]
+    NoSpace {
+        /// The region's name, `None` for an anonymous region.
+        name: Option<String>,
+        /// Bytes asked for, header included.
+        size: usize,
+    },
     /// A message is larger than the channel can carry; nothing was sent.
     #[error("message of {size} bytes exceeds the maximum of {max} bytes")]
     MessageTooLarge {

@@ -1,13 +1,13 @@
 //! `Manager`: starting, connecting to and stopping a server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ipc_core::codec::{self, Message};
 use ipc_core::process::{Process, StartMethod};
-use ipc_core::region::Region;
+use ipc_core::region::{Kind, Region};
 use ipc_core::sys::fork_local::ForkLocal;
 use ipc_core::sys::futex;
 use ipc_core::sys::proc::{self, TaskId};
@@ -217,7 +217,7 @@ impl ManagerBuilder {
             });
         }
         // A crashed earlier run may have left regions behind.
-        let _ = Region::gc();
+        sweep_dead_managers();
         let ctl = Control::create(&name, self.slots, self.buffer)?;
         Ok((name, ctl))
     }
@@ -252,9 +252,10 @@ impl ManagerBuilder {
         let ctl = match started {
             Ok(ctl) => ctl,
             Err(e) => {
+                let server_pid = p.pid();
                 let _ = p.kill();
                 let _ = p.join();
-                sweep(&name);
+                sweep(&name, server_pid, None);
                 return Err(e);
             }
         };
@@ -298,9 +299,9 @@ impl ManagerBuilder {
     pub fn serve(self) -> Result<()> {
         let (name, ctl) = self.control()?;
         let store = Store::new(&name, self.factories);
-        let r = Server::new(ctl, store).run();
-        sweep(&name);
-        r
+        // The server's regions (the control region and what it adopted)
+        // are unlinked as they drop, when `run` returns.
+        Server::new(ctl, store).run()
     }
 }
 
@@ -358,20 +359,87 @@ fn close_inherited_channels(ctl: &Control) {
     }
 }
 
-/// Removes every region of manager `name` that is still there (after its
-/// server died without cleaning up).
-fn sweep(name: &str) {
-    let _ = Region::unlink(name);
-    let prefix = format!("ipc.{name}.");
-    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
-        for e in dir.flatten() {
-            if let Some(f) = e.file_name().to_str() {
-                if let Some(user) = f.strip_prefix("ipc.").filter(|_| f.starts_with(&prefix)) {
-                    let _ = Region::unlink(user);
-                }
-            }
+/// Removes what the server of manager `name` left behind after it stopped
+/// or died (a server that stops cleanly leaves nothing). Regions are
+/// recognised by identity, never by name: those whose header names the
+/// server as their creator (it adopted them), and the control region
+/// `name` if this process created it or the server adopted it. A region
+/// the program made itself, whatever its name (`Queue::create("X.jobs")`
+/// for manager `X`), is never touched.
+///
+/// `server_pid` is the pid of the server process, already reaped;
+/// `recorded` is the identity the server wrote into our mapping of the
+/// control header, if we have one.
+fn sweep(name: &str, server_pid: Option<u32>, recorded: Option<u64>) {
+    let Some(server_pid) = server_pid else { return };
+    let me = TaskId::current_process();
+    let server = recorded
+        .filter(|v| *v != 0)
+        .map(TaskId::unpack)
+        .or_else(|| server_of(name))
+        .filter(|s| s.id == server_pid && !s.is_alive());
+    let Ok(regions) = Region::list() else { return };
+    for r in regions {
+        let by_server = server == Some(r.creator);
+        // The server adopts the control region first, then records itself:
+        // a server killed in between is known by its (reaped) pid alone.
+        let ours = r.creator == me || (r.creator.id == server_pid && !r.creator.is_alive());
+        let control = r.name == name && r.kind == Some(Kind::Manager) && (by_server || ours);
+        if by_server || control {
+            let _ = r.unlink();
         }
     }
+}
+
+/// The server identity recorded in the control region `name`, if any.
+fn server_of(name: &str) -> Option<TaskId> {
+    let ctl = Control::open(name).ok()?;
+    // Relaxed: written before RUNNING by a server that is now dead; we only
+    // compare it with identities, and a stale 0 finds nothing.
+    let v = ctl.header().server.load(Ordering::Relaxed);
+    (v != 0).then(|| TaskId::unpack(v))
+}
+
+/// At start-up, removes what managers of this user that died with their
+/// server left behind, and only that: the regions a dead server had
+/// adopted, then the control region of a dead manager once none of its
+/// server's regions is left (so a later start can still recognise them).
+/// Each goes only if nobody uses it (`Region::gc_where`: a region of this
+/// user, whose creator is dead, that no process maps or holds open). Other
+/// regions are left alone, even those of dead creators: collecting them is
+/// the user's call (`Region::gc`).
+fn sweep_dead_managers() {
+    let Ok(regions) = Region::list() else { return };
+    // Dead control regions, with the server each one records if that
+    // server adopted it (then the server's other regions are its objects).
+    let dead: Vec<(String, Option<u64>)> = regions
+        .iter()
+        .filter(|r| r.kind == Some(Kind::Manager) && !r.creator.is_alive())
+        .map(|r| {
+            let server =
+                (r.ready && server_of(&r.name) == Some(r.creator)).then(|| r.creator.pack());
+            (r.name.clone(), server)
+        })
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    let servers: HashSet<u64> = dead.iter().filter_map(|(_, s)| *s).collect();
+    let _ =
+        Region::gc_where(|r| r.kind != Some(Kind::Manager) && servers.contains(&r.creator.pack()));
+    let Ok(regions) = Region::list() else { return };
+    let kept: HashSet<u64> = regions
+        .iter()
+        .filter(|r| r.kind != Some(Kind::Manager))
+        .map(|r| r.creator.pack())
+        .filter(|c| servers.contains(c))
+        .collect();
+    let controls: HashSet<String> = dead
+        .into_iter()
+        .filter(|(_, s)| s.is_none_or(|s| !kept.contains(&s)))
+        .map(|(n, _)| n)
+        .collect();
+    let _ = Region::gc_where(|r| r.kind == Some(Kind::Manager) && controls.contains(&r.name));
 }
 
 extern "C" fn stop_owned_at_exit() {
@@ -604,11 +672,14 @@ impl Inner {
         let Some(o) = &self.owner else { return };
         let mut g = o.process.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(mut p) = g.take() {
+            let server_pid = p.pid();
             if p.join_timeout(Duration::from_secs(1)).is_err() && p.is_alive() {
                 let _ = p.kill();
                 let _ = p.join();
             }
-            sweep(&self.name);
+            // Relaxed: the server wrote it before RUNNING and is reaped now.
+            let recorded = self.ctl.header().server.load(Ordering::Relaxed);
+            sweep(&self.name, server_pid, Some(recorded));
         }
     }
 }

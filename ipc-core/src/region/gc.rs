@@ -1,79 +1,275 @@
-//! Removal of regions left behind by dead processes.
+//! Listing this user's regions, and removing those left behind by dead
+//! processes.
+//!
+//! # How `gc` knows that nobody uses a region
+//!
+//! The creator's death alone says nothing: a region outlives its creator
+//! for as long as other processes map it. So:
+//!
+//! 1. Every [`Region`](super::Region) handle of a named region holds a
+//!    shared `flock` on its descriptor, from creation or opening until it
+//!    drops. A `flock` belongs to the open file description, so a child
+//!    forked while the handle was alive (it inherits the mapping and the
+//!    descriptor) holds it too, and the kernel drops it only when the last
+//!    process holding that description closes it or dies (a dead process's
+//!    descriptors are closed and its mappings removed together). A spawned
+//!    child inherits neither (exec replaces the address space; region
+//!    descriptors are close-on-exec) and opens the region afresh.
+//! 2. `gc` takes an exclusive `flock` without waiting, on its own
+//!    descriptor: it fails while any handle lives, in any process.
+//! 3. While holding it, `gc` also looks for the file (device and inode) in
+//!    `/proc/<pid>/maps` and `/proc/<pid>/fd` of every process it may read:
+//!    this catches programs that map our files without this library, and a
+//!    forked child that closed its descriptors but kept the mapping.
+//! 4. It unlinks the name only if the name still refers to the file it
+//!    locked, and releases the lock after. An opener that opened the file
+//!    just before takes its shared lock just after, finds the file unlinked
+//!    (`st_nlink == 0`) and looks the name up again.
+//!
+//! Only regular files of our effective uid with a valid header are ever
+//! considered, even when running as root.
 
-use super::header::{Header, HEADER_LEN, MAGIC};
-use super::name::PREFIX;
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+
+use super::header::{Header, Kind, HEADER_LEN, MAGIC, STATE_READY};
+use super::name::{validate_name, PREFIX};
 use crate::sys::proc::TaskId;
-use crate::Result;
+use crate::sys::shm;
+use crate::{Error, Result};
 
-/// See [`super::Region::gc`].
-pub(crate) fn gc() -> Result<Vec<String>> {
-    let dir = std::fs::read_dir("/dev/shm").map_err(|e| {
-        crate::Error::Io(nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-    })?;
-    let mut candidates = Vec::new();
+/// Where named regions live.
+const SHM_DIR: &str = "/dev/shm";
+
+/// One region of this user in `/dev/shm`, as [`Region::list`] finds it.
+///
+/// [`Region::list`]: super::Region::list
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegionInfo {
+    /// The region's name (what [`Region::open`](super::Region::open) takes).
+    pub name: String,
+    /// What it holds, if its header names a known kind.
+    pub kind: Option<Kind>,
+    /// The file's size in bytes, header included.
+    pub len: u64,
+    /// The process that created it (or last [adopted](super::Region::adopt) it).
+    pub creator: TaskId,
+    /// Whether its creator finished initialising it.
+    pub ready: bool,
+    dev: u64,
+    ino: u64,
+}
+
+impl RegionInfo {
+    /// Removes the region's name now, whoever uses it (existing mappings
+    /// stay valid), if the name still refers to the file that was listed.
+    /// Returns whether it did. For a program that knows it owns the region,
+    /// such as a manager removing what its dead server had adopted; to
+    /// remove only what nobody uses, see [`Region::gc_where`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the name could not be removed.
+    ///
+    /// [`Region::gc_where`]: super::Region::gc_where
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::region::{Kind, Region};
+    /// let name = format!("doc-info-unlink-{}", std::process::id());
+    /// let mut r = Region::builder(Kind::Raw).name(&name).size(64).create()?;
+    /// r.set_unlink_on_drop(false);
+    /// let info = Region::list()?.into_iter().find(|i| i.name == name).unwrap();
+    /// assert_eq!(info.kind, Some(Kind::Raw));
+    /// assert!(info.unlink()?);
+    /// assert!(Region::open(&name, Kind::Raw).is_err());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn unlink(&self) -> Result<bool> {
+        if !self.still_named() {
+            return Ok(false);
+        }
+        match shm::shm_unlink(&format!("{PREFIX}{}", self.name)) {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether `/dev/shm/ipc.<name>` is still the file that was listed.
+    fn still_named(&self) -> bool {
+        std::fs::symlink_metadata(format!("{SHM_DIR}/{PREFIX}{}", self.name))
+            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+    }
+}
+
+/// A listed region with the descriptor it was read through.
+struct Found {
+    info: RegionInfo,
+    file: File,
+}
+
+/// See [`super::Region::list`].
+pub(crate) fn list() -> Result<Vec<RegionInfo>> {
+    Ok(scan()?.into_iter().map(|f| f.info).collect())
+}
+
+/// Every regular file of ours named `ipc.<valid name>` with a valid magic.
+fn scan() -> Result<Vec<Found>> {
+    let dir = std::fs::read_dir(SHM_DIR)
+        .map_err(|e| Error::Io(nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    let euid = shm::euid();
+    let mut found = Vec::new();
     for entry in dir.flatten() {
         let file_name = entry.file_name();
-        let Some(fname) = file_name.to_str() else {
+        let Some(name) = file_name.to_str().and_then(|f| f.strip_prefix(PREFIX)) else {
             continue;
         };
-        let Some(user) = fname.strip_prefix(PREFIX) else {
+        if validate_name(name).is_err() {
             continue;
-        };
-        if let Some(creator) = creator_of(&entry.path()) {
-            if !creator.is_alive() {
-                candidates.push((fname.to_owned(), user.to_owned()));
-            }
         }
+        // No symlink is followed, a FIFO does not block us, and nothing is
+        // read before we know the file is a regular file of ours.
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(entry.path())
+        else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        if !meta.file_type().is_file() || meta.uid() != euid {
+            continue;
+        }
+        let mut buf = [0u8; HEADER_LEN];
+        // A read, not a mapping: a file shorter than a header is a short
+        // read here, never a SIGBUS.
+        if file.read_exact_at(&mut buf, 0).is_err() {
+            continue;
+        }
+        let aligned: [u64; HEADER_LEN / 8] = bytemuck::cast(buf);
+        let base: *const u8 = aligned.as_ptr().cast();
+        // SAFETY: `aligned` is HEADER_LEN bytes, 8-aligned and alive for
+        // both calls; every field is an integer (any bit pattern is valid).
+        let (h, state) = unsafe {
+            (
+                Header::snapshot(base),
+                // Relaxed: a private copy, read by this thread only.
+                Header::state(base).load(std::sync::atomic::Ordering::Relaxed),
+            )
+        };
+        if h.magic != MAGIC {
+            continue;
+        }
+        found.push(Found {
+            info: RegionInfo {
+                name: name.to_owned(),
+                kind: Kind::from_u32(h.kind),
+                len: meta.len(),
+                creator: TaskId::unpack(h.creator),
+                ready: state == STATE_READY,
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+            file,
+        });
     }
-    if candidates.is_empty() {
+    Ok(found)
+}
+
+/// See [`super::Region::gc_where`].
+pub(crate) fn gc_where(mut pred: impl FnMut(&RegionInfo) -> bool) -> Result<Vec<String>> {
+    // Exclusive locks are taken (and kept until the end) only on the
+    // candidates; they fail while any handle of the region lives.
+    let locked: Vec<Found> = scan()?
+        .into_iter()
+        .filter(|f| !f.info.creator.is_alive() && pred(&f.info))
+        .filter(|f| shm::try_flock(&f.file, true).is_ok())
+        .collect();
+    if locked.is_empty() {
         return Ok(Vec::new());
     }
-    let mapped = mapped_shm_files();
+    let own_fds: HashSet<i32> = locked.iter().map(|f| f.file.as_raw_fd()).collect();
+    let used = files_in_use(&own_fds);
     let mut removed = Vec::new();
-    for (fname, user) in candidates {
-        if !mapped.contains(&fname) && super::Region::unlink(&user).is_ok() {
-            removed.push(user);
+    for f in &locked {
+        let id = (dev_pair(f.info.dev), f.info.ino);
+        if !used.contains(&id) && f.info.unlink().unwrap_or(false) {
+            removed.push(f.info.name.clone());
         }
+    }
+    for f in &locked {
+        // Explicitly, after the unlinks: a child forked meanwhile shares
+        // our descriptions, and would otherwise hold the locks on.
+        let _ = shm::unlock(&f.file);
     }
     Ok(removed)
 }
 
-/// Reads the creator of a region file, if it has a valid header.
-fn creator_of(path: &std::path::Path) -> Option<TaskId> {
-    use std::io::Read;
-    let mut buf = [0u8; HEADER_LEN];
-    std::fs::File::open(path).ok()?.read_exact(&mut buf).ok()?;
-    // SAFETY: `buf` holds HEADER_LEN bytes; the snapshot only reads integers
-    // (any bit pattern is valid); the buffer is 1-aligned, so copy into an
-    // aligned header-sized array first.
-    let aligned: [u64; HEADER_LEN / 8] = bytemuck::cast(buf);
-    // SAFETY: `aligned` is HEADER_LEN bytes, 8-aligned, alive for the call.
-    let h = unsafe { Header::snapshot(aligned.as_ptr().cast()) };
-    (h.magic == MAGIC).then(|| TaskId::unpack(h.creator))
+/// A device number as the `(major, minor)` pair `/proc/<pid>/maps` shows.
+fn dev_pair(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
 }
 
-/// Names of `/dev/shm` files mapped by any process we can inspect.
-fn mapped_shm_files() -> std::collections::HashSet<String> {
-    let mut set = std::collections::HashSet::new();
+/// `(device, inode)` of every `/dev/shm` file that a process we may
+/// inspect maps or holds open (our own descriptors in `skip_fds` aside).
+fn files_in_use(skip_fds: &HashSet<i32>) -> HashSet<((u32, u32), u64)> {
+    let mut set = HashSet::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return set;
     };
+    let me = crate::sys::proc::pid().to_string();
     for p in procs.flatten() {
-        if !p
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
-            continue;
-        }
-        let Ok(maps) = std::fs::read_to_string(p.path().join("maps")) else {
+        let pid = p.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
-        for line in maps.lines() {
-            if let Some(i) = line.find("/dev/shm/") {
-                let f = line[i + 9..].trim_end_matches(" (deleted)");
-                set.insert(f.to_owned());
+        let dir = p.path();
+        if let Ok(maps) = std::fs::read_to_string(dir.join("maps")) {
+            // "addr perms offset MM:mm inode path"
+            for line in maps.lines().filter(|l| l.contains("/dev/shm/")) {
+                let mut it = line.split_ascii_whitespace().skip(3);
+                let (Some(dev), Some(ino)) = (it.next(), it.next()) else {
+                    continue;
+                };
+                let Some((ma, mi)) = dev.split_once(':') else {
+                    continue;
+                };
+                if let (Ok(ma), Ok(mi), Ok(ino)) = (
+                    u32::from_str_radix(ma, 16),
+                    u32::from_str_radix(mi, 16),
+                    ino.parse(),
+                ) {
+                    set.insert(((ma, mi), ino));
+                }
+            }
+        }
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if pid == me
+                && fd
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse().ok())
+                    .is_some_and(|n: i32| skip_fds.contains(&n))
+            {
+                continue;
+            }
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            if !target.starts_with("/dev/shm/") {
+                continue;
+            }
+            // Through the magic link: the open file itself.
+            if let Ok(m) = std::fs::metadata(fd.path()) {
+                set.insert((dev_pair(m.dev()), m.ino()));
             }
         }
     }

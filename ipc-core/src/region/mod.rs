@@ -22,10 +22,12 @@ mod gc;
 mod header;
 mod name;
 
+pub use gc::RegionInfo;
 pub use header::{type_tag, Kind, HEADER_LEN, MAGIC, VERSION};
 pub use name::{shm_name, validate_name};
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,21 @@ pub enum CreateMode {
     /// Open the existing region (validating it) or create a new one.
     OpenOrCreate,
 }
+
+/// Largest anonymous region whose pages are all allocated at creation
+/// (named regions always are).
+///
+/// # Examples
+///
+/// ```
+/// use std::os::unix::fs::MetadataExt;
+/// use ipc_core::region::{Kind, Region, ANON_RESERVE_MAX};
+/// let r = Region::builder(Kind::Raw).size(ANON_RESERVE_MAX / 2).create()?;
+/// let allocated = r.file().metadata().unwrap().blocks() * 512;
+/// assert!(allocated >= (ANON_RESERVE_MAX / 2) as u64);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub const ANON_RESERVE_MAX: usize = 1 << 20;
 
 /// Default time an opener waits for a region still being initialised.
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -102,7 +119,10 @@ impl RegionBuilder {
         self.type_tag = tag;
         self
     }
-    /// File mode of a named region (default `0o600`: owner only).
+    /// File mode of a named region (default `0o600`: owner only). Only
+    /// owner bits are accepted: [`Region::open`] refuses a region that
+    /// group or others may read or write, so `create` refuses such a mode
+    /// with [`Error::InvalidArgument`].
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
@@ -120,9 +140,18 @@ impl RegionBuilder {
 
     /// Creates the region with a zeroed payload.
     ///
+    /// Every page of a named region is allocated here, so that a full
+    /// `/dev/shm` is an error now rather than a `SIGBUS` when a page is
+    /// first touched. An anonymous region (a memfd, which `/dev/shm`'s size
+    /// does not bound) is allocated here too up to [`ANON_RESERVE_MAX`]
+    /// bytes, and sealed against shrinking and growing.
+    ///
     /// # Errors
-    /// [`Error::InvalidName`], [`Error::AlreadyExists`], and with
-    /// [`CreateMode::OpenOrCreate`] everything [`Region::open`] returns.
+    /// [`Error::InvalidName`], [`Error::AlreadyExists`],
+    /// [`Error::NoSpace`] if the pages cannot be reserved,
+    /// [`Error::InvalidArgument`] for a zero size or a mode open to group
+    /// or others, and with [`CreateMode::OpenOrCreate`] everything
+    /// [`Region::open`] returns.
     pub fn create(self) -> Result<Region> {
         self.create_with(|_| Ok(())).map(|(r, _)| r)
     }
@@ -142,6 +171,11 @@ impl RegionBuilder {
             .checked_add(HEADER_LEN)
             .filter(|t| *t <= isize::MAX as usize)
             .ok_or(Error::InvalidArgument("region size too large"))?;
+        if self.mode & 0o077 != 0 {
+            return Err(Error::InvalidArgument(
+                "a region's mode must not open it to group or others (every opener refuses such a region)",
+            ));
+        }
         let (file, shm) = match &self.name {
             Some(n) => {
                 let shm = shm_name(n)?;
@@ -161,7 +195,7 @@ impl RegionBuilder {
                     Err(e) => return Err(e.into()),
                 }
             }
-            None => (shm::memfd(&format!("ipc-{:?}", self.kind))?, None),
+            None => (shm::memfd_sealable(&format!("ipc-{:?}", self.kind))?, None),
         };
         let cleanup = |e: Error| {
             if let Some(n) = &shm {
@@ -169,8 +203,30 @@ impl RegionBuilder {
             }
             e
         };
-        file.set_len(total as u64)
-            .map_err(|e| cleanup(Errno::from_raw(e.raw_os_error().unwrap_or(0)).into()))?;
+        if shm.is_some() {
+            // Held as long as this descriptor is open (see `gc`): the file
+            // is new and has no header yet, so nothing else locks it.
+            shm::try_flock(&file, false).map_err(|e| cleanup(e.into()))?;
+        }
+        // A named region's pages are all allocated now: a full /dev/shm is
+        // an error here, never a SIGBUS at a later first touch. A memfd is
+        // not bounded by /dev/shm (a page that cannot be had is the OOM
+        // killer's business, as for any memory, never a SIGBUS): small
+        // ones are reserved all the same, large sparse rings are not.
+        let allocate = shm.is_some() || total <= ANON_RESERVE_MAX;
+        shm::reserve(&file, total as u64, allocate).map_err(|e| {
+            cleanup(match e {
+                Errno::ENOSPC | Errno::ENOMEM => Error::NoSpace {
+                    name: shm.clone(),
+                    size: total,
+                },
+                e => e.into(),
+            })
+        })?;
+        if shm.is_none() {
+            // Nobody who reaches the memfd through /proc can resize it.
+            shm::seal_size(&file)?;
+        }
         let map = MmapOptions::new()
             .len(total)
             .map_raw(&file)
@@ -208,12 +264,17 @@ impl Region {
         }
     }
 
-    /// Opens the named region of `kind`, validating its header.
+    /// Opens the named region of `kind`, validating its file (it must
+    /// belong to this user and be closed to group and others) and its
+    /// header.
     ///
     /// # Errors
-    /// [`Error::NotFound`], [`Error::InvalidName`], [`Error::Incompatible`]
-    /// (magic, version, kind or size), [`Error::Timeout`] if its creator
-    /// never finished initialising it.
+    /// [`Error::NotFound`], [`Error::InvalidName`],
+    /// [`Error::ForeignOwner`] if another user owns the file,
+    /// [`Error::InsecureMode`] if group or others may read or write it,
+    /// [`Error::Incompatible`] (magic, version, kind or size: a region
+    /// truncated by another process is refused here),
+    /// [`Error::Timeout`] if its creator never finished initialising it.
     pub fn open(name: &str, kind: Kind) -> Result<Region> {
         Region::open_with(name, kind, 0, None, DEFAULT_OPEN_TIMEOUT)
     }
@@ -231,23 +292,40 @@ impl Region {
         timeout: Duration,
     ) -> Result<Region> {
         let shm = shm_name(name)?;
-        let file = match shm::shm_open(&shm, false, 0) {
-            Ok(f) => f,
-            Err(Errno::ENOENT) => {
-                return Err(Error::NotFound {
-                    name: name.to_owned(),
-                })
+        let deadline = Instant::now() + timeout;
+        loop {
+            let file = match shm::shm_open(&shm, false, 0) {
+                Ok(f) => f,
+                Err(Errno::ENOENT) => {
+                    return Err(Error::NotFound {
+                        name: name.to_owned(),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            };
+            lock_shared(&file, name, deadline)?;
+            let meta = metadata(&file)?;
+            check_owner(&meta, name, true)?;
+            if meta.nlink() == 0 {
+                // `gc` removed this file between our open and our lock: the
+                // name, if it exists again, is another region.
+                if Instant::now() >= deadline {
+                    return Err(Error::NotFound {
+                        name: name.to_owned(),
+                    });
+                }
+                continue;
             }
-            Err(e) => return Err(e.into()),
-        };
-        Region::open_file(
-            file,
-            Some(name.to_owned()),
-            kind,
-            type_tag,
-            payload_size,
-            timeout,
-        )
+            return Region::open_file(
+                file,
+                meta.len(),
+                Some(name.to_owned()),
+                kind,
+                type_tag,
+                payload_size,
+                deadline,
+            );
+        }
     }
 
     /// Where another process can open this region: `shm:<name>` for a
@@ -300,31 +378,42 @@ impl Region {
                 },
                 _ => Error::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
             })?;
+        let meta = metadata(&file)?;
+        check_owner(&meta, locator, false)?;
+        // Anonymous regions are sealed at creation: anything else behind
+        // this descriptor could be truncated under our mapping.
+        let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+        let seals = shm::seals(&file)?;
+        if seals & want != want {
+            return Err(Error::Incompatible {
+                what: "seals",
+                expected: "a memfd sealed against shrinking and growing".into(),
+                found: format!("seals {seals:#x}"),
+            });
+        }
         Region::open_file(
             file,
+            meta.len(),
             None,
             kind,
             type_tag,
             payload_size,
-            DEFAULT_OPEN_TIMEOUT,
+            Instant::now() + DEFAULT_OPEN_TIMEOUT,
         )
     }
 
+    /// Maps and validates an opened region file whose length was `len`.
     fn open_file(
         file: File,
+        mut len: u64,
         name: Option<String>,
         kind: Kind,
         type_tag: u64,
         payload_size: Option<usize>,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<Region> {
-        let deadline = Instant::now() + timeout;
-        // The creator sets the length right after creating the file: wait for it.
+        // The creator sizes the file right after creating it: wait for it.
         let len = loop {
-            let len = file
-                .metadata()
-                .map_err(|e| Error::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?
-                .len();
             if len >= HEADER_LEN as u64 {
                 break len;
             }
@@ -336,6 +425,7 @@ impl Region {
                 });
             }
             std::thread::sleep(Duration::from_millis(1));
+            len = metadata(&file)?.len();
         };
         let len = usize::try_from(len).map_err(|_| Error::InvalidArgument("region too large"))?;
         let map = MmapOptions::new()
@@ -486,9 +576,24 @@ impl Region {
         }
     }
 
-    /// Removes every named region whose creator is dead and which no live
-    /// process maps; returns the names removed. Regions of other programs
-    /// are never touched.
+    /// Removes the named regions left behind by dead processes; returns the
+    /// names removed.
+    ///
+    /// A region is removed only if all of these hold:
+    /// - its file in `/dev/shm` is a regular file of this user (never
+    ///   another user's, even when running as root) with a valid header;
+    /// - its creator (or the process that last [adopted](Region::adopt)
+    ///   it) is dead;
+    /// - no process holds a [`Region`] of it (each handle holds a shared
+    ///   `flock` on its descriptor, which forked children share; `gc` must
+    ///   get an exclusive one);
+    /// - no process whose `/proc/<pid>` we may read maps it or holds it
+    ///   open (this catches programs that map it without this library).
+    ///
+    /// So a region whose creator died stays, with its contents, for as long
+    /// as anybody uses it. Anonymous regions never need collecting, and
+    /// files that are not ours (another program's, a file with no valid
+    /// header) are never touched.
     ///
     /// # Errors
     /// [`Error::Io`] if `/dev/shm` cannot be listed.
@@ -501,7 +606,50 @@ impl Region {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn gc() -> Result<Vec<String>> {
-        gc::gc()
+        gc::gc_where(|_| true)
+    }
+
+    /// [`Region::gc`] restricted to the regions for which `pred` returns
+    /// `true`: it never removes a region that `gc` would keep.
+    ///
+    /// # Errors
+    /// As [`Region::gc`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::region::{Kind, Region};
+    /// let name = format!("doc-gc-where-{}", std::process::id());
+    /// let mut r = Region::builder(Kind::Raw).name(&name).size(64).create()?;
+    /// r.set_unlink_on_drop(false);
+    /// drop(r);
+    /// // Nobody maps it, but its creator (this process) is alive: kept.
+    /// assert!(Region::gc_where(|i| i.name == name)?.is_empty());
+    /// Region::unlink(&name)?;
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn gc_where(pred: impl FnMut(&RegionInfo) -> bool) -> Result<Vec<String>> {
+        gc::gc_where(pred)
+    }
+
+    /// The named regions of this user in `/dev/shm` (regular files of our
+    /// uid named `ipc.<name>` with a valid magic), whoever created them.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `/dev/shm` cannot be listed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::region::{Kind, Region};
+    /// let name = format!("doc-list-{}", std::process::id());
+    /// let r = Region::builder(Kind::Raw).name(&name).size(64).create()?;
+    /// let info = Region::list()?.into_iter().find(|i| i.name == name).unwrap();
+    /// assert!(info.ready && info.creator.id == std::process::id());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn list() -> Result<Vec<RegionInfo>> {
+        gc::list()
     }
 
     /// The descriptor behind the mapping.
@@ -518,6 +666,58 @@ impl Drop for Region {
                     let _ = shm::shm_unlink(&s);
                 }
             }
+        }
+    }
+}
+
+fn metadata(file: &File) -> Result<std::fs::Metadata> {
+    file.metadata()
+        .map_err(|e| Error::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0))))
+}
+
+/// Refuses a region file that is not a regular file of ours, or (for a
+/// named region) that other users may read or write.
+fn check_owner(meta: &std::fs::Metadata, name: &str, named: bool) -> Result<()> {
+    let euid = shm::euid();
+    if meta.uid() != euid {
+        return Err(Error::ForeignOwner {
+            name: name.to_owned(),
+            uid: meta.uid(),
+            euid,
+        });
+    }
+    if named && meta.mode() & 0o077 != 0 {
+        return Err(Error::InsecureMode {
+            name: name.to_owned(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    if !meta.file_type().is_file() {
+        return Err(Error::Incompatible {
+            what: "file type",
+            expected: "a regular file".into(),
+            found: format!("mode {:#o}", meta.mode()),
+        });
+    }
+    Ok(())
+}
+
+/// Takes the shared `flock` every handle of a named region holds (see
+/// `gc`), waiting at most until `deadline` if someone holds it exclusively
+/// (`gc` does, while it checks whether a dead creator's region is in use).
+fn lock_shared(file: &File, name: &str, deadline: Instant) -> Result<()> {
+    loop {
+        match shm::try_flock(file, false) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EWOULDBLOCK) => {
+                // Refuse a foreign file at once rather than wait on it.
+                check_owner(&metadata(file)?, name, true)?;
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

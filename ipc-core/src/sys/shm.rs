@@ -1,7 +1,7 @@
 //! Shared-memory file descriptors: POSIX `shm_open` and `memfd_create`.
 
 use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -46,4 +46,117 @@ pub fn pidfd_open(pid: u32) -> Result<OwnedFd, Errno> {
     }
     // SAFETY: the kernel returned a fresh descriptor that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Creates an anonymous shared-memory file that can be sealed (see
+/// [`seal_size`]); otherwise as [`memfd`].
+pub fn memfd_sealable(debug_name: &str) -> Result<File, Errno> {
+    let cname = std::ffi::CString::new(debug_name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `cname` is a valid NUL-terminated string for the call's duration.
+    let fd =
+        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Sizes `file` to `len` bytes. With `allocate`, every page is allocated
+/// now (`fallocate`), so that a full file system is `ENOSPC` here rather
+/// than a `SIGBUS` at the first touch of a page; a file system that cannot
+/// allocate ahead (`EOPNOTSUPP`) is then sized sparsely. Without it, the
+/// file is sparse (`ftruncate`): pages are allocated when first touched.
+pub fn reserve(file: &File, len: u64, allocate: bool) -> Result<(), Errno> {
+    let len = libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
+    loop {
+        if !allocate {
+            // SAFETY: ftruncate on a descriptor we own.
+            return if unsafe { libc::ftruncate(file.as_raw_fd(), len) } == 0 {
+                Ok(())
+            } else {
+                Err(Errno::last())
+            };
+        }
+        // SAFETY: fallocate on a descriptor we own, mode 0 (allocate and
+        // extend the size), with a non-negative range.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            // tmpfs gives up (undoing what it allocated) on a pending signal.
+            Errno::EINTR => continue,
+            Errno::EOPNOTSUPP => {
+                // SAFETY: ftruncate on a descriptor we own.
+                return if unsafe { libc::ftruncate(file.as_raw_fd(), len) } == 0 {
+                    Ok(())
+                } else {
+                    Err(Errno::last())
+                };
+            }
+            e => return Err(e),
+        }
+    }
+}
+
+/// Seals a [`memfd_sealable`] file against shrinking, growing and further
+/// seals: no process that reaches it (through `/proc/<pid>/fd/<n>`) can
+/// then truncate it under its users' mappings.
+pub fn seal_size(file: &File) -> Result<(), Errno> {
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl(F_ADD_SEALS) on a descriptor we own, with an int argument.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// The seals of `file` (`F_SEAL_*` bits; 0 for a file that cannot be sealed).
+pub fn seals(file: &File) -> Result<i32, Errno> {
+    // SAFETY: fcntl(F_GET_SEALS) on a descriptor we own; no argument.
+    let s = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    match s {
+        s if s >= 0 => Ok(s),
+        _ if Errno::last() == Errno::EINVAL => Ok(0),
+        _ => Err(Errno::last()),
+    }
+}
+
+/// Takes a `flock` on `file` without waiting: shared (`exclusive == false`)
+/// or exclusive. `EWOULDBLOCK` if a conflicting lock is held. The lock
+/// belongs to the open file description: it is shared with forked
+/// children and released when the last descriptor of it is closed.
+pub fn try_flock(file: &File, exclusive: bool) -> Result<(), Errno> {
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Releases the `flock` held through `file`'s open file description, for
+/// every process that shares it (a child forked meanwhile included).
+pub fn unlock(file: &File) -> Result<(), Errno> {
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) } == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// The effective uid of the calling process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
