@@ -6,11 +6,12 @@
 mod common;
 use common::*;
 
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ipc_core::pool::{Pool, ProcessPoolExecutor};
 use ipc_core::queue::Queue;
+use ipc_core::value::Value;
 use ipc_core::Error;
 
 fn square(x: u64) -> u64 {
@@ -315,4 +316,142 @@ fn executor_delivers_a_2_mib_result_and_a_2_mib_error_intact() {
         .unwrap();
     assert!(all[0] == pattern(TWO_MIB as usize) && all[1] == pattern(3));
     ex.shutdown(true, false);
+}
+
+// ---- item 18: callbacks on map_async, timeout on the executor's map -------
+
+fn fails(x: u32) -> Result<u32, String> {
+    if x == 3 {
+        Err("three is bad".into())
+    } else {
+        Ok(x)
+    }
+}
+
+/// Counts its run in `v`, then returns `x` (waiting on `q` first if `x` is 0).
+fn counted((v, q, x): (Value<u32>, Queue<u8>, u64)) -> u64 {
+    v.update(|n| *n += 1).unwrap();
+    if x == 0 {
+        q.get().unwrap();
+    }
+    x
+}
+
+#[test]
+fn map_async_with_runs_the_callback_once_with_every_result_in_order() {
+    let pool = Pool::new(2).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let r = pool
+        .map_async_with(
+            square,
+            0..100u64,
+            Some(7),
+            move |v| g.lock().unwrap().push(v),
+            |e| panic!("unexpected error {e}"),
+        )
+        .unwrap();
+    assert_eq!(r.get(Some(Duration::from_secs(60))).unwrap().len(), 100);
+    assert!(eventually(Duration::from_secs(10), || !got
+        .lock()
+        .unwrap()
+        .is_empty()));
+    let g = got.lock().unwrap();
+    assert_eq!(g.len(), 1, "callback ran once");
+    assert_eq!(g[0], (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+    drop(g);
+
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    pool.starmap_async_with(
+        add,
+        [(1, 2), (3, 4)],
+        None,
+        move |v| g.lock().unwrap().push(v),
+        |e| panic!("unexpected error {e}"),
+    )
+    .unwrap();
+    // Nobody waits for this result: the pool's own thread runs the callback.
+    assert!(eventually(Duration::from_secs(20), || !got
+        .lock()
+        .unwrap()
+        .is_empty()));
+    assert_eq!(*got.lock().unwrap(), vec![vec![3, 7]]);
+
+    let empty = Arc::new(Mutex::new(None));
+    let e2 = empty.clone();
+    pool.map_async_with(
+        square,
+        Vec::<u64>::new(),
+        None,
+        move |v| *e2.lock().unwrap() = Some(v),
+        |e| panic!("{e}"),
+    )
+    .unwrap();
+    assert_eq!(*empty.lock().unwrap(), Some(Vec::new()));
+}
+
+#[test]
+fn map_async_with_runs_the_error_callback_once_with_the_first_error() {
+    let pool = Pool::new(2).unwrap();
+    let errs = Arc::new(Mutex::new(Vec::new()));
+    let e = errs.clone();
+    let r = pool
+        .map_async_with(
+            fails,
+            0..10u32,
+            Some(1),
+            |_| panic!("the map failed: no callback"),
+            move |err| e.lock().unwrap().push(err.to_string()),
+        )
+        .unwrap();
+    assert!(matches!(
+        r.get(Some(Duration::from_secs(60))),
+        Err(Error::TargetFailed { .. })
+    ));
+    assert!(eventually(Duration::from_secs(10), || !errs
+        .lock()
+        .unwrap()
+        .is_empty()));
+    // Every chunk has reported by now; still one call.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        *errs.lock().unwrap(),
+        vec!["process \"pool worker\" failed: three is bad".to_owned()]
+    );
+}
+
+#[test]
+fn executor_map_timeout_counts_from_the_original_call_and_cancels_the_rest() {
+    let ex = ProcessPoolExecutor::new(1).unwrap();
+    let runs = Value::new(0u32).unwrap();
+    let release = Queue::<u8>::new(4).unwrap();
+    let timeout = Duration::from_secs(3);
+    let start = Instant::now();
+    // Item 0 holds the worker; the one after it waits in the worker queue;
+    // the rest wait in the parent.
+    let items = [5u64, 0, 6, 7, 8, 9].map(|x| (runs.clone(), release.clone(), x));
+    let mut it = ex.map_timeout(counted, items, 1, timeout).unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), 5);
+    // Past the deadline counted from the call (not from this `next`): the
+    // next `next` fails at once; a per-call timeout would wait another 3 s.
+    std::thread::sleep(
+        (start + timeout + Duration::from_millis(500)).saturating_duration_since(Instant::now()),
+    );
+    let t = Instant::now();
+    assert!(matches!(it.next(), Some(Err(Error::Timeout))));
+    assert!(t.elapsed() < timeout, "waited {:?}", t.elapsed());
+    assert!(it.next().is_none(), "the iterator ends after its timeout");
+    release.put(&1).unwrap();
+    ex.shutdown(true, false);
+    // The calls not yet handed to the worker were cancelled.
+    assert_eq!(runs.get().unwrap(), 3);
+    // Without a timeout being hit, map_timeout is map.
+    let ex = ProcessPoolExecutor::new(2).unwrap();
+    let v: Vec<u64> = ex
+        .map_timeout(square, 0..10u64, 3, Duration::from_secs(60))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(v, (0..10u64).map(|x| x * x).collect::<Vec<_>>());
 }
