@@ -146,6 +146,46 @@ fn imap_and_map_async_do_not_block_behind_a_full_task_queue() {
     );
 }
 
+/// Records that item `x` started.
+fn log_start((q, x): (Queue<u64>, u64)) -> u64 {
+    q.put(&x).unwrap();
+    x
+}
+
+#[test]
+fn overflowing_tasks_start_in_submission_order() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let release = Queue::<u8>::new(4).unwrap();
+    let log = Queue::<u64>::new(4096).unwrap();
+    let held = pool.apply_async(hold, release.clone()).unwrap();
+    // Half the tasks one by one while the worker is held (most wait on
+    // our side), half as one map while the worker drains the queue and
+    // the feeder refills it: none may overtake another.
+    let (p, l) = (pool.clone(), log.clone());
+    let singles = returns("apply_async", move || {
+        (0..1500u64)
+            .map(|i| p.apply_async(log_start, (l.clone(), i)).unwrap())
+            .collect::<Vec<_>>()
+    });
+    release.put(&1).unwrap();
+    let map = pool
+        .map_async(
+            log_start,
+            (1500..3000u64).map(|i| (log.clone(), i)),
+            Some(1),
+        )
+        .unwrap();
+    held.get(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(map.get(Some(Duration::from_secs(60))).unwrap().len(), 1500);
+    assert!(singles
+        .iter()
+        .all(|r| r.get(Some(Duration::from_secs(1))).is_ok()));
+    let order: Vec<u64> = (0..3000)
+        .map(|_| log.get_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    assert_eq!(order, (0..3000u64).collect::<Vec<_>>());
+}
+
 #[test]
 fn terminate_fails_every_task_still_waiting_on_the_callers_side() {
     let pool = Arc::new(Pool::new(1).unwrap());
