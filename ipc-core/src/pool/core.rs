@@ -6,14 +6,19 @@
 //! Callers waiting for a result pop replies themselves (the reply queue is
 //! MPMC), so a round trip needs no thread hand-off; the supervisor only
 //! pops when nobody waits (for callbacks and `join`).
+//!
+//! Submission never blocks: a task goes straight into the task queue when
+//! there is room and nothing waits before it, else into the outbox, which
+//! a feeder thread drains into the task queue as workers make room (the
+//! task handler thread of Python's `Pool`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::task::{Reply, Task, STOP};
+use super::task::{Body, Parts, Reply, Task, PART_OVERHEAD, STOP};
 use super::worker::{worker_main, WorkerCtx};
 use crate::process::target::Outcome;
 use crate::process::{Process, StartMethod};
@@ -29,6 +34,8 @@ pub(crate) enum Failure {
     Setup(String),
     WorkerDied(u64),
     Broken(String),
+    /// A reply read from shared memory was invalid.
+    Corrupt(String),
     Cancelled,
 }
 
@@ -51,6 +58,7 @@ impl Failure {
             },
             Failure::WorkerDied(pid) => Error::WorkerDied { pid: *pid },
             Failure::Broken(m) => Error::BrokenPool(m.clone()),
+            Failure::Corrupt(m) => Error::Corrupt(m.clone()),
             Failure::Cancelled => Error::Cancelled,
         }
     }
@@ -87,7 +95,17 @@ struct State {
     slots: HashMap<u64, Slot>,
     /// Executor only: tasks not yet handed to the worker queue.
     pending: VecDeque<Task>,
-    /// Tasks in the worker queue or running.
+    /// Tasks (and STOPs) handed over but waiting for room in the task
+    /// queue, oldest first; the feeder thread puts them.
+    outbox: VecDeque<Task>,
+    /// The feeder holds a task taken from `outbox` and not yet put: a new
+    /// task may not overtake it.
+    feeding: bool,
+    /// One STOP per worker was handed over (once closing and drained).
+    stops_sent: bool,
+    /// Replies arriving in parts, by task id.
+    parts: HashMap<u64, Parts>,
+    /// Tasks handed over (in the outbox, the worker queue, or running).
     in_queue: usize,
     broken: Option<String>,
 }
@@ -101,9 +119,14 @@ pub(crate) struct Core {
     next_id: AtomicU64,
     /// Threads waiting for results (they pop replies themselves).
     waiters: AtomicUsize,
+    /// Set under the state lock (so no task is handed over after the STOPs).
     closing: AtomicBool,
     terminate: AtomicBool,
     supervisor: Mutex<Option<JoinHandle<()>>>,
+    feeder: Mutex<Option<JoinHandle<()>>>,
+    /// Signalled when the outbox gets a task or the feeder must quit.
+    outbox_ready: Condvar,
+    feeder_quit: AtomicBool,
     /// Worker pids, for tests and `Pool::pids`.
     pids: Mutex<Vec<u32>>,
 }
@@ -117,9 +140,11 @@ impl Core {
             .capacity(cfg.queue_capacity)
             .max_message_size(cfg.max_message_size)
             .build()?;
+        // Replies of any size travel (in parts if need be), so the reply
+        // queue only needs room for a part.
         let replies = Queue::builder()
             .capacity(cfg.queue_capacity)
-            .max_message_size(cfg.max_message_size)
+            .max_message_size(cfg.max_message_size.max(4 * PART_OVERHEAD))
             .build()?;
         let inflight = RawArray::new(&vec![0u64; cfg.processes])?;
         let core = Arc::new(Core {
@@ -133,8 +158,17 @@ impl Core {
             closing: AtomicBool::new(false),
             terminate: AtomicBool::new(false),
             supervisor: Mutex::new(None),
+            feeder: Mutex::new(None),
+            outbox_ready: Condvar::new(),
+            feeder_quit: AtomicBool::new(false),
             pids: Mutex::new(Vec::new()),
         });
+        let c2 = core.clone();
+        let h = std::thread::Builder::new()
+            .name("ipc-pool-feeder".into())
+            .spawn(move || feed_tasks(c2))
+            .map_err(crate::process::target::io)?;
+        *core.feeder.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
         // Workers are started by the supervisor thread, which lives as long
         // as the pool: their parent-death signal follows that thread.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -166,11 +200,8 @@ impl Core {
     }
 
     /// Registers a task and hands it to the workers (or, for the executor,
-    /// to the pending list).
+    /// to the pending list). Never blocks.
     pub fn submit(&self, task: Task, callback: Option<Callback>) -> Result<()> {
-        if self.closing.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
         // Refuse what can never fit before registering anything (the
         // task's own fields take well under 64 bytes).
         let max = self.tasks.max_message_size();
@@ -181,84 +212,126 @@ impl Core {
             });
         }
         let id = task.id;
-        {
-            let mut st = self.lock();
-            if let Some(b) = &st.broken {
-                return Err(Error::BrokenPool(b.clone()));
-            }
-            st.slots.insert(
-                id,
-                Slot {
-                    callback,
-                    ..Slot::default()
-                },
-            );
-            if self.cfg.executor {
-                st.pending.push_back(task);
-                drop(st);
-                return self.feed();
-            }
-            st.in_queue += 1;
-            if let Some(s) = st.slots.get_mut(&id) {
-                s.queued = true;
-            }
+        let mut st = self.lock();
+        // Under the lock: `close` sets the flag and hands over the STOPs
+        // under it, so no task is handed over behind them.
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
-        self.put_task(&task).inspect_err(|_| {
-            self.lock().slots.remove(&id);
+        if let Some(b) = &st.broken {
+            return Err(Error::BrokenPool(b.clone()));
+        }
+        st.slots.insert(
+            id,
+            Slot {
+                callback,
+                queued: !self.cfg.executor,
+                ..Slot::default()
+            },
+        );
+        if self.cfg.executor {
+            st.pending.push_back(task);
+            drop(st);
+            self.feed();
+            return Ok(());
+        }
+        st.in_queue += 1;
+        self.send(&mut st, task).inspect_err(|_| {
+            st.in_queue -= 1;
+            st.slots.remove(&id);
         })
     }
 
-    /// Puts a task; while the task queue is full, delivers replies instead
-    /// of idling (workers may be blocked on a full reply queue), so a large
-    /// `map` needs no other thread to make progress.
-    fn put_task(&self, task: &Task) -> Result<()> {
-        match self.tasks.put_nowait(task) {
-            Err(Error::Full) => {}
-            other => return other,
-        }
-        let _w = Waiting::new(&self.waiters);
-        loop {
-            match self.tasks.put_nowait(task) {
-                Err(Error::Full) => {
-                    if !self.drive(Duration::from_micros(200))
-                        && self.terminate.load(Ordering::Acquire)
-                    {
-                        return Err(Error::Closed);
-                    }
-                }
+    /// Hands a task over without blocking: into the task queue if nothing
+    /// waits before it and there is room, else to the back of the outbox.
+    fn send(&self, st: &mut State, task: Task) -> Result<()> {
+        if st.outbox.is_empty() && !st.feeding {
+            match self.tasks.put_nowait(&task) {
+                Err(Error::Full) => {}
                 other => return other,
             }
         }
+        st.outbox.push_back(task);
+        self.outbox_ready.notify_one();
+        Ok(())
     }
 
-    /// Executor: moves pending tasks to the worker queue while fewer than
-    /// `processes + 1` are queued or running (as Python's call queue).
-    fn feed(&self) -> Result<()> {
+    /// Once closing and nothing waits in `pending`, hands over one STOP per
+    /// worker (once), behind every task: the workers finish the queue and
+    /// exit, as Python's do after `close` or `shutdown(wait=False)`.
+    fn stop_when_drained(&self, st: &mut State) {
+        if !self.closing.load(Ordering::Acquire) || st.stops_sent || !st.pending.is_empty() {
+            return;
+        }
+        st.stops_sent = true;
+        for _ in 0..self.cfg.processes {
+            // A STOP that cannot be sent (the queue is closed) has nobody
+            // left to stop.
+            let _ = self.send(
+                st,
+                Task {
+                    id: STOP,
+                    tramp: 0,
+                    target: 0,
+                    args: Vec::new(),
+                },
+            );
+        }
+    }
+
+    /// Executor: hands pending tasks over while fewer than `processes + 1`
+    /// are queued or running (as Python's call queue); then, if closing,
+    /// the STOPs.
+    fn feed(&self) {
         loop {
-            let task = {
+            let mut failed = Vec::new();
+            {
                 let mut st = self.lock();
-                if st.in_queue > self.cfg.processes || st.broken.is_some() {
-                    return Ok(());
+                while st.in_queue <= self.cfg.processes && st.broken.is_none() {
+                    let Some(t) = st.pending.pop_front() else {
+                        break;
+                    };
+                    let id = t.id;
+                    st.in_queue += 1;
+                    if let Some(s) = st.slots.get_mut(&id) {
+                        s.queued = true;
+                    }
+                    if let Err(e) = self.send(&mut st, t) {
+                        // Not handed over after all: fail just this task.
+                        st.in_queue -= 1;
+                        failed.push((id, e));
+                    }
                 }
-                let Some(t) = st.pending.pop_front() else {
-                    return Ok(());
-                };
-                st.in_queue += 1;
-                if let Some(s) = st.slots.get_mut(&t.id) {
-                    s.queued = true;
-                }
-                t
-            };
-            if let Err(e) = self.put_task(&task) {
-                // Not handed over after all: undo and fail just this task.
-                self.lock().in_queue -= 1;
-                self.complete(task.id, Err(Failure::Setup(e.to_string())), false);
+                self.stop_when_drained(&mut st);
+            }
+            if failed.is_empty() {
+                return;
+            }
+            // `record`, not `complete`: no recursion into `feed`, which
+            // goes round again instead.
+            for (id, e) in failed {
+                self.record(id, Err(unsent(&e)), false);
             }
         }
     }
 
     fn dispatch(&self, r: Reply) {
-        let done: Done = match r.outcome {
+        let outcome = match r.body {
+            Body::Whole(o) => o,
+            Body::Part {
+                total,
+                offset,
+                bytes,
+            } => match self.assemble(r.id, total, offset, bytes) {
+                Ok(Some(o)) => o,
+                Ok(None) => return,
+                Err(m) => {
+                    self.complete(r.id, Err(Failure::Corrupt(m)), true);
+                    return;
+                }
+            },
+        };
+        let done: Done = match outcome {
             Outcome::Ok(b) => Ok(b),
             Outcome::Err(m) => Err(Failure::Failed(m)),
             Outcome::Panic(m) => Err(Failure::Panicked(m)),
@@ -267,14 +340,46 @@ impl Core {
         self.complete(r.id, done, true);
     }
 
-    /// Records a task's result (unless it already has one), runs its
-    /// callback, wakes waiters.
+    /// Adds a part of a task's outcome; returns the outcome once complete.
+    /// Parts of a task that is done (or unknown) are dropped.
+    fn assemble(
+        &self,
+        id: u64,
+        total: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> std::result::Result<Option<Outcome>, String> {
+        let mut st = self.lock();
+        if st.slots.get(&id).is_none_or(|s| s.result.is_some()) {
+            st.parts.remove(&id);
+            return Ok(None);
+        }
+        let r = st.parts.entry(id).or_default().add(total, offset, bytes);
+        if !matches!(r, Ok(None)) {
+            st.parts.remove(&id);
+        }
+        r
+    }
+
+    /// Records a task's result (unless it already has one) and runs its
+    /// callback; for the executor, then hands over more pending tasks.
     fn complete(&self, id: u64, done: Done, from_worker: bool) {
+        self.record(id, done, from_worker);
+        if self.cfg.executor {
+            self.feed();
+        }
+    }
+
+    /// Records a task's result (unless it already has one), runs its
+    /// callback. `from_worker`: the task had been handed over.
+    fn record(&self, id: u64, done: Done, from_worker: bool) {
         let cb = {
             let mut st = self.lock();
             if from_worker {
                 st.in_queue = st.in_queue.saturating_sub(1);
             }
+            // A part-way result is dropped with the task (its worker died).
+            st.parts.remove(&id);
             match st.slots.get_mut(&id) {
                 Some(s) if s.result.is_none() => {
                     s.result = Some(done.clone());
@@ -295,9 +400,6 @@ impl Core {
         // No condition variable to signal: waiters pop replies themselves
         // (in slices of at most 2 ms), so they see this result at once or
         // at the end of their current slice.
-        if self.cfg.executor && from_worker {
-            let _ = self.feed();
-        }
     }
 
     /// Pops and dispatches one reply, waiting at most `slice`.
@@ -437,8 +539,10 @@ impl Core {
     pub fn cancel_pending(&self) {
         let ids: Vec<u64> = self.lock().pending.drain(..).map(|t| t.id).collect();
         for id in ids {
-            self.complete(id, Err(Failure::Cancelled), false);
+            self.record(id, Err(Failure::Cancelled), false);
         }
+        // Nothing pending now: if closing, the STOPs may go.
+        self.feed();
     }
 
     /// The caller no longer wants these results: drop them now, or as soon
@@ -470,10 +574,13 @@ impl Core {
         self.pids.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// No more tasks will be accepted.
+    /// No more tasks will be accepted; once the tasks handed over are done
+    /// (for the executor: once nothing is pending), the workers exit.
     pub fn close(&self) {
+        let mut st = self.lock();
         // Release: pairs with the Acquire in `submit` and the supervisor.
         self.closing.store(true, Ordering::Release);
+        self.stop_when_drained(&mut st);
     }
 
     /// After `close`: lets workers finish the queue, then stop; waits.
@@ -481,36 +588,11 @@ impl Core {
         if !self.closing.load(Ordering::Acquire) {
             return Err(Error::InvalidArgument("close() the pool before join()"));
         }
-        if self.cfg.executor {
-            // Pending executor tasks must reach the workers first.
-            while !self.lock().pending.is_empty()
-                && self.broken().is_none()
-                && !self.supervisor_finished()
-            {
-                self.drive(Duration::from_millis(2));
-                let _ = self.feed();
-            }
-        }
-        if self.broken().is_none() {
-            for _ in 0..self.cfg.processes {
-                let _ = self.tasks.put(&Task {
-                    id: STOP,
-                    tramp: 0,
-                    target: 0,
-                    args: Vec::new(),
-                });
-            }
-        }
+        // The STOPs follow the tasks (the executor's go once its pending
+        // list drains, as replies the supervisor dispatches make room), so
+        // the supervisor ends once every worker took one.
         self.join_supervisor();
         Ok(())
-    }
-
-    fn supervisor_finished(&self) -> bool {
-        self.supervisor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_none_or(|h| h.is_finished())
     }
 
     /// Fails every task without a result (and drops pending ones) with
@@ -525,6 +607,7 @@ impl Core {
                 st.broken = Some(msg.to_owned());
             }
             st.pending.clear();
+            st.outbox.retain(|t| t.id == STOP);
             st.slots
                 .iter()
                 .filter(|(_, s)| s.result.is_none())
@@ -532,13 +615,18 @@ impl Core {
                 .collect()
         };
         for id in ids {
-            self.complete(id, Err(Failure::Broken(msg.to_owned())), false);
+            self.record(id, Err(Failure::Broken(msg.to_owned())), false);
+        }
+        if self.cfg.executor {
+            // Closing: the STOPs may go now that nothing is pending.
+            self.feed();
         }
     }
 
     /// Kills the workers at once; outstanding tasks fail with `BrokenPool`.
     pub fn terminate(&self) {
         self.closing.store(true, Ordering::Release);
+        // Release: pairs with the Acquire in `supervise` and `feed_tasks`.
         self.terminate.store(true, Ordering::Release);
         self.join_supervisor();
     }
@@ -549,6 +637,15 @@ impl Core {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+        // No worker is left to take what the feeder holds.
+        // Release: pairs with the Acquire in `feed_tasks`.
+        self.feeder_quit.store(true, Ordering::Release);
+        drop(self.lock()); // a feeder between its check and its wait sees the flag
+        self.outbox_ready.notify_all();
+        let h = self.feeder.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = h {
             let _ = h.join();
         }
@@ -694,6 +791,75 @@ fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
             while core.drive(Duration::ZERO) {}
             return;
         }
+    }
+}
+
+/// Why a task that could not be handed to the workers failed.
+fn unsent(e: &Error) -> Failure {
+    Failure::Broken(format!("the task could not be handed to the workers: {e}"))
+}
+
+/// The feeder thread: moves the outbox into the task queue, oldest first,
+/// waiting for room as long as needed (workers make room as they take
+/// tasks; replies are drained by waiting callers and the supervisor, so a
+/// worker blocked on a full reply queue cannot hold it up). A task it
+/// cannot put fails its result.
+fn feed_tasks(core: Arc<Core>) {
+    // Acquire: pairs with the Release stores in `join_supervisor` and
+    // `terminate`.
+    let quit =
+        || core.feeder_quit.load(Ordering::Acquire) || core.terminate.load(Ordering::Acquire);
+    loop {
+        let task = {
+            let mut st = core.lock();
+            loop {
+                if quit() {
+                    return;
+                }
+                if let Some(t) = st.outbox.pop_front() {
+                    st.feeding = true;
+                    break t;
+                }
+                st = core
+                    .outbox_ready
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let r = loop {
+            match core.tasks.put_nowait(&task) {
+                Err(Error::Full) if !quit() => wait_for_room(&core.tasks, &quit),
+                other => break other,
+            }
+        };
+        core.lock().feeding = false;
+        match r {
+            // Quitting: `join_supervisor` fails what is left, this included.
+            Err(_) if quit() => return,
+            Err(e) if task.id != STOP => core.complete(task.id, Err(unsent(&e)), true),
+            _ => {}
+        }
+    }
+}
+
+/// Sleeps until the workers have taken half of a full task queue (or
+/// `quit`), so the feeder refills it in batches rather than with one
+/// wake-up per task taken. Naps start at 50 µs while the workers make
+/// progress and double up to 10 ms while they do not (long tasks).
+fn wait_for_room(tasks: &Queue<Task>, quit: &dyn Fn() -> bool) {
+    const NAP: Duration = Duration::from_micros(50);
+    let half = tasks.capacity() / 2;
+    let mut nap = NAP;
+    let mut last = tasks.qsize();
+    while last > half && !quit() {
+        std::thread::sleep(nap);
+        let now = tasks.qsize();
+        nap = if now < last {
+            NAP
+        } else {
+            (nap * 2).min(Duration::from_millis(10))
+        };
+        last = now;
     }
 }
 

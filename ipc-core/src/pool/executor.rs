@@ -403,6 +403,57 @@ impl ProcessPoolExecutor {
         R: TargetOutput,
         I: IntoIterator<Item = A>,
     {
+        self.map_deadline(f, items, chunksize, None)
+    }
+
+    /// As [`map`](Self::map), with Python's `timeout`: the iterator yields
+    /// `Err(`[`Error::Timeout`]`)` if a result is not ready `timeout` after
+    /// this call, then cancels the calls not yet started and ends.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_core::{pool::ProcessPoolExecutor, Error};
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let ex = ProcessPoolExecutor::new(1)?;
+    /// let mut it = ex.map_timeout(nap, [1, 5_000, 1], 1, Duration::from_secs(2))?;
+    /// assert_eq!(it.next().unwrap()?, 1);
+    /// assert!(matches!(it.next(), Some(Err(Error::Timeout))));
+    /// assert!(it.next().is_none());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn map_timeout<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+        timeout: Duration,
+    ) -> Result<ExecutorMap<R::Value>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+    {
+        // Counted from the call, as Python's (not from each `next`).
+        self.map_deadline(f, items, chunksize, Some(Instant::now() + timeout))
+    }
+
+    fn map_deadline<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+        deadline: Option<Instant>,
+    ) -> Result<ExecutorMap<R::Value>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+    {
         let code = Code::chunk(f)?;
         let mut futures = VecDeque::new();
         let mut it = items.into_iter().peekable();
@@ -419,12 +470,14 @@ impl ProcessPoolExecutor {
         Ok(ExecutorMap {
             futures,
             ready: VecDeque::new(),
+            deadline,
         })
     }
 
-    /// Stops accepting calls; with `wait`, waits for running and pending
-    /// calls to finish and the workers to exit; with `cancel_futures`,
-    /// cancels calls not yet started (Python's `shutdown`).
+    /// Stops accepting calls (Python's `shutdown`). With `cancel_futures`,
+    /// cancels the calls not yet started. The workers finish the other
+    /// calls, then exit; with `wait`, this waits for that, else it returns
+    /// at once (the futures still complete).
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.core.close();
         if cancel_futures {
@@ -451,6 +504,8 @@ impl Drop for ProcessPoolExecutor {
 pub struct ExecutorMap<T> {
     futures: VecDeque<Future<Vec<T>>>,
     ready: VecDeque<T>,
+    /// `map_timeout`'s deadline.
+    deadline: Option<Instant>,
 }
 
 impl<T: Message> Iterator for ExecutorMap<T> {
@@ -462,8 +517,19 @@ impl<T: Message> Iterator for ExecutorMap<T> {
                 return Some(Ok(v));
             }
             let f = self.futures.pop_front()?;
-            match f.result(None) {
+            let left = self
+                .deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            match f.result(left) {
                 Ok(v) => self.ready.extend(v),
+                Err(Error::Timeout) => {
+                    // Python's iterator ends here, cancelling the rest.
+                    f.cancel();
+                    for f in self.futures.drain(..) {
+                        f.cancel();
+                    }
+                    return Some(Err(Error::Timeout));
+                }
                 Err(e) => return Some(Err(e)),
             }
         }

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::core::{Callback, Config, Core, Done};
@@ -86,7 +86,10 @@ impl PoolBuilder {
         self.init = Some(Code::single(f).and_then(|c| Ok(c.task(0, encode(&arg)?))));
         self
     }
-    /// Largest encoded task or result chunk (default 1 MiB).
+    /// Largest encoded task argument (default 1 MiB; a larger one is
+    /// refused with [`Error::MessageTooLarge`]). Results and errors have
+    /// no such limit: one that does not fit in a message of this size is
+    /// sent in parts.
     pub fn max_message_size(mut self, n: usize) -> Self {
         self.max_message_size = n;
         self
@@ -210,6 +213,69 @@ impl<T> Drop for AsyncResult<T> {
     }
 }
 
+type MapCallback<T> = Box<dyn FnOnce(Vec<T>) + Send>;
+type ErrorCallback = Box<dyn FnOnce(Error) + Send>;
+
+/// The callbacks of one `map_async_with`, fed by its chunks' callbacks.
+struct MapCallbacks<T> {
+    /// Each done chunk's encoded results, by chunk index.
+    chunks: Vec<Option<Vec<u8>>>,
+    left: usize,
+    /// Both `None` once one of them ran (or the map was refused).
+    callback: Option<MapCallback<T>>,
+    error_callback: Option<ErrorCallback>,
+}
+
+impl<T: Message> MapCallbacks<T> {
+    fn chunk_done(agg: &Mutex<Self>, i: usize, d: &Done) {
+        let mut a = agg.lock().unwrap_or_else(|p| p.into_inner());
+        match d {
+            Ok(b) => {
+                if a.chunks.get(i).is_some_and(|c| c.is_none()) {
+                    a.chunks[i] = Some(b.clone());
+                    a.left -= 1;
+                }
+                let last = a.left == 0;
+                drop(a);
+                if last {
+                    Self::finish(agg);
+                }
+            }
+            Err(f) => {
+                // The first error wins (Python calls error_callback at the
+                // first failed chunk); the success callback never runs.
+                a.callback = None;
+                a.chunks.clear();
+                let e = a.error_callback.take();
+                drop(a);
+                if let Some(e) = e {
+                    e(f.to_error());
+                }
+            }
+        }
+    }
+
+    /// All chunks are in: decode them and run the callback (or, if a
+    /// result does not decode, the error callback). User code runs outside
+    /// the lock.
+    fn finish(agg: &Mutex<Self>) {
+        let mut a = agg.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(cb), Some(ecb)) = (a.callback.take(), a.error_callback.take()) else {
+            return;
+        };
+        let chunks = std::mem::take(&mut a.chunks);
+        drop(a);
+        let mut out = Vec::new();
+        for c in chunks.into_iter().flatten() {
+            match crate::process::target::value::<Vec<T>>(&c) {
+                Ok(v) => out.extend(v),
+                Err(e) => return ecb(e),
+            }
+        }
+        cb(out);
+    }
+}
+
 /// Python's default `chunksize` for `map`: about four chunks per worker.
 fn auto_chunksize(len: usize, processes: usize) -> usize {
     let per = processes.max(1) * 4;
@@ -309,22 +375,35 @@ impl Pool {
         })
     }
 
+    /// The chunk size `map` uses for `len` items.
+    fn chunk_size(&self, len: usize, chunksize: Option<usize>) -> usize {
+        chunksize
+            .unwrap_or_else(|| auto_chunksize(len, self.core.cfg.processes))
+            .max(1)
+    }
+
+    /// Submits `items` in chunks of `size`, the chunk at index `i` with the
+    /// callback `cb(i)`. On error, the chunks already submitted are
+    /// forgotten (they still run; nobody gets their results).
     fn submit_chunks<A: Message + Send + 'static, R: TargetOutput>(
         &self,
         f: fn(A) -> R,
         items: Vec<A>,
-        chunksize: Option<usize>,
+        size: usize,
+        mut cb: impl FnMut(usize) -> Option<Callback>,
     ) -> Result<Vec<u64>> {
         let code = Code::chunk(f)?;
-        let size = chunksize
-            .unwrap_or_else(|| auto_chunksize(items.len(), self.core.cfg.processes))
-            .max(1);
         let mut ids = Vec::new();
         let mut it = items.into_iter().peekable();
         while it.peek().is_some() {
             let chunk: Vec<A> = it.by_ref().take(size).collect();
             let id = self.core.new_id();
-            self.core.submit(code.task(id, encode(&chunk)?), None)?;
+            let r = encode(&chunk)
+                .and_then(|args| self.core.submit(code.task(id, args), cb(ids.len())));
+            if let Err(e) = r {
+                self.core.forget(&ids);
+                return Err(e);
+            }
             ids.push(id);
         }
         Ok(ids)
@@ -364,7 +443,80 @@ impl Pool {
         R: TargetOutput,
         I: IntoIterator<Item = A>,
     {
-        let ids = self.submit_chunks(f, items.into_iter().collect(), chunksize)?;
+        let items: Vec<A> = items.into_iter().collect();
+        let size = self.chunk_size(items.len(), chunksize);
+        let ids = self.submit_chunks(f, items, size, |_| None)?;
+        Ok(AsyncResult {
+            core: self.core.clone(),
+            ids,
+            decode: decode_chunks::<R::Value>,
+        })
+    }
+
+    /// `map_async` with Python's `callback` / `error_callback`: once every
+    /// item is done, `callback` gets all the results in order; or, at the
+    /// first failing chunk, `error_callback` gets its error. Exactly one of
+    /// them runs, in a pool thread (at once for no items: `callback(vec![])`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](Self::apply_async); then neither callback runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::pool::Pool;
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = Pool::new(2)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.map_async_with(square, 0..4, None, move |v| tx.send(v).unwrap(), |e| panic!("{e}"))?;
+    /// assert_eq!(rx.recv().unwrap(), vec![0, 1, 4, 9]);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "callback")]
+    #[doc(alias = "error_callback")]
+    pub fn map_async_with<A, R, I, C, E>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+        callback: C,
+        error_callback: E,
+    ) -> Result<AsyncResult<Vec<R::Value>>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+        C: FnOnce(Vec<R::Value>) + Send + 'static,
+        E: FnOnce(Error) + Send + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let size = self.chunk_size(items.len(), chunksize);
+        let n = items.len().div_ceil(size);
+        // Check the function before anything can call back.
+        Code::chunk(f)?;
+        let agg = Arc::new(Mutex::new(MapCallbacks::<R::Value> {
+            chunks: vec![None; n],
+            left: n,
+            callback: Some(Box::new(callback)),
+            error_callback: Some(Box::new(error_callback)),
+        }));
+        let ids = self.submit_chunks(f, items, size, |i| {
+            let agg = agg.clone();
+            Some(Box::new(move |d: &Done| MapCallbacks::chunk_done(&agg, i, d)) as Callback)
+        });
+        let ids = match ids {
+            Ok(ids) => ids,
+            Err(e) => {
+                // Neither callback runs for a map the caller got an error for.
+                let mut a = agg.lock().unwrap_or_else(|p| p.into_inner());
+                a.callback = None;
+                a.error_callback = None;
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            MapCallbacks::finish(&agg);
+        }
         Ok(AsyncResult {
             core: self.core.clone(),
             ids,
@@ -407,6 +559,42 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         self.map_async(f, items, chunksize)
+    }
+
+    /// As [`map_async_with`](Self::map_async_with), for a function of
+    /// several arguments given as tuples (Python's `starmap_async` with
+    /// `callback` / `error_callback`).
+    ///
+    /// # Errors
+    /// As [`map_async_with`](Self::map_async_with).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::pool::Pool;
+    /// fn add((a, b): (u64, u64)) -> u64 { a + b }
+    /// let pool = Pool::new(2)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.starmap_async_with(add, [(1, 2), (3, 4)], None, move |v| tx.send(v).unwrap(), |e| panic!("{e}"))?;
+    /// assert_eq!(rx.recv().unwrap(), vec![3, 7]);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn starmap_async_with<A, R, I, C, E>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: Option<usize>,
+        callback: C,
+        error_callback: E,
+    ) -> Result<AsyncResult<Vec<R::Value>>>
+    where
+        A: Message + Send + 'static,
+        R: TargetOutput,
+        I: IntoIterator<Item = A>,
+        C: FnOnce(Vec<R::Value>) + Send + 'static,
+        E: FnOnce(Error) + Send + 'static,
+    {
+        self.map_async_with(f, items, chunksize, callback, error_callback)
     }
 
     /// A lazy, ordered iterator of `f` over `items` (Python's `imap`);

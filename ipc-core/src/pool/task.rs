@@ -20,11 +20,110 @@ pub(crate) struct Task {
     pub args: Vec<u8>,
 }
 
-/// A worker's answer to a task.
+/// A worker's answer to a task: its outcome whole, or, when the outcome
+/// does not fit in one message of the reply queue, one part of its
+/// encoding (the parts of one task are sent in order, but several threads
+/// pop replies, so they are placed by offset).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 pub(crate) struct Reply {
     pub id: u64,
-    pub outcome: Outcome,
+    pub body: Body,
+}
+
+/// What a [`Reply`] carries.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub(crate) enum Body {
+    Whole(Outcome),
+    /// Bytes `offset..offset + bytes.len()` of the rkyv encoding of the
+    /// outcome, which is `total` bytes long.
+    Part {
+        total: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Room a [`Body::Part`] needs around its bytes in a reply message.
+pub(crate) const PART_OVERHEAD: usize = 256;
+
+/// Sends `outcome` as parts of at most `max - PART_OVERHEAD` bytes each.
+pub(crate) fn send_parts(
+    replies: &crate::queue::Queue<Reply>,
+    id: u64,
+    outcome: &Outcome,
+) -> Result<()> {
+    let step = replies.max_message_size().saturating_sub(PART_OVERHEAD);
+    if step == 0 {
+        return Err(Error::InvalidArgument(
+            "the reply queue is too small for a result in parts",
+        ));
+    }
+    let bytes = encode(outcome)?;
+    let total = bytes.len() as u64;
+    for (i, c) in bytes.chunks(step).enumerate() {
+        replies.put(&Reply {
+            id,
+            body: Body::Part {
+                total,
+                offset: (i * step) as u64,
+                bytes: c.to_vec(),
+            },
+        })?;
+    }
+    Ok(())
+}
+
+/// Reassembles the parts of one outcome. Parts come from shared memory:
+/// each is checked (same total, in bounds, no offset twice) and the whole
+/// must tile `0..total` exactly, else the result is `Err`.
+#[derive(Debug, Default)]
+pub(crate) struct Parts {
+    total: u64,
+    got: u64,
+    chunks: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
+impl Parts {
+    /// Adds one part; returns the decoded outcome once all are in.
+    pub fn add(
+        &mut self,
+        total: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> std::result::Result<Option<Outcome>, String> {
+        if self.chunks.is_empty() {
+            self.total = total;
+        }
+        let end = offset.checked_add(bytes.len() as u64);
+        if total != self.total
+            || bytes.is_empty()
+            || end.is_none_or(|e| e > total)
+            || self.chunks.contains_key(&offset)
+        {
+            return Err(format!(
+                "a result part ({} bytes at {offset} of {total}) does not fit the others",
+                bytes.len()
+            ));
+        }
+        self.got += bytes.len() as u64;
+        self.chunks.insert(offset, bytes);
+        if self.got < self.total {
+            return Ok(None);
+        }
+        let mut whole = Vec::new();
+        whole
+            .try_reserve_exact(self.got as usize)
+            .map_err(|_| format!("no memory for a result of {} bytes", self.got))?;
+        for (off, c) in std::mem::take(&mut self.chunks) {
+            if off != whole.len() as u64 {
+                return Err("the parts of a result overlap".into());
+            }
+            whole.extend_from_slice(&c);
+        }
+        target::value::<Outcome>(&whole)
+            .map(Some)
+            .map_err(|e| format!("a result in parts does not decode: {e}"))
+    }
 }
 
 /// A task's code: a trampoline and a target, checked to be in our image.
@@ -109,4 +208,51 @@ pub(crate) fn run(t: &Task) -> Outcome {
     let tramp = anchor().wrapping_add(t.tramp as isize as usize);
     let target = anchor().wrapping_add(t.target as isize as usize);
     crate::process::spawn::run_trampoline(tramp, target, &t.args, &mut || {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(o: &Outcome) -> Vec<u8> {
+        encode(o).unwrap()
+    }
+
+    #[test]
+    fn parts_in_any_order_rebuild_the_outcome() {
+        let o = Outcome::Err("x".repeat(10_000));
+        let b = encoded(&o);
+        let total = b.len() as u64;
+        let mut p = Parts::default();
+        assert_eq!(p.add(total, 4096, b[4096..].to_vec()), Ok(None));
+        assert_eq!(p.add(total, 0, b[..4096].to_vec()), Ok(Some(o)));
+    }
+
+    #[test]
+    fn forged_parts_are_refused_not_trusted() {
+        let b = encoded(&Outcome::Ok(vec![7; 5000]));
+        let total = b.len() as u64;
+        // A part past the end, a total that changes, an offset sent twice,
+        // parts that overlap, an empty part, an offset that overflows.
+        let mut p = Parts::default();
+        assert!(p.add(total, total - 1, vec![0, 0]).is_err());
+        let mut p = Parts::default();
+        p.add(total, 0, b[..100].to_vec()).unwrap();
+        assert!(p.add(total + 1, 100, b[100..].to_vec()).is_err());
+        let mut p = Parts::default();
+        p.add(total, 0, b[..100].to_vec()).unwrap();
+        assert!(p.add(total, 0, b[..100].to_vec()).is_err());
+        let mut p = Parts::default();
+        p.add(total, 0, b[..200].to_vec()).unwrap();
+        assert!(p
+            .add(total, 100, b[100..total as usize - 100].to_vec())
+            .is_err());
+        let mut p = Parts::default();
+        assert!(p.add(total, 0, Vec::new()).is_err());
+        let mut p = Parts::default();
+        assert!(p.add(u64::MAX, u64::MAX - 1, vec![1, 2]).is_err());
+        // Parts that tile the range but hold garbage do not decode.
+        let mut p = Parts::default();
+        assert!(p.add(8, 0, vec![0xff; 8]).is_err());
+    }
 }

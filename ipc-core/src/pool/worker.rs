@@ -1,6 +1,6 @@
 //! The loop every pool worker runs, in whatever process start method.
 
-use super::task::{self, Reply, Task, STOP};
+use super::task::{self, Body, Reply, Task, STOP};
 use crate::process::target::Outcome;
 use crate::queue::Queue;
 use crate::value::RawArray;
@@ -48,17 +48,19 @@ pub(crate) fn worker_main(ctx: WorkerCtx) -> Result<bool, String> {
         ctx.inflight.set(i, t.id).map_err(|e| e.to_string())?;
         let outcome = task::run(&t);
         // Reply before clearing the mark: a death in between is resolved by
-        // the pool draining replies before it blames us.
-        match ctx.replies.put(&Reply { id: t.id, outcome }) {
+        // the pool draining replies before it blames us. An outcome too
+        // large for one message goes in parts, whatever its kind.
+        let reply = Reply {
+            id: t.id,
+            body: Body::Whole(outcome),
+        };
+        match ctx.replies.put(&reply) {
             Ok(()) => {}
-            // Fail just this task, not the worker.
-            Err(e @ crate::Error::MessageTooLarge { .. }) => ctx
-                .replies
-                .put(&Reply {
-                    id: t.id,
-                    outcome: Outcome::Setup(format!("the result is too large: {e}")),
-                })
-                .map_err(|e| e.to_string())?,
+            Err(crate::Error::MessageTooLarge { .. }) => {
+                if let Body::Whole(outcome) = &reply.body {
+                    task::send_parts(&ctx.replies, t.id, outcome).map_err(|e| e.to_string())?
+                }
+            }
             Err(e) => return Err(e.to_string()),
         }
         ctx.inflight.set(i, 0).map_err(|e| e.to_string())?;
