@@ -8,7 +8,7 @@
 //! | `b.jobs` | `Queue<Job>` | jobs the server feeds |
 //! | `b.results` | `Queue<Done>` | results the workers send back |
 //! | `b.stop` | `Event` | set by the server when every job is accounted for |
-//! | `b.count` | `Value<u64>` | jobs finished, bumped by the workers |
+//! | `b.count` | `Value<u64>` | jobs finished, bumped by each worker before it sends the result |
 //! | `b.board` | `Array<u64>` | the [`Board`]: who works on which job |
 //!
 //! **How the server tells which job a dead worker lost.** A `Queue` hands

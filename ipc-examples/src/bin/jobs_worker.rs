@@ -139,18 +139,20 @@ fn work(pid: u32, run: &Jobs, extra: Duration) -> Result<u32, Failure> {
             steps,
             worker: pid,
         };
-        // The result first, then the board: see `ipc_examples::jobs`.
+        // The counter before the result, so that a server holding every
+        // result reads the full count.
+        if let Err(e) = run.count.update(|c| *c += 1) {
+            if !matches!(e, Error::OwnerDied) {
+                break Err(e.into());
+            }
+        }
+        // The result before clearing the board: see `ipc_examples::jobs`.
         loop {
             match run.results.put_timeout(&result, Duration::from_secs(1)) {
                 Ok(()) => break,
                 Err(Error::Timeout) if server.is_alive() => {}
                 Err(Error::Timeout) => return Err(gone()),
                 Err(e) => return Err(e.into()),
-            }
-        }
-        if let Err(e) = run.count.update(|c| *c += 1) {
-            if !matches!(e, Error::OwnerDied) {
-                break Err(e.into());
             }
         }
         run.board.end_job(slot)?;
