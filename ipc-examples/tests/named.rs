@@ -351,6 +351,27 @@ fn jobs_worker_without_a_server_gives_up_after_its_bounded_wait() {
 }
 
 #[test]
+fn jobs_server_stopped_with_ctrl_c_stops_its_workers_and_removes_its_regions() {
+    let (base, _sweep) = unique("intr");
+    let mut server = Prog::start(
+        SERVER,
+        &["--name", &base, "--jobs", "1000", "--job-ms", "20"],
+    );
+    let mut worker = Prog::start(WORKER, &["--name", &base]);
+    server.wait_line("done by worker");
+    server.signal(Signal::SIGINT);
+    let (status, s) = server.finish();
+    assert_eq!(status.code(), Some(130), "{}", server.output());
+    assert!(s.iter().any(|l| l.contains("interrupted with")), "{s:#?}");
+    let w = worker.finish_ok();
+    assert!(
+        w.iter().any(|l| l.contains("the stop event is set")),
+        "{w:#?}"
+    );
+    assert_nothing_left(&base, &s);
+}
+
+#[test]
 fn jobs_server_starts_again_after_a_crash_left_its_regions_behind() {
     let (base, _sweep) = unique("crash");
     let mut server = Prog::start(
