@@ -3,16 +3,19 @@
 //! `cargo run --release -p ipc-examples` (the README's first command).
 //! Each step names the section of the Python tutorial it mirrors; the
 //! last step measures round trips of ipc's `Pipe`, `Queue` and Manager
-//! dict against an OS pipe, all in this same run.
+//! dict against an OS pipe, all in this same run. The tour ends by
+//! checking that `/dev/shm` holds nothing of its own.
 
 use std::io::{Read, Write};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ipc_core::pipe::{Connection, Pipe};
 use ipc_core::pool::Pool;
-use ipc_core::process::{cpu_count, Process};
+use ipc_core::process::{cpu_count, Process, StartMethod};
 use ipc_core::queue::Queue;
 use ipc_core::sync::{Lock, LockError};
+use ipc_core::value::RawArray;
 use ipc_manager::{DictProxy, Manager};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
@@ -24,6 +27,17 @@ struct Job {
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const ROUNDS: u32 = 20_000;
+
+/// Names of the named regions the tour made (the rest are anonymous
+/// memfds, which never appear in `/dev/shm`).
+static NAMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn remember(name: &str) {
+    NAMED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(name.to_owned());
+}
 
 fn step(n: u32, title: &str) {
     println!("\n== {n}. {title}");
@@ -39,7 +53,11 @@ fn main() -> Res<()> {
     pool()?;
     manager()?;
     dead_holder()?;
+    spawned_by_name()?;
     latency_table()?;
+    let named = NAMED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let named: Vec<&str> = named.iter().map(String::as_str).collect();
+    println!("\nend of the tour: {}", ipc_examples::shm::report(&named));
     Ok(())
 }
 
@@ -108,6 +126,7 @@ fn fill(d: DictProxy<u32, String>) -> ipc_core::Result<()> {
 fn manager() -> Res<()> {
     step(3, "Manager().dict() (tutorial 3.1.2)");
     let mgr = Manager::start()?;
+    remember(mgr.name());
     let d = mgr.dict::<u32, String>()?;
     let mut writer = Process::builder().target_fn(fill, d.clone());
     writer.start()?;
@@ -147,10 +166,86 @@ fn dead_holder() -> Res<()> {
     Ok(())
 }
 
+/// Bytes 0.. of `block` up to the first zero, as text.
+fn text_at(block: &RawArray<u8>, from: usize) -> String {
+    let bytes: Vec<u8> = block.to_vec()[from..]
+        .iter()
+        .copied()
+        .take_while(|&b| b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn write_at(block: &RawArray<u8>, from: usize, text: &str) -> ipc_core::Result<()> {
+    for (i, b) in text.bytes().enumerate() {
+        block.set(from + i, b)?;
+    }
+    Ok(())
+}
+
+/// How many mappings of `path` this process has.
+fn mappings_of(path: &str) -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.lines().filter(|l| l.ends_with(path)).count())
+        .unwrap_or(0)
+}
+
+/// The spawned child: a fresh run of this program, which has mapped
+/// nothing of its parent's, opens the region by name.
+fn read_by_name(name: String) -> ipc_core::Result<String> {
+    let path = format!("/dev/shm/ipc.{name}");
+    let before = mappings_of(&path);
+    let block = RawArray::<u8>::open(&name)?;
+    let text = text_at(&block, 0);
+    println!(
+        "child  {}: a fresh program (spawned); {before} mapping(s) of {path} before opening it by name, {} after; it reads {text:?}",
+        std::process::id(),
+        mappings_of(&path)
+    );
+    write_at(
+        &block,
+        64,
+        &format!("hello back from the child, pid {}", std::process::id()),
+    )?;
+    Ok(text)
+}
+
+/// A child started with `Spawn` (no fork: nothing inherited) opens a
+/// named region by its name, as an unrelated program would.
+fn spawned_by_name() -> Res<()> {
+    step(
+        5,
+        "A spawned program opens a named region by name (shared_memory.SharedMemory(name))",
+    );
+    let name = format!("tour-{}", std::process::id());
+    remember(&name);
+    let block = RawArray::<u8>::create(&name, &[0u8; 128])?;
+    let text = format!("hello from the parent, pid {}", std::process::id());
+    write_at(&block, 0, &text)?;
+    println!("parent: wrote {text:?} into /dev/shm/ipc.{name}");
+    let mut child = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .target_fn(read_by_name, name.clone());
+    child.start()?;
+    let seen = child.join()?;
+    let same = if seen == text {
+        "the same bytes"
+    } else {
+        "DIFFERENT bytes"
+    };
+    println!("parent: the child read {seen:?}: {same}");
+    println!(
+        "parent: and the parent reads what the child wrote at offset 64: {:?}",
+        text_at(&block, 64)
+    );
+    drop(block); // the creator removes the name
+    Ok(())
+}
+
 /// Round trips measured now, on this machine.
 fn latency_table() -> Res<()> {
     step(
-        5,
+        6,
         "Round trip of a small message between two processes, measured now",
     );
     let pipe = pipe_rtt()?;
@@ -231,6 +326,7 @@ fn queue_rtt() -> Res<Duration> {
 
 fn manager_rtt() -> Res<Duration> {
     let mgr = Manager::start()?;
+    remember(mgr.name());
     let d = mgr.dict::<u32, u32>()?;
     d.insert(&1, &1)?;
     let t = Instant::now();

@@ -29,6 +29,24 @@ fn demo_prints_the_conversation_and_the_comparison() {
         "{text}"
     );
     assert!(text.contains("flagged OwnerDied"), "{text}");
+    // The spawned child, a fresh program, met the parent's region by name.
+    let pid = out_pid(&text);
+    assert!(
+        text.contains(&format!(
+            "0 mapping(s) of /dev/shm/ipc.tour-{pid} before opening it by name, 1 after; it reads \"hello from the parent, pid {pid}\""
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "parent: the child read \"hello from the parent, pid {pid}\": the same bytes"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("what the child wrote at offset 64: \"hello back from the child, pid "),
+        "{text}"
+    );
     for row in [
         "ipc Pipe    :",
         "ipc Queue   :",
@@ -42,6 +60,26 @@ fn demo_prints_the_conversation_and_the_comparison() {
         3,
         "{text}"
     );
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("end of the tour: /dev/shm holds nothing of its own (no ipc.mgr-")
+            && last.contains(&format!("ipc.tour-{pid}")),
+        "{text}"
+    );
+    assert!(!std::path::Path::new(&format!("/dev/shm/ipc.tour-{pid}")).exists());
+}
+
+/// The tour's pid, from the line the parent prints in step 5.
+fn out_pid(text: &str) -> u32 {
+    let l = text
+        .lines()
+        .find(|l| l.starts_with("parent: wrote \"hello from the parent, pid "))
+        .unwrap_or_else(|| panic!("no step 5 in {text}"));
+    let digits: String = l["parent: wrote \"hello from the parent, pid ".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().expect("a pid")
 }
 
 /// Builds (if needed) and runs an example of this package; returns stdout.
