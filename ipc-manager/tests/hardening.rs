@@ -1,0 +1,66 @@
+//! Regression tests of the manager's hardening (issue 14): start-up and
+//! connect never hang or misreport, and containers referenced from other
+//! containers stay alive. Every test runs its subject in a child process
+//! under a watchdog, so a regression fails instead of hanging the suite.
+
+use std::time::Duration;
+
+use ipc_core::process::{Process, TargetOutput};
+use ipc_core::{Error, Result};
+use ipc_manager::Manager;
+
+/// Runs `f` in a forked child and returns its result; a child still
+/// running after `limit` is killed and the test fails.
+fn in_child<R: TargetOutput>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R::Value {
+    let mut p = Process::new(f);
+    p.start().expect("fork");
+    match p.join_timeout(limit) {
+        Err(Error::Timeout) => {
+            let _ = p.kill();
+            let _ = p.join();
+            panic!("the child did not finish within {limit:?}: a hang");
+        }
+        r => r.expect("the child failed"),
+    }
+}
+
+/// Lowers this process's descriptor limit to `n` and fills it up, leaving
+/// `free` descriptors unused.
+fn exhaust_fds(n: u64, free: usize) -> Vec<std::fs::File> {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: setrlimit with a valid rlimit struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let mut files = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        files.push(f);
+    }
+    files.truncate(files.len().saturating_sub(free));
+    files
+}
+
+#[test]
+fn manager_start_out_of_fds_reports_emfile_not_server_gone() {
+    // With 0, 1, 2, ... descriptors left, start either works or reports
+    // the real cause; never `ServerGone` (nothing was ever running).
+    let seen = in_child(Duration::from_secs(120), || -> Result<Vec<String>> {
+        let mut seen = Vec::new();
+        for free in 0..24 {
+            let held = exhaust_fds(256, free);
+            let r = Manager::start();
+            match &r {
+                Ok(_) => {}
+                Err(Error::Io(e)) if *e as i32 == libc::EMFILE => {}
+                Err(e) => panic!("with {free} descriptors free: {e:?}"),
+            }
+            seen.push(format!("{free}: {:?}", r.as_ref().map(|_| ())));
+            drop(r);
+            drop(held);
+        }
+        Ok(seen)
+    });
+    assert!(seen[0].ends_with("Err(Io(EMFILE))"), "{seen:?}");
+    assert!(seen.last().unwrap().ends_with("Ok(())"), "{seen:?}");
+}
