@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipc_core::process::{Process, TargetOutput};
 use ipc_core::{Error, Result};
-use ipc_manager::Manager;
+use ipc_manager::{DictProxy, ListProxy, Manager};
 
 /// Runs `f` in a forked child and returns its result; a child still
 /// running after `limit` is killed and the test fails.
@@ -63,4 +63,42 @@ fn manager_start_out_of_fds_reports_emfile_not_server_gone() {
     });
     assert!(seen[0].ends_with("Err(Io(EMFILE))"), "{seen:?}");
     assert!(seen.last().unwrap().ends_with("Ok(())"), "{seen:?}");
+}
+
+/// Past the server's grace period for unheld containers (1 s) and its
+/// housekeeping period (200 ms), with room for a loaded machine.
+const PAST_GRACE: Duration = Duration::from_millis(2500);
+
+#[test]
+fn a_proxy_stored_in_a_container_keeps_its_container_alive() -> Result<()> {
+    let mgr = Manager::start()?;
+    // A dict of dicts and a list holding a list proxy; the only proxies
+    // of the inner containers are dropped at once.
+    let outer = mgr.dict::<String, DictProxy<u32, u32>>()?;
+    let lists = mgr.list::<ListProxy<String>>()?;
+    {
+        let inner = mgr.dict::<u32, u32>()?;
+        inner.insert(&1, &10)?;
+        outer.insert(&"inner".into(), &inner)?;
+        let l = mgr.list::<String>()?;
+        l.push(&"kept".into())?;
+        lists.push(&l)?;
+    }
+    std::thread::sleep(PAST_GRACE);
+    // Another process reaches them through the outer containers.
+    let (o, ls) = (outer.clone(), lists.clone());
+    let (v, s) = in_child(Duration::from_secs(60), move || -> Result<(u32, String)> {
+        let inner = o.get(&"inner".into())?.expect("stored");
+        let l = ls.get(0)?;
+        // Its own proxies count for it while it holds them.
+        inner.insert(&2, &20)?;
+        Ok((inner.get(&1)?.unwrap_or(0), l.get(0)?))
+    });
+    assert_eq!((v, s.as_str()), (10, "kept"));
+    std::thread::sleep(PAST_GRACE);
+    // The child's proxies are gone, the stored ones still hold them.
+    let inner = outer.get(&"inner".into())?.expect("stored");
+    assert_eq!(inner.get(&2)?, Some(20));
+    assert_eq!(lists.get(0)?.len()?, 1);
+    Ok(())
 }
