@@ -7,6 +7,9 @@
 //! endpoint, so once every copy of the peer is gone the liveness pipe hangs
 //! up and `recv` returns [`Error::PeerClosed`] (after draining what was
 //! sent). As with Python, drop the endpoint you do not use in each process.
+//! An end sent to another process stays open in its sender (a kept
+//! duplicate, see [`crate::travel`]) until the receiver has opened it, or
+//! for [`KEEP_ALIVE`](crate::travel::KEEP_ALIVE) if it never does.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -218,7 +218,7 @@ impl Server {
         for i in 0..self.claimed() {
             // Relaxed: a stale value only delays the reclaim to the next round.
             let owner = self.ctl.slot(i).owner.load(Ordering::Relaxed);
-            if owner != FREE && owner != CLOSED && !TaskId::unpack(owner).is_alive() {
+            if owner != FREE && owner != CLOSED && dead(owner) {
                 self.reclaim(i, owner);
             }
         }
@@ -226,7 +226,7 @@ impl Server {
         self.store.free_orphans();
         // Relaxed: written once before the server started.
         let owner = self.ctl.header().owner.load(Ordering::Relaxed);
-        owner == 0 || TaskId::unpack(owner).is_alive()
+        owner == 0 || !dead(owner)
     }
 
     /// Handles the request `seq` of slot `i`.
@@ -365,4 +365,11 @@ fn damaged() -> Response {
     Response::Fault(Fault::Corrupt(
         "the request was damaged in the mailbox (CRC mismatch)".into(),
     ))
+}
+
+/// Whether the process `who` (packed) is known dead: one whose liveness
+/// cannot be read (no descriptor left here) is not, so a shortage never
+/// frees a live client's slot or stops a served owner's server.
+fn dead(who: u64) -> bool {
+    matches!(control::process_gone(TaskId::unpack(who)), Ok(true))
 }

@@ -276,9 +276,10 @@ impl Store {
         let mut emptied = Vec::new();
         for (id, holders) in &mut self.holds {
             holders.retain(|who, _| {
-                *alive
-                    .entry(*who)
-                    .or_insert_with(|| TaskId::unpack(*who).is_alive())
+                *alive.entry(*who).or_insert_with(|| {
+                    // Unreadable liveness (no descriptor left) is not death.
+                    !matches!(crate::control::process_gone(TaskId::unpack(*who)), Ok(true))
+                })
             });
             if holders.is_empty() {
                 emptied.push(*id);

@@ -102,3 +102,35 @@ fn a_proxy_stored_in_a_container_keeps_its_container_alive() -> Result<()> {
     assert_eq!(lists.get(0)?.len()?, 1);
     Ok(())
 }
+
+#[test]
+fn a_manager_server_out_of_fds_does_not_take_its_clients_for_dead() {
+    // The server keeps a descriptor per adopted object. Out of them, it
+    // cannot read /proc to check its clients and owner: that must not make
+    // it drop their slots and holds, or stop.
+    let got = in_child(Duration::from_secs(60), || -> Result<Option<u32>> {
+        let lim = libc::rlimit {
+            rlim_cur: 128,
+            rlim_max: 128,
+        };
+        // SAFETY: setrlimit with a valid rlimit struct.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+        let mgr = Manager::start()?;
+        let d = mgr.dict::<u32, u32>()?;
+        d.insert(&1, &10)?;
+        // Adopted locks stay in the server; ours are dropped at once.
+        let mut adopted = 0;
+        loop {
+            match mgr.lock() {
+                Ok(l) => drop(l),
+                Err(Error::Refused(_)) => break, // the server is out
+                Err(e) => return Err(e),
+            }
+            adopted += 1;
+            assert!(adopted < 1000, "the server never ran out");
+        }
+        std::thread::sleep(PAST_GRACE);
+        d.get(&1)
+    });
+    assert_eq!(got, Some(10));
+}
