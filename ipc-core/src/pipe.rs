@@ -7,6 +7,9 @@
 //! endpoint, so once every copy of the peer is gone the liveness pipe hangs
 //! up and `recv` returns [`Error::PeerClosed`] (after draining what was
 //! sent). As with Python, drop the endpoint you do not use in each process.
+//! An end sent to another process stays open in its sender (a kept
+//! duplicate, see [`crate::travel`]) until the receiver has opened it, or
+//! for [`KEEP_ALIVE`](crate::travel::KEEP_ALIVE) if it never does.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -413,32 +416,27 @@ fn ring_stride(cap: usize) -> Option<usize> {
     Some(Spsc::bytes_needed(cap)?.checked_add(127)? & !127)
 }
 
+/// Where another process opens `fd` (a duplicate kept until it has; see
+/// `travel`).
 fn fd_locator(fd: &OwnedFd) -> String {
-    use std::os::fd::AsRawFd;
-    format!("/proc/{}/fd/{}", crate::sys::proc::pid(), fd.as_raw_fd())
+    crate::travel::keepalive::locator(fd.as_fd())
 }
 
 /// Opens a pipe descriptor of another process by its `/proc` path.
 fn open_fd(path: &str, write: bool) -> Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
-    let ok = path.strip_prefix("/proc/").is_some_and(|r| {
-        let p: Vec<&str> = r.split('/').collect();
-        p.len() == 3
-            && p[1] == "fd"
-            && [p[0], p[2]]
-                .iter()
-                .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
-    });
-    if !ok {
+    let Some(at) = crate::travel::keepalive::ProcFd::parse(path) else {
         return Err(Error::Corrupt(format!(
             "not a descriptor locator: {path:?}"
         )));
-    }
-    let f = std::fs::OpenOptions::new()
-        .read(!write)
-        .write(write)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
+    };
+    let f = at
+        .open(
+            std::fs::OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC),
+        )
         .map_err(|e| match e.raw_os_error() {
             // No reader left on the peer's liveness pipe, or the sender is gone.
             Some(libc::ENXIO) | Some(libc::ENOENT) => Error::PeerClosed,

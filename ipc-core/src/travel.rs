@@ -7,9 +7,11 @@
 //! or be sent through a `Queue` or `Pipe`; the receiver re-opens the
 //! region and validates it (kind, type, size) like any `open`.
 //!
-//! Anonymous regions are located as `/proc/<pid>/fd/<fd>` of the process
-//! that sent the handle, so that process must still hold the handle when
-//! the receiver decodes it (as with Python, pass handles from a live parent).
+//! Anonymous regions and a pipe end's descriptors are located as
+//! `/proc/<pid>/fd/<fd>` of the process that sent the handle. The sender
+//! keeps a duplicate of each such descriptor until the
+//! receiver has opened its own copy, or for [`KEEP_ALIVE`] (30 s) if it
+//! never does: a handle can be sent and dropped at once, as in Python.
 //!
 //! # Examples
 //!
@@ -30,6 +32,19 @@
 
 use crate::Result;
 
+pub(crate) mod keepalive;
+
+/// How long a sent handle's descriptors stay open in its sender for a
+/// receiver that has not opened them yet. A pipe end sent but never
+/// received counts as open for its peer until then.
+///
+/// # Examples
+///
+/// ```
+/// assert!(ipc_core::travel::KEEP_ALIVE >= std::time::Duration::from_secs(1));
+/// ```
+pub const KEEP_ALIVE: std::time::Duration = keepalive::KEEP;
+
 /// A handle's travelling form.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Token {
@@ -41,6 +56,24 @@ pub struct Token {
     pub offset: u64,
     /// Object-specific extras (a pipe end's ring indices and descriptors).
     pub extra: Vec<String>,
+}
+
+/// What [`travel_via_token!`] keeps between serialising a handle's token
+/// and resolving it: the token itself, made once per encoding.
+#[doc(hidden)]
+pub struct HandleResolver {
+    /// The token being written.
+    pub token: Token,
+    /// Its resolver.
+    pub inner: TokenResolver,
+}
+
+impl std::fmt::Debug for HandleResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandleResolver")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A handle that can be turned into a [`Token`] and back.
@@ -87,9 +120,9 @@ macro_rules! travel_via_token {
     ([$($g:tt)*] $ty:ty) => {
         impl<$($g)*> rkyv::Archive for $ty {
             type Archived = $crate::travel::ArchivedToken;
-            type Resolver = $crate::travel::TokenResolver;
+            type Resolver = $crate::travel::HandleResolver;
             fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
-                rkyv::Archive::resolve(&$crate::travel::Travel::token(self), resolver, out)
+                rkyv::Archive::resolve(&resolver.token, resolver.inner, out)
             }
         }
 
@@ -98,7 +131,11 @@ macro_rules! travel_via_token {
             $crate::travel::Token: rkyv::Serialize<__S>,
         {
             fn serialize(&self, s: &mut __S) -> ::std::result::Result<Self::Resolver, __S::Error> {
-                rkyv::Serialize::serialize(&$crate::travel::Travel::token(self), s)
+                // One token per encoding: making one may keep descriptors
+                // alive for its receiver.
+                let token = $crate::travel::Travel::token(self);
+                let inner = rkyv::Serialize::serialize(&token, s)?;
+                Ok($crate::travel::HandleResolver { token, inner })
             }
         }
 

@@ -9,7 +9,7 @@ use ipc_core::sys::proc::{self, TaskId};
 use ipc_core::{codec, Error, Result};
 use rkyv::util::AlignedVec;
 
-use crate::control::{Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING};
+use crate::control::{frame_crc, Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING};
 use crate::wire::{Request, Response};
 
 /// Yields before sleeping while waiting for an answer.
@@ -45,7 +45,9 @@ impl Conn {
         if ctl.server_gone() || ctl.header().state.load(Ordering::Acquire) != RUNNING {
             return Err(Error::ServerGone);
         }
-        let me = TaskId::current_process().pack();
+        // The server frees the slots of clients it finds dead: an identity
+        // that could not be read would look dead at once.
+        let me = crate::control::current_process()?.pack();
         for i in 0..ctl.nslots() {
             let s = ctl.slot(i);
             // Acquire: pairs with the server's Release when it freed the
@@ -114,17 +116,9 @@ impl Conn {
         let mut st = self.lock();
         if flags != 0 {
             self.round(&mut st, bytes, flags)?;
-            let n = self.ctl.slot(self.slot).resp_len.load(Ordering::Relaxed) & LEN_MASK;
-            // SAFETY: as in `exchange` (n is checked against the buffer).
-            let b = unsafe {
-                std::slice::from_raw_parts(
-                    self.ctl.resp_buf(self.slot),
-                    (n as usize).min(self.ctl.buf_len()),
-                )
-            };
-            let mut a = AlignedVec::<16>::new();
-            a.extend_from_slice(b);
-            return codec::decode::<Response>(&a);
+            st.resp.clear();
+            self.read_frame(&mut st)?;
+            return codec::decode::<Response>(&st.resp);
         }
         self.exchange(&mut st, bytes)?;
         codec::decode::<Response>(&st.resp)
@@ -149,36 +143,66 @@ impl Conn {
         if req.is_empty() {
             self.round(st, &[], 0)?;
         }
+        st.resp.clear();
         while let Some(c) = chunks.next() {
             let flags = if chunks.peek().is_some() { MORE } else { 0 };
-            let ack = self.round(st, c, flags)?;
-            if flags == MORE && ack != 0 {
-                return Err(Error::Corrupt("manager did not acknowledge a chunk".into()));
+            self.round(st, c, flags)?;
+            if flags == MORE {
+                // The server takes a chunk with an empty answer; anything
+                // else (a fault) is its answer to the whole request.
+                let ack = self.read_frame(st)?;
+                if ack != 0 {
+                    return match ack & MORE {
+                        0 => Ok(()),
+                        _ => Err(Error::Corrupt("manager did not acknowledge a chunk".into())),
+                    };
+                }
             }
         }
-        st.resp.clear();
         loop {
-            let raw = self.ctl.slot(self.slot).resp_len.load(Ordering::Relaxed);
-            let n = (raw & LEN_MASK) as usize;
-            if n > cap {
-                return Err(Error::Corrupt(format!(
-                    "manager response chunk of {n} bytes exceeds the buffer"
-                )));
-            }
-            // SAFETY: the server wrote `n <= buf_len` bytes before publishing
-            // resp_seq, which `round` acquired; nobody writes the buffer until
-            // our next request.
-            let chunk = unsafe { std::slice::from_raw_parts(self.ctl.resp_buf(self.slot), n) };
-            st.resp.extend_from_slice(chunk);
-            if raw & MORE == 0 {
+            if self.read_frame(st)? & MORE == 0 {
                 return Ok(());
             }
             self.round(st, &[], CONT)?;
         }
     }
 
-    /// Writes one chunk, waits for the answer and returns its length word.
-    fn round(&self, st: &mut Seq, chunk: &[u8], flags: u32) -> Result<u32> {
+    /// Appends the response frame just answered to `st.resp` and returns
+    /// its length word, after checking its CRC over our copy of the bytes:
+    /// a frame damaged in the mailbox is `Corrupt`, never a wrong value.
+    fn read_frame(&self, st: &mut Seq) -> Result<u32> {
+        let s = self.ctl.slot(self.slot);
+        // Relaxed (both): ordered after the Acquire of resp_seq in `wait`.
+        let raw = s.resp_len.load(Ordering::Relaxed);
+        let crc = s.resp_crc.load(Ordering::Relaxed);
+        let n = (raw & LEN_MASK) as usize;
+        if n > self.ctl.buf_len() {
+            return Err(Error::Corrupt(format!(
+                "manager response chunk of {n} bytes exceeds the buffer"
+            )));
+        }
+        let at = st.resp.len();
+        st.resp.resize(at + n, 0);
+        // SAFETY: the response buffer has `n <= buf_len` bytes inside the
+        // mapping; the destination has room for them at `at`. A raw copy,
+        // never a `&[u8]` over memory another process may be writing.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ctl.resp_buf(self.slot),
+                st.resp.as_mut_ptr().add(at),
+                n,
+            )
+        };
+        if frame_crc(st.seq, raw, &st.resp[at..]) != crc {
+            return Err(Error::Corrupt(
+                "a manager response was damaged in the mailbox (CRC mismatch)".into(),
+            ));
+        }
+        Ok(raw)
+    }
+
+    /// Writes one chunk and waits for its answer.
+    fn round(&self, st: &mut Seq, chunk: &[u8], flags: u32) -> Result<()> {
         let ctl = &*self.ctl;
         let s = ctl.slot(self.slot);
         // Relaxed: a stale owner is caught by the server's check instead.
@@ -196,16 +220,16 @@ impl Conn {
             std::ptr::copy_nonoverlapping(chunk.as_ptr(), ctl.req_buf(self.slot), chunk.len())
         };
         let seq = st.seq.wrapping_add(1);
-        // Relaxed: published by req_seq's Release below.
-        s.req_len
-            .store(chunk.len() as u32 | flags, Ordering::Relaxed);
+        let len = chunk.len() as u32 | flags;
+        // Relaxed (both): published by req_seq's Release below.
+        s.req_crc
+            .store(frame_crc(seq, len, chunk), Ordering::Relaxed);
+        s.req_len.store(len, Ordering::Relaxed);
         // Release: the request bytes and length before the sequence number.
         s.req_seq.store(seq, Ordering::Release);
         st.seq = seq;
         ctl.ring_doorbell();
-        self.wait(seq, st.deadline)?;
-        // Relaxed: ordered after the Acquire of resp_seq in `wait`.
-        Ok(s.resp_len.load(Ordering::Relaxed))
+        self.wait(seq, st.deadline)
     }
 
     /// Waits until the server answered `seq`: spins, then sleeps with
@@ -255,6 +279,20 @@ impl Conn {
             if s.owner.load(Ordering::Relaxed) != self.me {
                 return Err(Error::Corrupt(
                     "this process's manager slot was taken over".into(),
+                ));
+            }
+            // While we wait, the server has answered `seq - 1` or is about
+            // to answer `seq`, and our request is `seq`: anything else was
+            // written by another process, and no answer for us may come.
+            // Relaxed: plain checks of words only we and the server write.
+            let (resp, req) = (
+                s.resp_seq.load(Ordering::Relaxed),
+                s.req_seq.load(Ordering::Relaxed),
+            );
+            if req != seq || (resp != seq && resp != seq.wrapping_sub(1)) {
+                return Err(Error::Corrupt(
+                    "this process's manager mailbox is out of step (written by another process)"
+                        .into(),
                 ));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

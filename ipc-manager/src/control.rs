@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ControlHeader (128 B)  server, owner, state, nslots, buf_len, claimed_hi,
-//!                        doorbell (futex), server_sleeping
+//!                        doorbell (futex), server_sleeping, start_error
 //! slot 0: SlotHeader (128 B) | request buffer | response buffer
 //! slot 1: ...
 //! ```
@@ -17,18 +17,30 @@
 //! buffer go in chunks (`MORE`); the client fetches further response
 //! chunks with `CONT` requests.
 //!
+//! Every frame (one chunk, in either direction) carries a CRC32C of its
+//! length word, its sequence number and its bytes (see [`frame_crc`]),
+//! written before the sequence number is published. The reader checks it
+//! over its own copy of the bytes, so a frame damaged by another process
+//! writing into the mailbox is reported as `Corrupt`, never decoded into a
+//! wrong value. This defends against accidental and partial corruption,
+//! not against a process that deliberately writes a frame with a valid
+//! CRC: any process of the same user can map the region.
+//!
 //! Sleeping follows the Dekker pattern of `ipc_core`'s rings: the sleeper
 //! sets its `*_sleeping` flag, issues a SeqCst fence and re-checks before
 //! the futex wait; the waker publishes, fences and reads the flag.
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
+use std::time::Duration;
+
 use ipc_core::region::{Kind, Region};
 use ipc_core::sys::proc::TaskId;
 use ipc_core::{Error, Result};
+use nix::errno::Errno;
 
 /// Layout identity, checked as the region's type tag.
-pub(crate) const LAYOUT_TAG: u64 = 0x4950_434d_4752_0001; // "IPCMGR" v1
+pub(crate) const LAYOUT_TAG: u64 = 0x4950_434d_4752_0002; // "IPCMGR" v2
 /// Default number of client slots.
 pub(crate) const DEFAULT_SLOTS: usize = 64;
 /// Most slots a control region may declare (validation bound).
@@ -49,6 +61,8 @@ pub(crate) const LEN_MASK: u32 = CONT - 1;
 pub(crate) const STARTING: u32 = 0;
 pub(crate) const RUNNING: u32 = 1;
 pub(crate) const STOPPED: u32 = 2;
+/// The server could not start; `start_error` says why.
+pub(crate) const FAILED: u32 = 3;
 
 /// Slot owner word: free.
 pub(crate) const FREE: u64 = 0;
@@ -73,6 +87,9 @@ pub(crate) struct ControlHeader {
     pub doorbell: AtomicU32,
     /// Whether the server is (about to be) asleep on `doorbell`.
     pub server_sleeping: AtomicU32,
+    /// Why the server could not start (an errno; `u32::MAX`: not a system
+    /// error), written before `state` becomes `FAILED`.
+    pub start_error: AtomicU32,
 }
 
 /// A slot's header.
@@ -90,6 +107,10 @@ pub(crate) struct SlotHeader {
     pub resp_len: AtomicU32,
     /// Whether the client is (about to be) asleep on `resp_seq`.
     pub client_sleeping: AtomicU32,
+    /// [`frame_crc`] of the latest request chunk.
+    pub req_crc: AtomicU32,
+    /// [`frame_crc`] of the latest response chunk.
+    pub resp_crc: AtomicU32,
 }
 
 const HDR: usize = std::mem::size_of::<ControlHeader>();
@@ -143,15 +164,10 @@ impl Control {
         })
     }
 
-    /// Opens and validates the control region `name`.
-    pub fn open(name: &str) -> Result<Control> {
-        let region = Region::open_with(
-            name,
-            Kind::Manager,
-            LAYOUT_TAG,
-            None,
-            ipc_core::region::DEFAULT_OPEN_TIMEOUT,
-        )?;
+    /// Opens and validates the control region `name`, waiting at most
+    /// `timeout` for a region still being initialised.
+    pub fn open(name: &str, timeout: Duration) -> Result<Control> {
+        let region = Region::open_with(name, Kind::Manager, LAYOUT_TAG, None, timeout)?;
         let len = region.payload_len();
         if len < HDR {
             return Err(Error::Corrupt("manager control region too small".into()));
@@ -242,17 +258,98 @@ impl Control {
         self.header().state.load(Ordering::Acquire) == STOPPED
     }
 
-    /// Whether the server is gone: stopped, or its process dead (reads
-    /// `/proc`: for slow paths only).
+    /// Whether the server is gone: stopped, failed to start, or its
+    /// process dead (reads `/proc`: for slow paths only). A server whose
+    /// liveness cannot be read (this process is out of descriptors) is
+    /// not declared gone.
     pub fn server_gone(&self) -> bool {
+        matches!(self.server_state(), Ok(STOPPED | FAILED))
+    }
+
+    /// The server's state, with `RUNNING` checked against its process:
+    /// `STOPPED` if that process is dead. [`Error::Io`] if that cannot be
+    /// told because this process has no descriptor left to read `/proc`.
+    pub fn server_state(&self) -> Result<u32> {
         let h = self.header();
-        // Acquire: pairs with the server's Release of STOPPED, after which it
-        // answers nothing.
+        // Acquire: pairs with the server's Release of RUNNING (its identity
+        // is written before), STOPPED (after which it answers nothing) or
+        // FAILED (`start_error` is written before).
         match h.state.load(Ordering::Acquire) {
-            STOPPED => true,
-            RUNNING => !TaskId::unpack(h.server.load(Ordering::Relaxed)).is_alive(),
-            _ => false,
+            // Relaxed: published by the Acquire above.
+            RUNNING => match process_gone(TaskId::unpack(h.server.load(Ordering::Relaxed)))? {
+                true => Ok(STOPPED),
+                false => Ok(RUNNING),
+            },
+            s => Ok(s),
         }
+    }
+
+    /// Why the server could not start (state `FAILED`).
+    pub fn start_error(&self) -> Error {
+        // Relaxed: written before the Release of FAILED, which the caller
+        // acquired through `server_state`.
+        match self.header().start_error.load(Ordering::Relaxed) {
+            0 | u32::MAX => Error::ServerGone,
+            e => Error::Io(Errno::from_raw(e as i32)),
+        }
+    }
+
+    /// Checks that the process the region names as its server maps this
+    /// region, as every manager server does. A live process that does not
+    /// (a forged region, or a stale one naming an unrelated process) is
+    /// refused with [`Error::Incompatible`] instead of being waited on.
+    /// When `/proc` cannot tell (no descriptor left, a process that cannot
+    /// be inspected), the handshake's deadline decides instead.
+    pub fn verify_server(&self) -> Result<()> {
+        // Relaxed: published by the Release of RUNNING, acquired by the
+        // caller's `server_state`.
+        let who = TaskId::unpack(self.header().server.load(Ordering::Relaxed)).id;
+        let refuse = |why: String| Error::Incompatible {
+            what: "manager server",
+            expected: "the process serving this control region".into(),
+            found: format!("process {who}, which {why}"),
+        };
+        // The uid first: a manager server runs as the user that made its
+        // region (and `/proc/<pid>/maps` of another user is unreadable).
+        let status = std::fs::read_to_string(format!("/proc/{who}/status"));
+        let euid = status.ok().and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_ascii_whitespace().nth(2)?.parse::<u32>().ok()
+        });
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if euid.is_some_and(|u| u != me) {
+            return Err(refuse(format!("runs as user {}", euid.unwrap_or(0))));
+        }
+        let st = nix::sys::stat::fstat(self.region.file()).map_err(Error::Io)?;
+        let Ok(maps) = std::fs::File::open(format!("/proc/{who}/maps")) else {
+            return Ok(());
+        };
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(maps).lines() {
+            let Ok(line) = line else { return Ok(()) };
+            // "start-end perms offset major:minor inode path"
+            let mut f = line.split_ascii_whitespace().skip(3);
+            let (Some(dev), Some(ino)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let dev = dev.split_once(':').and_then(|(maj, min)| {
+                Some((
+                    u64::from_str_radix(maj, 16).ok()?,
+                    u64::from_str_radix(min, 16).ok()?,
+                ))
+            });
+            let ours = (
+                u64::from(libc::major(st.st_dev)),
+                u64::from(libc::minor(st.st_dev)),
+            );
+            if ino.parse::<u64>().ok() == Some(st.st_ino) && dev == Some(ours) {
+                return Ok(());
+            }
+        }
+        Err(refuse(
+            "does not map the region: it is not a manager".into(),
+        ))
     }
 
     /// Rings the server's doorbell after publishing a request or a close.
@@ -267,4 +364,57 @@ impl Control {
             ipc_core::sys::futex::wake(&h.doorbell, 1);
         }
     }
+}
+
+/// Whether process `who` is gone. A process must not be declared dead
+/// because *we* cannot read `/proc` (no descriptor left): then the pid
+/// alone is asked (`kill(pid, 0)`, no descriptor needed), and if it still
+/// exists the shortage is reported as [`Error::Io`].
+pub(crate) fn process_gone(who: TaskId) -> Result<bool> {
+    if who.is_alive() {
+        return Ok(false);
+    }
+    match std::fs::File::open(format!("/proc/{}/stat", who.id)) {
+        Err(e) if is_shortage(&e) => {
+            let pid = nix::unistd::Pid::from_raw(who.id as i32);
+            match nix::sys::signal::kill(pid, None) {
+                Err(Errno::ESRCH) => Ok(true),
+                _ => Err(io_error(&e)),
+            }
+        }
+        _ => Ok(true),
+    }
+}
+
+/// The identity of the calling process, or why it cannot be read (its
+/// start time comes from `/proc`, which needs a descriptor).
+pub(crate) fn current_process() -> Result<TaskId> {
+    let me = TaskId::current_process();
+    if me.start != 0 {
+        return Ok(me);
+    }
+    Err(match std::fs::File::open("/proc/self/stat") {
+        Err(e) => io_error(&e),
+        Ok(_) => Error::Corrupt("cannot read this process's start time".into()),
+    })
+}
+
+/// Whether `e` says the process or the system ran out of descriptors or
+/// memory (a condition of the caller, not of what it looked at).
+fn is_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
+fn io_error(e: &std::io::Error) -> Error {
+    Error::Io(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+}
+
+/// The CRC32C (Castagnoli) that guards every mailbox frame: over the
+/// frame's length word (with its flags), its sequence number and its bytes.
+pub(crate) fn frame_crc(seq: u32, len_word: u32, bytes: &[u8]) -> u32 {
+    let head = (u64::from(seq) << 32 | u64::from(len_word)).to_le_bytes();
+    !crate::crc32c::update(crate::crc32c::update(!0, &head), bytes)
 }

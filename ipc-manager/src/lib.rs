@@ -37,6 +37,7 @@
 
 mod client;
 mod control;
+mod crc32c;
 mod manager;
 mod objects;
 mod proxy;
@@ -45,6 +46,8 @@ mod service;
 mod store;
 mod wire;
 
+#[cfg(test)]
+mod hardening_tests;
 #[cfg(test)]
 mod tests;
 

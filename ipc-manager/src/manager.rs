@@ -14,7 +14,7 @@ use ipc_core::sys::proc::{self, TaskId};
 use ipc_core::{Error, Result};
 
 use crate::client::Conn;
-use crate::control::{Control, DEFAULT_BUF, DEFAULT_SLOTS, RUNNING, STARTING};
+use crate::control::{self, Control, DEFAULT_BUF, DEFAULT_SLOTS, FAILED, RUNNING, STARTING};
 use crate::server::Server;
 use crate::service::Service;
 use crate::store::{Factory, Instance, Store};
@@ -22,6 +22,8 @@ use crate::wire::{unexpected, Request, Response};
 
 /// How long `start` waits for the server to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `connect` waits for the server to answer its first request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dropping the owner waits for the server to stop before killing it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest manager name (object regions append `.<pid>.<n>`).
@@ -233,10 +235,19 @@ impl ManagerBuilder {
         // The server adopts the region; until it has, nobody unlinks it
         // by dropping a handle (we unlink it ourselves on failure).
         ctl.region_mut().set_unlink_on_drop(false);
+        // The server stops when its owner is found dead: an identity that
+        // could not be read would look dead at once.
+        let me = match control::current_process() {
+            Ok(me) => me,
+            Err(e) => {
+                // No server yet: the region is ours alone to remove.
+                ctl.region_mut().set_unlink_on_drop(true);
+                drop(ctl);
+                return Err(e);
+            }
+        };
         // Relaxed: published by the region's creation, before the fork.
-        ctl.header()
-            .owner
-            .store(TaskId::current_process().pack(), Ordering::Relaxed);
+        ctl.header().owner.store(me.pack(), Ordering::Relaxed);
         let store = Store::new(&name, self.factories);
         let mut p = Process::builder()
             .name(format!("ipc-manager {name}"))
@@ -246,8 +257,9 @@ impl ManagerBuilder {
                 let _ = Server::new(ctl, store).run();
             });
         let started = p.start().and_then(|()| {
-            let ctl = Control::open(&name)?;
-            wait_started(&ctl, || p.is_alive()).map(|()| ctl)
+            let ctl = Control::open(&name, ipc_core::region::DEFAULT_OPEN_TIMEOUT)?;
+            let deadline = Instant::now() + START_TIMEOUT;
+            wait_started(&ctl, deadline, || p.is_alive()).map(|()| ctl)
         });
         let ctl = match started {
             Ok(ctl) => ctl,
@@ -305,24 +317,24 @@ impl ManagerBuilder {
     }
 }
 
-/// Waits (at most `START_TIMEOUT`) while the server is starting.
-/// `ServerGone` if it stopped or died, or if `alive` says its process ended.
-fn wait_started(ctl: &Control, mut alive: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
+/// Waits (at most until `deadline`: [`Error::Timeout`]) while the server
+/// is starting. The error the server reported if it could not start;
+/// `ServerGone` if it stopped or died, or if `alive` says its process
+/// ended; [`Error::Io`] if its liveness cannot be read (this process is
+/// out of descriptors).
+fn wait_started(ctl: &Control, deadline: Instant, mut alive: impl FnMut() -> bool) -> Result<()> {
     loop {
-        let st = &ctl.header().state;
-        // Acquire: pairs with the server's Release of RUNNING.
-        let s = st.load(Ordering::Acquire);
-        if s == RUNNING && !ctl.server_gone() {
-            return Ok(());
-        }
-        if s != STARTING || !alive() {
-            return Err(Error::ServerGone);
+        match ctl.server_state()? {
+            RUNNING => return Ok(()),
+            FAILED => return Err(ctl.start_error()),
+            STARTING if alive() => {}
+            _ => return Err(Error::ServerGone),
         }
         if Instant::now() >= deadline {
             return Err(Error::Timeout);
         }
-        futex::wait_slice(st, s, Some(deadline), Duration::from_millis(50));
+        let st = &ctl.header().state;
+        futex::wait_slice(st, STARTING, Some(deadline), Duration::from_millis(50));
     }
 }
 
@@ -332,13 +344,27 @@ fn wait_started(ctl: &Control, mut alive: impl FnMut() -> bool) -> Result<()> {
 /// the process's result file) stay open.
 fn close_inherited_channels(ctl: &Control) {
     let keep = ctl.region_file_fd();
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        // No descriptor to list them with: try every number below the limit
+        // (`fstat` needs none).
+        Err(_) => {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit with a valid, writable rlimit struct.
+            let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+                lim.rlim_cur.min(1 << 20) as i32
+            } else {
+                1024
+            };
+            (0..max).collect()
+        }
     };
-    let fds: Vec<i32> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
     for fd in fds {
         if fd <= 2 || fd == keep {
             continue;
@@ -393,7 +419,7 @@ fn sweep(name: &str, server_pid: Option<u32>, recorded: Option<u64>) {
 
 /// The server identity recorded in the control region `name`, if any.
 fn server_of(name: &str) -> Option<TaskId> {
-    let ctl = Control::open(name).ok()?;
+    let ctl = Control::open(name, Duration::ZERO).ok()?;
     // Relaxed: written before RUNNING by a server that is now dead; we only
     // compare it with identities, and a stale 0 finds nothing.
     let v = ctl.header().server.load(Ordering::Relaxed);
@@ -496,13 +522,16 @@ impl Manager {
     }
 
     /// Connects to the running server `name` (from any process of the same
-    /// user, including one started later from another program).
+    /// user, including one started later from another program), waiting
+    /// at most 10 s for it to answer; see
+    /// [`connect_timeout`](Manager::connect_timeout).
     ///
     /// # Errors
     /// [`Error::NotFound`] if there is no such manager,
     /// [`Error::ServerGone`] if its server stopped or died,
     /// [`Error::Incompatible`]/[`Error::Corrupt`] if the region is not a
-    /// valid manager.
+    /// valid manager (including one naming a process that is not its
+    /// server), [`Error::Timeout`] if nothing answered in time.
     ///
     /// # Examples
     ///
@@ -511,12 +540,37 @@ impl Manager {
     /// assert!(matches!(err, ipc_core::Error::NotFound { .. }));
     /// ```
     pub fn connect(name: &str) -> Result<Manager> {
+        Manager::connect_timeout(name, CONNECT_TIMEOUT)
+    }
+
+    /// As [`connect`](Manager::connect), waiting at most `timeout` for a
+    /// server still starting to come up and answer. A control region that
+    /// names a live process which never answers (a forged or stale one)
+    /// fails with [`Error::Timeout`] rather than hanging.
+    ///
+    /// # Errors
+    /// As [`connect`](Manager::connect).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_manager::Manager;
+    /// let name = format!("doc-connect-timeout-{}", std::process::id());
+    /// let mgr = Manager::start_named(&name)?;
+    /// let other = Manager::connect_timeout(&name, Duration::from_secs(5))?;
+    /// assert!(other.is_running());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Manager> {
         let cached = MANAGERS.with(|m| m.get(name).and_then(Weak::upgrade));
         if let Some(inner) = cached.filter(|i| !i.ctl.server_gone()) {
             return Ok(Manager { inner });
         }
-        let ctl = Control::open(name)?;
-        wait_started(&ctl, || true)?;
+        let deadline = Instant::now() + timeout;
+        let ctl = Control::open(name, timeout.min(ipc_core::region::DEFAULT_OPEN_TIMEOUT))?;
+        wait_started(&ctl, deadline, || true)?;
+        ctl.verify_server()?;
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             ctl: Arc::new(ctl),
@@ -524,7 +578,7 @@ impl Manager {
             gone: AtomicBool::new(false),
             owner: None,
         });
-        inner.call(&Request::Ping)?;
+        inner.call_deadline(&Request::Ping, Some(deadline))?;
         MANAGERS.with(|m| {
             m.retain(|_, w| w.strong_count() > 0);
             m.insert(name.to_owned(), Arc::downgrade(&inner));
@@ -630,7 +684,16 @@ impl Inner {
 
     /// One request/response exchange with the server.
     pub(crate) fn call(&self, req: &Request) -> Result<Response> {
-        let r = self.conn().and_then(|c| c.call(req, None));
+        self.call_deadline(req, None)
+    }
+
+    /// As `call`, giving up at `deadline` ([`Error::Timeout`]).
+    pub(crate) fn call_deadline(
+        &self,
+        req: &Request,
+        deadline: Option<Instant>,
+    ) -> Result<Response> {
+        let r = self.conn().and_then(|c| c.call(req, deadline));
         if matches!(r, Err(Error::ServerGone)) {
             // Relaxed: a hint that only spares later drops a round trip.
             self.gone.store(true, Ordering::Relaxed);

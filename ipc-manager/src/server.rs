@@ -9,7 +9,9 @@ use ipc_core::sys::proc::TaskId;
 use ipc_core::{codec, Result};
 use rkyv::util::AlignedVec;
 
-use crate::control::{Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING, STOPPED};
+use crate::control::{
+    self, frame_crc, Control, CLOSED, CONT, FAILED, FREE, LEN_MASK, MORE, RUNNING, STOPPED,
+};
 use crate::store::Store;
 use crate::wire::{Fault, Request, Response};
 
@@ -65,14 +67,33 @@ impl Server {
     }
 
     /// Takes the control region over and serves until asked to stop or
-    /// until the owner process dies.
+    /// until the owner process dies. If it cannot start, says why in the
+    /// control region (state `FAILED`), so the starter reports the cause
+    /// rather than a vanished server.
     pub fn run(mut self) -> Result<()> {
         raise_fd_limit();
-        self.ctl.region_mut().adopt()?;
+        let started = self
+            .ctl
+            .region_mut()
+            .adopt()
+            .and_then(|()| control::current_process());
         let h = self.ctl.header();
+        let me = match started {
+            Ok(me) => me,
+            Err(e) => {
+                let code = match &e {
+                    ipc_core::Error::Io(errno) => *errno as u32,
+                    _ => u32::MAX,
+                };
+                // Relaxed: published by the Release store of FAILED.
+                h.start_error.store(code, Ordering::Relaxed);
+                h.state.store(FAILED, Ordering::Release);
+                futex::wake_all(&h.state);
+                return Err(e);
+            }
+        };
         // Relaxed: published by the Release store of `state` below.
-        h.server
-            .store(TaskId::current_process().pack(), Ordering::Relaxed);
+        h.server.store(me.pack(), Ordering::Relaxed);
         // Release: the server identity before RUNNING.
         h.state.store(RUNNING, Ordering::Release);
         futex::wake_all(&h.state);
@@ -197,7 +218,7 @@ impl Server {
         for i in 0..self.claimed() {
             // Relaxed: a stale value only delays the reclaim to the next round.
             let owner = self.ctl.slot(i).owner.load(Ordering::Relaxed);
-            if owner != FREE && owner != CLOSED && !TaskId::unpack(owner).is_alive() {
+            if owner != FREE && owner != CLOSED && dead(owner) {
                 self.reclaim(i, owner);
             }
         }
@@ -205,7 +226,7 @@ impl Server {
         self.store.free_orphans();
         // Relaxed: written once before the server started.
         let owner = self.ctl.header().owner.load(Ordering::Relaxed);
-        owner == 0 || TaskId::unpack(owner).is_alive()
+        owner == 0 || !dead(owner)
     }
 
     /// Handles the request `seq` of slot `i`.
@@ -220,7 +241,12 @@ impl Server {
             let f = Fault::Corrupt(format!("request chunk of {n} bytes exceeds the buffer"));
             return self.answer(i, seq, Response::Fault(f));
         }
+        // Relaxed: as req_len.
+        let crc = s.req_crc.load(Ordering::Relaxed);
         if raw & CONT != 0 {
+            if frame_crc(seq, raw, &[]) != crc {
+                return self.answer(i, seq, damaged());
+            }
             return self.next_chunk(i, seq);
         }
         let local = &mut self.local[i];
@@ -240,6 +266,10 @@ impl Server {
             // SAFETY: `src` has n <= buf_len readable bytes inside the
             // mapping; the destination has room for n bytes at `at`.
             unsafe { std::ptr::copy_nonoverlapping(src, local.partial.as_mut_ptr().add(at), n) };
+            if frame_crc(seq, raw, &local.partial[at..]) != crc {
+                local.partial.clear();
+                return self.answer(i, seq, damaged());
+            }
             return self.write(i, seq, &[], 0);
         }
         if self.decode_buf.capacity() > 1 << 20 {
@@ -253,6 +283,9 @@ impl Server {
         self.decode_buf.resize(at + n, 0);
         // SAFETY: as above, into `decode_buf`.
         unsafe { std::ptr::copy_nonoverlapping(src, self.decode_buf.as_mut_ptr().add(at), n) };
+        if frame_crc(seq, raw, &self.decode_buf[at..]) != crc {
+            return self.answer(i, seq, damaged());
+        }
         let resp = match codec::decode::<Request>(&self.decode_buf) {
             Ok(req) => self.store.handle(req, client),
             Err(e) => Response::Fault(Fault::Corrupt(format!("invalid request: {e}"))),
@@ -311,9 +344,11 @@ impl Server {
         // SAFETY: bytes.len() <= buf_len; the response buffer is ours until
         // we publish resp_seq.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ctl.resp_buf(i), bytes.len()) };
-        // Relaxed: published by resp_seq's Release.
-        s.resp_len
-            .store(bytes.len() as u32 | flags, Ordering::Relaxed);
+        let len = bytes.len() as u32 | flags;
+        // Relaxed (both): published by resp_seq's Release.
+        s.resp_crc
+            .store(frame_crc(seq, len, bytes), Ordering::Relaxed);
+        s.resp_len.store(len, Ordering::Relaxed);
         // Release: the response before its sequence number.
         s.resp_seq.store(seq, Ordering::Release);
         self.local[i].seen = seq;
@@ -323,4 +358,18 @@ impl Server {
             futex::wake(&s.resp_seq, 1);
         }
     }
+}
+
+/// The answer to a request chunk whose CRC does not match its bytes.
+fn damaged() -> Response {
+    Response::Fault(Fault::Corrupt(
+        "the request was damaged in the mailbox (CRC mismatch)".into(),
+    ))
+}
+
+/// Whether the process `who` (packed) is known dead: one whose liveness
+/// cannot be read (no descriptor left here) is not, so a shortage never
+/// frees a live client's slot or stops a served owner's server.
+fn dead(who: u64) -> bool {
+    matches!(control::process_gone(TaskId::unpack(who)), Ok(true))
 }

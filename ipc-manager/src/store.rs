@@ -2,13 +2,14 @@
 //! objects, containers (as encoded bytes) and custom services.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ipc_core::region::{Kind, Region};
 use ipc_core::sys::proc::TaskId;
 use rkyv::util::AlignedVec;
 
-use crate::wire::{Bytes, Container, DictOp, Entry, Fault, ListOp, Request, Response};
+use crate::wire::{Bytes, Container, DictOp, Entry, Fault, ListOp, Request, Response, Val};
 
 /// A custom service instance: decodes its request bytes, answers encoded
 /// response bytes (or says why it could not).
@@ -23,21 +24,101 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(1);
 /// the server allocate without bound through one request).
 const MAX_ITEMS: usize = 1 << 28;
 
-/// Insertion-ordered map of encoded keys to encoded values (Python dicts
+/// How many stored values hold each unnamed container (through a proxy of
+/// it stored in another container), and the containers whose last such
+/// holder just went.
+#[derive(Default)]
+struct RefCounts {
+    counts: HashMap<u64, u32>,
+    released: Vec<u64>,
+}
+
+type SharedCounts = Arc<Mutex<RefCounts>>;
+
+fn lock(c: &SharedCounts) -> MutexGuard<'_, RefCounts> {
+    // Only the server thread uses it, and nothing panics while holding it.
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The containers one stored value holds; dropping the value (it is
+/// overwritten or removed, or its own container is freed) lets them go.
+struct Refs {
+    ids: Vec<u64>,
+    counts: SharedCounts,
+}
+
+impl Drop for Refs {
+    fn drop(&mut self) {
+        let mut c = lock(&self.counts);
+        for id in &self.ids {
+            if let Some(n) = c.counts.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    c.counts.remove(id);
+                    c.released.push(*id);
+                }
+            }
+        }
+    }
+}
+
+/// A value stored in a container: its encoded bytes and what it holds.
+struct Stored {
+    bytes: Bytes,
+    /// Kept for its `Drop`; `None` for a value that holds no container
+    /// (the common case).
+    _refs: Option<Refs>,
+}
+
+/// Makes a stored value of `v`, counting it as a holder of every unnamed
+/// container it references that still exists (others are ignored: named
+/// containers are never freed, and an unknown id holds nothing).
+fn admit(
+    holds: &HashMap<u64, HashMap<u64, u32>>,
+    orphans: &mut HashMap<u64, Instant>,
+    counts: &SharedCounts,
+    v: Val,
+) -> Stored {
+    let ids: Vec<u64> = v
+        .refs
+        .into_iter()
+        .filter(|id| holds.contains_key(id))
+        .collect();
+    if ids.is_empty() {
+        return Stored {
+            bytes: v.bytes,
+            _refs: None,
+        };
+    }
+    let mut c = lock(counts);
+    for id in &ids {
+        *c.counts.entry(*id).or_insert(0) += 1;
+        orphans.remove(id);
+    }
+    Stored {
+        bytes: v.bytes,
+        _refs: Some(Refs {
+            ids,
+            counts: counts.clone(),
+        }),
+    }
+}
+
+/// Insertion-ordered map of encoded keys to stored values (Python dicts
 /// keep insertion order).
 #[derive(Default)]
 struct OrderedMap {
-    index: HashMap<Bytes, (u64, Bytes)>,
+    index: HashMap<Bytes, (u64, Stored)>,
     order: BTreeMap<u64, Bytes>,
     next: u64,
 }
 
 impl OrderedMap {
     fn get(&self, k: &[u8]) -> Option<&Bytes> {
-        self.index.get(k).map(|(_, v)| v)
+        self.index.get(k).map(|(_, v)| &v.bytes)
     }
 
-    fn insert(&mut self, k: Bytes, v: Bytes) -> Option<Bytes> {
+    fn insert(&mut self, k: Bytes, v: Stored) -> Option<Stored> {
         if let Some((_, old)) = self.index.get_mut(&k) {
             return Some(std::mem::replace(old, v));
         }
@@ -48,7 +129,7 @@ impl OrderedMap {
         None
     }
 
-    fn remove(&mut self, k: &[u8]) -> Option<Bytes> {
+    fn remove(&mut self, k: &[u8]) -> Option<Stored> {
         let (seq, v) = self.index.remove(k)?;
         self.order.remove(&seq);
         Some(v)
@@ -61,7 +142,7 @@ impl OrderedMap {
     fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
         self.order
             .values()
-            .filter_map(|k| self.index.get(k).map(|(_, v)| (k, v)))
+            .filter_map(|k| self.index.get(k).map(|(_, v)| (k, &v.bytes)))
     }
 
     fn clear(&mut self) {
@@ -72,7 +153,7 @@ impl OrderedMap {
 
 enum Object {
     Map(OrderedMap),
-    List(Vec<Bytes>),
+    List(Vec<Stored>),
     Service(Instance),
 }
 
@@ -96,6 +177,9 @@ pub(crate) struct Store {
     holds: HashMap<u64, HashMap<u64, u32>>,
     /// Unheld containers and since when (freed after `ORPHAN_GRACE`).
     orphans: HashMap<u64, Instant>,
+    /// Holds of unnamed containers by values stored in other containers.
+    /// A container is unheld when no process and no stored value holds it.
+    refs: SharedCounts,
     /// Set by a `Shutdown` request.
     pub stop: bool,
 }
@@ -116,6 +200,7 @@ impl Store {
             factories,
             holds: HashMap::new(),
             orphans: HashMap::new(),
+            refs: SharedCounts::default(),
             stop: false,
         }
     }
@@ -143,8 +228,23 @@ impl Store {
     /// sender let go first (a moved `target_fn` argument, a fork-inherited
     /// copy not used yet) can still claim it.
     fn release_if_unheld(&mut self, id: u64) {
-        if self.holds.get(&id).is_some_and(HashMap::is_empty) {
+        if self.unheld(id) {
             self.orphans.entry(id).or_insert_with(Instant::now);
+        }
+    }
+
+    /// Whether `id` is an unnamed container that no process and no stored
+    /// value holds.
+    fn unheld(&self, id: u64) -> bool {
+        self.holds.get(&id).is_some_and(HashMap::is_empty)
+            && !lock(&self.refs).counts.contains_key(&id)
+    }
+
+    /// Marks for freeing the containers whose last holding value just went.
+    fn release_dropped_refs(&mut self) {
+        let released = std::mem::take(&mut lock(&self.refs).released);
+        for id in released {
+            self.release_if_unheld(id);
         }
     }
 
@@ -159,11 +259,14 @@ impl Store {
             .collect();
         for id in due {
             self.orphans.remove(&id);
-            if self.holds.get(&id).is_some_and(HashMap::is_empty) {
+            if self.unheld(id) {
                 self.holds.remove(&id);
+                // Its values let go of what they held: those follow after
+                // their own grace period.
                 self.objects.remove(&id);
             }
         }
+        self.release_dropped_refs();
     }
 
     /// Drops the holds of client processes that died; frees what they were
@@ -173,9 +276,10 @@ impl Store {
         let mut emptied = Vec::new();
         for (id, holders) in &mut self.holds {
             holders.retain(|who, _| {
-                *alive
-                    .entry(*who)
-                    .or_insert_with(|| TaskId::unpack(*who).is_alive())
+                *alive.entry(*who).or_insert_with(|| {
+                    // Unreadable liveness (no descriptor left) is not death.
+                    !matches!(crate::control::process_gone(TaskId::unpack(*who)), Ok(true))
+                })
             });
             if holders.is_empty() {
                 emptied.push(*id);
@@ -189,6 +293,20 @@ impl Store {
     /// Answers one (validated) request from the client process `client`
     /// (its packed identity).
     pub fn handle(&mut self, req: Request, client: u64) -> Response {
+        let r = self.answer(req, client);
+        self.release_dropped_refs();
+        r
+    }
+
+    fn answer(&mut self, req: Request, client: u64) -> Response {
+        let Store {
+            objects,
+            holds,
+            orphans,
+            refs,
+            ..
+        } = self;
+        let mut admit = |v: Val| admit(holds, orphans, refs, v);
         match req {
             Request::Incref { id } => match self.holds.get_mut(&id) {
                 Some(h) => {
@@ -237,23 +355,23 @@ impl Store {
                 name,
                 service,
             } => self.create(what, tag, name, service, client),
-            Request::Dict { id, op } => match self.objects.get_mut(&id) {
+            Request::Dict { id, op } => match objects.get_mut(&id) {
                 Some(Hosted {
                     obj: Object::Map(m),
                     ..
-                }) => dict(m, op),
+                }) => dict(m, op, &mut admit),
                 Some(h) => incompatible("dict or namespace", format!("{:?}", h.what)),
                 None => Response::Fault(Fault::NotFound(format!("object #{id}"))),
             },
-            Request::List { id, op } => match self.objects.get_mut(&id) {
+            Request::List { id, op } => match objects.get_mut(&id) {
                 Some(Hosted {
                     obj: Object::List(l),
                     ..
-                }) => list(l, op),
+                }) => list(l, op, &mut admit),
                 Some(h) => incompatible("list", format!("{:?}", h.what)),
                 None => Response::Fault(Fault::NotFound(format!("object #{id}"))),
             },
-            Request::Call { id, arg } => match self.objects.get_mut(&id) {
+            Request::Call { id, arg } => match objects.get_mut(&id) {
                 Some(Hosted {
                     obj: Object::Service(f),
                     ..
@@ -343,7 +461,8 @@ impl Store {
     }
 }
 
-fn dict(m: &mut OrderedMap, op: DictOp) -> Response {
+/// One dict operation; `admit` makes the values it stores.
+fn dict(m: &mut OrderedMap, op: DictOp, admit: &mut dyn FnMut(Val) -> Stored) -> Response {
     let full = |m: &OrderedMap| m.len() >= MAX_ITEMS;
     match op {
         DictOp::Get(k) => Response::Value(m.get(&k).cloned()),
@@ -351,9 +470,9 @@ fn dict(m: &mut OrderedMap, op: DictOp) -> Response {
             if full(m) && m.get(&k).is_none() {
                 return Response::Fault(Fault::TooLarge(m.len() as u64 + 1, MAX_ITEMS as u64));
             }
-            Response::Value(m.insert(k, v))
+            Response::Value(m.insert(k, admit(v)).map(|old| old.bytes))
         }
-        DictOp::Remove(k) => Response::Value(m.remove(&k)),
+        DictOp::Remove(k) => Response::Value(m.remove(&k).map(|old| old.bytes)),
         DictOp::Contains(k) => Response::Bool(m.get(&k).is_some()),
         DictOp::Len => Response::Len(m.len() as u64),
         DictOp::Keys => Response::Values(m.iter().map(|(k, _)| k.clone()).collect()),
@@ -367,7 +486,7 @@ fn dict(m: &mut OrderedMap, op: DictOp) -> Response {
                 ));
             }
             for (k, v) in items {
-                m.insert(k, v);
+                m.insert(k, admit(v));
             }
             Response::Unit
         }
@@ -381,8 +500,9 @@ fn dict(m: &mut OrderedMap, op: DictOp) -> Response {
                 Response::Fault(Fault::TooLarge(m.len() as u64 + 1, MAX_ITEMS as u64))
             }
             None => {
-                m.insert(k, v.clone());
-                Response::Value(Some(v))
+                let bytes = v.bytes.clone();
+                m.insert(k, admit(v));
+                Response::Value(Some(bytes))
             }
         },
         DictOp::CompareAndSet { key, expected, new } => {
@@ -392,7 +512,7 @@ fn dict(m: &mut OrderedMap, op: DictOp) -> Response {
             if full(m) && expected.is_none() {
                 return Response::Fault(Fault::TooLarge(m.len() as u64 + 1, MAX_ITEMS as u64));
             }
-            m.insert(key, new);
+            m.insert(key, admit(new));
             Response::Bool(true)
         }
     }
@@ -409,8 +529,9 @@ fn index(i: i64, len: usize) -> Result<usize, Response> {
     }
 }
 
-fn list(l: &mut Vec<Bytes>, op: ListOp) -> Response {
-    let too_many = |l: &Vec<Bytes>, more: usize| {
+/// One list operation; `admit` makes the values it stores.
+fn list(l: &mut Vec<Stored>, op: ListOp, admit: &mut dyn FnMut(Val) -> Stored) -> Response {
+    let too_many = |l: &Vec<Stored>, more: usize| {
         (l.len().saturating_add(more) > MAX_ITEMS).then(|| {
             Response::Fault(Fault::TooLarge(
                 l.len().saturating_add(more) as u64,
@@ -423,29 +544,29 @@ fn list(l: &mut Vec<Bytes>, op: ListOp) -> Response {
             if let Some(r) = too_many(l, 1) {
                 return r;
             }
-            l.push(v);
+            l.push(admit(v));
             Response::Unit
         }
         ListOp::Extend(vs) => {
             if let Some(r) = too_many(l, vs.len()) {
                 return r;
             }
-            l.extend(vs);
+            l.extend(vs.into_iter().map(admit));
             Response::Unit
         }
         ListOp::Get(i) => match index(i, l.len()) {
-            Ok(j) => Response::Value(Some(l[j].clone())),
+            Ok(j) => Response::Value(Some(l[j].bytes.clone())),
             Err(r) => r,
         },
         ListOp::Set(i, v) => match index(i, l.len()) {
             Ok(j) => {
-                l[j] = v;
+                l[j] = admit(v);
                 Response::Unit
             }
             Err(r) => r,
         },
         ListOp::Pop(i) => match index(i.unwrap_or(-1), l.len()) {
-            Ok(j) => Response::Value(Some(l.remove(j))),
+            Ok(j) => Response::Value(Some(l.remove(j).bytes)),
             Err(r) => r,
         },
         ListOp::Insert(i, v) => {
@@ -455,10 +576,10 @@ fn list(l: &mut Vec<Bytes>, op: ListOp) -> Response {
             // Python clamps the position of an insert.
             let n = l.len() as i64;
             let j = if i < 0 { (i + n).max(0) } else { i.min(n) };
-            l.insert(j as usize, v);
+            l.insert(j as usize, admit(v));
             Response::Unit
         }
-        ListOp::Remove(v) => match l.iter().position(|x| *x == v) {
+        ListOp::Remove(v) => match l.iter().position(|x| x.bytes == v) {
             Some(j) => {
                 l.remove(j);
                 Response::Bool(true)
@@ -466,15 +587,15 @@ fn list(l: &mut Vec<Bytes>, op: ListOp) -> Response {
             None => Response::Bool(false),
         },
         ListOp::Len => Response::Len(l.len() as u64),
-        ListOp::Index(v) => match l.iter().position(|x| *x == v) {
+        ListOp::Index(v) => match l.iter().position(|x| x.bytes == v) {
             Some(j) => Response::Len(j as u64),
             None => Response::Value(None),
         },
-        ListOp::Count(v) => Response::Len(l.iter().filter(|x| **x == v).count() as u64),
+        ListOp::Count(v) => Response::Len(l.iter().filter(|x| x.bytes == v).count() as u64),
         ListOp::Clear => {
             l.clear();
             Response::Unit
         }
-        ListOp::Snapshot => Response::Values(l.clone()),
+        ListOp::Snapshot => Response::Values(l.iter().map(|x| x.bytes.clone()).collect()),
     }
 }

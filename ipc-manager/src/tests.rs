@@ -223,3 +223,45 @@ fn a_proxy_moved_into_a_child_survives_its_senders_drop() -> Result<()> {
     assert_eq!(p.join()?, 1);
     Ok(())
 }
+
+#[test]
+fn a_stored_proxy_holds_its_container_until_overwritten_removed_or_its_holder_is_freed(
+) -> Result<()> {
+    let past_grace = std::time::Duration::from_millis(1500);
+    let mgr = Manager::start()?;
+    let outer = mgr.dict::<u8, crate::DictProxy<u8, u8>>()?;
+    let ids: Vec<u64> = (0..3)
+        .map(|k| {
+            let inner = mgr.dict::<u8, u8>()?;
+            outer.insert(&k, &inner)?;
+            Ok(inner.h.id)
+        })
+        .collect::<Result<_>>()?;
+    let held = mgr.list::<crate::ListProxy<u8>>()?;
+    let (list_id, inner_list) = {
+        let l = mgr.list::<u8>()?;
+        held.push(&l)?;
+        (held.h.id, l.h.id)
+    };
+    std::thread::sleep(past_grace);
+    for id in ids.iter().chain([&inner_list]) {
+        assert!(exists(&mgr, *id)?, "#{id} is held by a stored value");
+    }
+    // Removed, overwritten (by a proxy of another container, which is
+    // then held instead), cleared.
+    outer.remove(&0)?;
+    wait_freed(&mgr, ids[0])?;
+    let other = outer.get(&2)?.expect("stored");
+    outer.insert(&1, &other)?;
+    drop(other);
+    wait_freed(&mgr, ids[1])?;
+    std::thread::sleep(past_grace);
+    assert!(exists(&mgr, ids[2])?, "held twice now");
+    // The holding container freed: what it held follows.
+    drop(held);
+    wait_freed(&mgr, list_id)?;
+    wait_freed(&mgr, inner_list)?;
+    outer.clear()?;
+    wait_freed(&mgr, ids[2])?;
+    Ok(())
+}

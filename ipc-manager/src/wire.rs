@@ -11,6 +11,17 @@ use ipc_core::Error;
 /// Encoded bytes of one user value.
 pub(crate) type Bytes = Vec<u8>;
 
+/// A value to store in a container: its encoded bytes and the ids of the
+/// unnamed containers of this manager whose proxies it contains. The
+/// server counts the stored value as a holder of each of them until the
+/// value is overwritten or removed or its container is freed, so a
+/// container referenced from another one stays alive (as in Python).
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct Val {
+    pub bytes: Bytes,
+    pub refs: Vec<u64>,
+}
+
 /// Which kind of server-hosted container an id refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[rkyv(derive(Debug))]
@@ -70,38 +81,40 @@ pub(crate) enum Request {
     Shutdown,
 }
 
-/// Dict (and namespace) operations; keys and values are encoded bytes.
+/// Dict (and namespace) operations; keys and values are encoded bytes,
+/// values to store carry their references ([`Val`]).
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) enum DictOp {
     Get(Bytes),
-    Insert(Bytes, Bytes),
+    Insert(Bytes, Val),
     Remove(Bytes),
     Contains(Bytes),
     Len,
     Keys,
     Values,
     Items,
-    Update(Vec<(Bytes, Bytes)>),
+    Update(Vec<(Bytes, Val)>),
     Clear,
-    SetDefault(Bytes, Bytes),
+    SetDefault(Bytes, Val),
     /// Sets `key` to `new` if its current value is `expected` (`None`:
     /// absent). Answered with `Bool`.
     CompareAndSet {
         key: Bytes,
         expected: Option<Bytes>,
-        new: Bytes,
+        new: Val,
     },
 }
 
-/// List operations; values are encoded bytes.
+/// List operations; values are encoded bytes, values to store carry their
+/// references ([`Val`]).
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) enum ListOp {
-    Push(Bytes),
-    Extend(Vec<Bytes>),
+    Push(Val),
+    Extend(Vec<Val>),
     Get(i64),
-    Set(i64, Bytes),
+    Set(i64, Val),
     Pop(Option<i64>),
-    Insert(i64, Bytes),
+    Insert(i64, Val),
     Remove(Bytes),
     Len,
     Index(Bytes),

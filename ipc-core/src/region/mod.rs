@@ -329,13 +329,14 @@ impl Region {
     }
 
     /// Where another process can open this region: `shm:<name>` for a
-    /// named region, `/proc/<pid>/fd/<fd>` for an anonymous one (valid
-    /// while this process holds it open).
+    /// named region, `/proc/<pid>/fd/<fd>` for an anonymous one (a
+    /// duplicate this process keeps open until the receiver has opened it,
+    /// or for [`KEEP_ALIVE`](crate::travel::KEEP_ALIVE)).
     pub fn locator(&self) -> String {
-        use std::os::fd::AsRawFd;
+        use std::os::fd::AsFd;
         match &self.name {
             Some(n) => format!("shm:{n}"),
-            None => format!("/proc/{}/fd/{}", proc::pid(), self.file.as_raw_fd()),
+            None => crate::travel::keepalive::locator(self.file.as_fd()),
         }
     }
 
@@ -354,24 +355,13 @@ impl Region {
         if let Some(name) = locator.strip_prefix("shm:") {
             return Region::open_with(name, kind, type_tag, payload_size, DEFAULT_OPEN_TIMEOUT);
         }
-        let path = locator
-            .strip_prefix("/proc/")
-            .filter(|rest| {
-                let mut it = rest.split('/');
-                let ok = |p: Option<&str>| {
-                    p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                };
-                ok(it.next()) && it.next() == Some("fd") && ok(it.next()) && it.next().is_none()
-            })
-            .map(|_| locator)
-            .ok_or_else(|| Error::InvalidName {
+        let path =
+            crate::travel::keepalive::ProcFd::parse(locator).ok_or_else(|| Error::InvalidName {
                 name: locator.to_owned(),
                 reason: "not a region locator (shm:<name> or /proc/<pid>/fd/<fd>)",
             })?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
+        let file = path
+            .open(std::fs::OpenOptions::new().read(true).write(true))
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Error::NotFound {
                     name: locator.to_owned(),

@@ -130,7 +130,11 @@ impl TaskId {
             id,
             start: start_time(id).unwrap_or(0),
         };
-        SELF.store(me.pack(), Ordering::Relaxed);
+        // A start time that could not be read (no descriptor left) is not
+        // cached: the next call tries again.
+        if me.start != 0 {
+            SELF.store(me.pack(), Ordering::Relaxed);
+        }
         me
     }
 

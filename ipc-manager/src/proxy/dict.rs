@@ -7,9 +7,9 @@ use std::marker::PhantomData;
 use ipc_core::codec::Message;
 use ipc_core::Result;
 
-use super::{boolean, len, unit, Handle};
+use super::{boolean, enc_val, len, unit, Handle};
 use crate::manager::{dec, enc};
-use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
+use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
 
 /// Invariant in `T`, `Send` and `Sync` whatever `T` is.
 type Invariant<T> = fn(T) -> T;
@@ -68,6 +68,10 @@ impl<K: Message, V: Message> DictProxy<K, V> {
         self.h.call(&Request::Dict { id: self.h.id, op })
     }
 
+    fn val(&self, v: &V) -> Result<Val> {
+        enc_val(&self.h.mgr, v)
+    }
+
     fn maybe(&self, op: DictOp) -> Result<Option<V>> {
         match self.op(op)? {
             Response::Value(v) => v.map(|b| dec(&b)).transpose(),
@@ -106,7 +110,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     /// # Errors
     /// As [`get`](Self::get).
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V>> {
-        self.maybe(DictOp::Insert(enc(key)?, enc(value)?))
+        self.maybe(DictOp::Insert(enc(key)?, self.val(value)?))
     }
 
     /// Removes `key`, returning its value (Python's `d.pop(k, None)`).
@@ -188,7 +192,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     {
         let items = items
             .into_iter()
-            .map(|(k, v)| Ok((enc(k)?, enc(v)?)))
+            .map(|(k, v)| Ok((enc(k)?, self.val(v)?)))
             .collect::<Result<Vec<_>>>()?;
         unit(self.op(DictOp::Update(items))?)
     }
@@ -207,7 +211,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     /// # Errors
     /// As [`get`](Self::get).
     pub fn setdefault(&self, key: &K, default: &V) -> Result<V> {
-        self.maybe(DictOp::SetDefault(enc(key)?, enc(default)?))?
+        self.maybe(DictOp::SetDefault(enc(key)?, self.val(default)?))?
             .ok_or_else(|| unexpected(Response::Value(None)))
     }
 
@@ -242,7 +246,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
         let op = DictOp::CompareAndSet {
             key: enc(key)?,
             expected: current.map(enc).transpose()?,
-            new: enc(new)?,
+            new: self.val(new)?,
         };
         boolean(self.op(op)?)
     }
@@ -265,7 +269,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn update_with(&self, key: &K, f: impl FnMut(Option<V>) -> V) -> Result<V> {
-        super::cas_update(&self.h, enc(key)?, dec, enc, f)
+        super::cas_update(&self.h, enc(key)?, dec, |v| self.val(v), f)
     }
 }
 

@@ -5,9 +5,9 @@ use std::marker::PhantomData;
 use ipc_core::codec::Message;
 use ipc_core::Result;
 
-use super::{boolean, len, unit, Handle};
+use super::{boolean, enc_val, len, unit, Handle};
 use crate::manager::{dec, enc};
-use crate::wire::{unexpected, ListOp, Request, Response};
+use crate::wire::{unexpected, ListOp, Request, Response, Val};
 
 /// A proxy of a list in the manager server (Python's `manager.list()`).
 /// Indices follow Python: negative ones count from the end.
@@ -45,6 +45,10 @@ impl<T: Message> ListProxy<T> {
         ListProxy { h, _t: PhantomData }
     }
 
+    fn val(&self, v: &T) -> Result<Val> {
+        enc_val(&self.h.mgr, v)
+    }
+
     fn op(&self, op: ListOp) -> Result<Response> {
         self.h.call(&Request::List { id: self.h.id, op })
     }
@@ -61,7 +65,7 @@ impl<T: Message> ListProxy<T> {
     /// # Errors
     /// [`ipc_core::Error::ServerGone`].
     pub fn push(&self, value: &T) -> Result<()> {
-        unit(self.op(ListOp::Push(enc(value)?))?)
+        unit(self.op(ListOp::Push(self.val(value)?))?)
     }
 
     /// Same as [`push`](Self::push), under Python's name.
@@ -80,7 +84,10 @@ impl<T: Message> ListProxy<T> {
     where
         T: 'a,
     {
-        let v = values.into_iter().map(enc).collect::<Result<Vec<_>>>()?;
+        let v = values
+            .into_iter()
+            .map(|v| self.val(v))
+            .collect::<Result<Vec<_>>>()?;
         unit(self.op(ListOp::Extend(v))?)
     }
 
@@ -97,7 +104,7 @@ impl<T: Message> ListProxy<T> {
     /// # Errors
     /// As [`get`](Self::get).
     pub fn set(&self, index: i64, value: &T) -> Result<()> {
-        unit(self.op(ListOp::Set(index, enc(value)?))?)
+        unit(self.op(ListOp::Set(index, self.val(value)?))?)
     }
 
     /// Removes and returns the value at `index` (the last one for `None`).
@@ -113,7 +120,7 @@ impl<T: Message> ListProxy<T> {
     /// # Errors
     /// As [`push`](Self::push).
     pub fn insert(&self, index: i64, value: &T) -> Result<()> {
-        unit(self.op(ListOp::Insert(index, enc(value)?))?)
+        unit(self.op(ListOp::Insert(index, self.val(value)?))?)
     }
 
     /// Removes the first occurrence of `value`; returns whether there was one.

@@ -14,6 +14,7 @@ pub use dict::DictProxy;
 pub use list::ListProxy;
 pub use namespace::Namespace;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipc_core::region::Kind;
@@ -21,14 +22,43 @@ use ipc_core::sys::proc;
 use ipc_core::travel::Token;
 use ipc_core::{Error, Result};
 
-use crate::manager::Manager;
+use crate::manager::{enc, Manager};
 use crate::objects::sealed::Lookup;
-use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
+use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
+
+thread_local! {
+    /// While [`enc_val`] encodes a value: the counted proxies met on the
+    /// way, as (manager name, container id).
+    static CONTAINED: RefCell<Option<Vec<(String, u64)>>> = const { RefCell::new(None) };
+}
+
+/// Encodes a value to store in a container of `mgr`, with the ids of the
+/// unnamed containers of `mgr` whose proxies it contains (the server then
+/// keeps them alive while the value is stored). Proxies of another manager
+/// are not counted: that manager cannot see this one's containers.
+pub(crate) fn enc_val<T: ipc_core::codec::Message>(mgr: &Manager, v: &T) -> Result<Val> {
+    let outer = CONTAINED.with(|c| c.replace(Some(Vec::new())));
+    let bytes = enc(v);
+    let met = CONTAINED.with(|c| c.replace(outer)).unwrap_or_default();
+    let refs = met
+        .into_iter()
+        .filter(|(name, _)| name == mgr.name())
+        .map(|(_, id)| id)
+        .collect();
+    Ok(Val {
+        bytes: bytes?,
+        refs,
+    })
+}
 
 /// The handle part every proxy shares.
 ///
-/// An unnamed container lives while some process holds a proxy of it (as
-/// in Python): the server counts holders per process. A handle counts for
+/// An unnamed container lives while some process holds a proxy of it, or
+/// a value stored in another container of the same manager does (as in
+/// Python): the server counts holders per process, and counts a stored
+/// value as a holder until it is overwritten or removed or its container
+/// is freed (a container stored in itself, or a cycle, lives until the
+/// server stops). A handle counts for
 /// the process it was made in; a clone counts once more; a handle decoded
 /// from a token (a spawned child's or a pool task's argument) counts for
 /// the receiving process; a copy inherited across `fork` counts for the
@@ -87,6 +117,13 @@ impl Handle {
 
     /// The travelling form: manager name, object id, proxy type, counted.
     pub fn token<P: Lookup>(&self) -> Token {
+        if self.counted {
+            CONTAINED.with(|c| {
+                if let Some(met) = c.borrow_mut().as_mut() {
+                    met.push((self.mgr.name().to_owned(), self.id));
+                }
+            });
+        }
         Token {
             locator: format!("manager:{}", self.mgr.name()),
             kind: Kind::Manager as u32,
@@ -168,7 +205,7 @@ pub(crate) fn cas_update<T>(
     h: &Handle,
     key: Bytes,
     decode: impl Fn(&[u8]) -> Result<T>,
-    encode: impl Fn(&T) -> Result<Bytes>,
+    encode: impl Fn(&T) -> Result<Val>,
     mut f: impl FnMut(Option<T>) -> T,
 ) -> Result<T> {
     let op = |op| h.call(&Request::Dict { id: h.id, op });

@@ -6,7 +6,7 @@ use ipc_core::{Error, Result};
 
 use super::Handle;
 use crate::manager::{dec, enc};
-use crate::wire::{unexpected, Bytes, DictOp, Request, Response};
+use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
 
 /// A proxy of a namespace in the manager server (Python's
 /// `manager.Namespace()`): attributes by name, each of its own type. The
@@ -31,10 +31,16 @@ pub struct Namespace {
     pub(crate) h: Handle,
 }
 
-fn tagged<T: Message>(v: &T) -> Result<Bytes> {
-    let mut b = type_tag::<T>(0, 0).to_le_bytes().to_vec();
-    b.extend_from_slice(&enc(v)?);
-    Ok(b)
+/// A value to store: its type tag, then its bytes (with the containers
+/// whose proxies it holds, see [`Val`]).
+fn tagged<T: Message>(mgr: &crate::Manager, v: &T) -> Result<Val> {
+    let inner = super::enc_val(mgr, v)?;
+    let mut bytes = type_tag::<T>(0, 0).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&inner.bytes);
+    Ok(Val {
+        bytes,
+        refs: inner.refs,
+    })
 }
 
 fn untag<T: Message>(attr: &str, b: &[u8]) -> Result<T> {
@@ -79,7 +85,8 @@ impl Namespace {
     /// # Errors
     /// [`Error::ServerGone`].
     pub fn set<T: Message>(&self, attr: &str, value: &T) -> Result<()> {
-        match self.op(DictOp::Insert(enc(&attr.to_owned())?, tagged(value)?))? {
+        let value = tagged(&self.h.mgr, value)?;
+        match self.op(DictOp::Insert(enc(&attr.to_owned())?, value))? {
             Response::Value(_) => Ok(()),
             r => Err(unexpected(r)),
         }
@@ -114,7 +121,8 @@ impl Namespace {
     /// As [`get`](Self::get).
     pub fn update_with<T: Message>(&self, attr: &str, f: impl FnMut(Option<T>) -> T) -> Result<T> {
         let decode = |b: &[u8]| untag(attr, b);
-        super::cas_update(&self.h, enc(&attr.to_owned())?, decode, tagged, f)
+        let encode = |v: &T| tagged(&self.h.mgr, v);
+        super::cas_update(&self.h, enc(&attr.to_owned())?, decode, encode, f)
     }
 }
 
