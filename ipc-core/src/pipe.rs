@@ -8,7 +8,7 @@
 //! up and `recv` returns [`Error::PeerClosed`] (after draining what was
 //! sent). As with Python, drop the endpoint you do not use in each process.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::codec::{self, Message, Scratch};
 use crate::region::{Kind, Region};
 use crate::ring::spsc::{Frame, Spsc};
-use crate::ring::wait::Stop;
+use crate::ring::wait::{Stop, WaitPoint};
 use crate::sync::raw_lock::{Acquired, RawLock};
 use crate::{Error, Result};
 
@@ -180,11 +180,15 @@ impl Pipe {
 struct EndGuard<'a>(&'a RawLock);
 
 impl<'a> EndGuard<'a> {
-    fn lock(l: &'a RawLock, deadline: Option<Instant>) -> Option<EndGuard<'a>> {
+    fn lock(l: &'a RawLock, deadline: Option<Instant>) -> Result<EndGuard<'a>> {
         // A user of this end that died mid-call left the ring itself
         // consistent (indices are published last), so OwnerDied needs no
         // repair; Busy means the deadline passed.
-        (l.lock(deadline) != Acquired::Busy).then_some(EndGuard(l))
+        match l.lock(deadline) {
+            Acquired::Clean | Acquired::OwnerDied => Ok(EndGuard(l)),
+            Acquired::Busy => Err(Error::Timeout),
+            Acquired::Corrupt(i) => Err(Error::Corrupt(i.describe())),
+        }
     }
 }
 
@@ -276,8 +280,9 @@ impl Connection {
         let h = tx.header();
         let r = h.space_ready.0.wait_until(
             || {
-                let Some(_g) = EndGuard::lock(&h.push_lock.0, deadline) else {
-                    return Some(Err(Error::Timeout));
+                let _g = match EndGuard::lock(&h.push_lock.0, deadline) {
+                    Ok(g) => g,
+                    Err(e) => return Some(Err(e)),
                 };
                 match tx.try_push(bytes, &self.tail_cache) {
                     Ok(true) => Some(Ok(())),
@@ -348,8 +353,9 @@ impl Connection {
                 if !rx.has_data() {
                     return None;
                 }
-                let Some(_g) = EndGuard::lock(&h.pop_lock.0, deadline) else {
-                    return Some(Err(Error::Timeout));
+                let _g = match EndGuard::lock(&h.pop_lock.0, deadline) {
+                    Ok(g) => g,
+                    Err(e) => return Some(Err(e)),
                 };
                 let copy = |p, n| {
                     // SAFETY: the ring hands us `n` readable bytes of a frame
@@ -406,6 +412,14 @@ impl Connection {
 
     /// Closes this end (dropping it does the same).
     pub fn close(self) {}
+
+    /// For `process::wait`: where a receiver sleeps and the ring it reads
+    /// (`None` on the sending end of a one-way pipe), and the descriptor
+    /// that hangs up once the peer is gone.
+    pub(crate) fn wait_parts(&self) -> (Option<(&WaitPoint, &Spsc)>, BorrowedFd<'_>) {
+        let rx = self.rx().ok().map(|r| (&r.header().data_ready.0, r));
+        (rx, self.peer.as_fd())
+    }
 }
 
 /// Bytes one ring of `cap` data bytes occupies in the region (128-aligned).

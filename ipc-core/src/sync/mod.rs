@@ -12,6 +12,7 @@ mod condition;
 mod event;
 mod lock;
 mod lock_error;
+mod raw_condition;
 pub(crate) mod raw_lock;
 mod rlock;
 mod semaphore;
