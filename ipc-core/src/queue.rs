@@ -553,6 +553,16 @@ impl<T: Message> Queue<T> {
 
     /// Whether [`shutdown`](Queue::shutdown) was called by some process
     /// (Python's `is_shutdown`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = ipc_core::queue::Queue::<u8>::new(1)?;
+    /// assert!(!q.is_shut_down());
+    /// q.shutdown(false);
+    /// assert!(q.is_shut_down() && q.is_closed());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     #[doc(alias = "is_shutdown")]
     pub fn is_shut_down(&self) -> bool {
         matches!(self.state(), SHUT_DOWN | SHUT_DOWN_NOW)

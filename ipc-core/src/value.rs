@@ -277,6 +277,20 @@ macro_rules! named_ctors {
         /// (see the builder's `lock`); `lock` must be that lock (opened
         /// by name, inherited, or received).
         ///
+        /// # Examples
+        ///
+        /// ```
+        /// use ipc_core::{sync::Lock, value::Value};
+        /// let (l, n) = (format!("doc-guard-{}", std::process::id()), format!("doc-guarded-{}", std::process::id()));
+        /// let lock = Lock::create(&l)?;
+        /// let v = Value::builder(1u8).name(&n).lock(lock.clone()).build()?;
+        /// assert!(Value::<u8>::open(&n).is_err()); // needs its lock
+        /// let w = Value::<u8>::open_with_lock(&n, Lock::open(&l)?)?;
+        /// w.set(2)?;
+        /// assert_eq!(v.get()?, 2);
+        /// # Ok::<(), ipc_core::Error>(())
+        /// ```
+        ///
         /// # Errors
         /// As `open`; [`Error::Incompatible`] if it is guarded by its own
         /// lock.
@@ -417,6 +431,14 @@ impl<T: Pod> Value<T> {
     }
 
     /// A builder: name, and which lock guards the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = ipc_core::value::Value::builder(3i32).build()?;
+    /// assert_eq!(v.get()?, 3);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn builder(init: T) -> ValueBuilder<T> {
         ValueBuilder {
             init,
@@ -589,6 +611,14 @@ impl<T: Pod> Array<T> {
     }
 
     /// A builder: name, and which lock guards the array.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = ipc_core::value::Array::builder(&[1u8, 2]).build()?;
+    /// assert_eq!(a.to_vec()?, vec![1, 2]);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn builder(init: &[T]) -> ArrayBuilder<'_, T> {
         ArrayBuilder {
             init,

@@ -294,12 +294,30 @@ impl ParentProcess {
     }
 
     /// Whether the parent is still running (an exited parent that nobody
-    /// reaped yet counts as ended).
+    /// reaped yet counts as ended). See [`parent_process`] for an example.
     pub fn is_alive(&self) -> bool {
         self.task().is_alive()
     }
 
     /// Waits until the parent has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::process::{parent_process, Process};
+    /// let mut p = Process::new(|| {
+    ///     let mut grandchild = Process::new(|| {
+    ///         let parent = parent_process().unwrap();
+    ///         parent.join().unwrap(); // returns once our parent has exited
+    ///         assert!(!parent.is_alive());
+    ///     });
+    ///     grandchild.start().unwrap();
+    ///     std::mem::forget(grandchild); // exit without waiting for it
+    /// });
+    /// p.start()?;
+    /// p.join()?;
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`crate::Error::Io`] if it cannot be watched.

@@ -123,6 +123,19 @@ const FUTEX2_SIZE_U32: u32 = 0x02;
 /// [`WAIT_ANY_MAX`] words are watched; on a kernel without `futex_waitv`
 /// it sleeps on the first word for at most a millisecond, so the caller's
 /// re-check loop still sees the others change.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::sys::futex::{wait_any, WaitResult};
+/// use std::sync::atomic::AtomicU32;
+/// use std::time::{Duration, Instant};
+/// let (a, b) = (AtomicU32::new(0), AtomicU32::new(5));
+/// // `b` is not 4: returns at once.
+/// assert_eq!(wait_any(&[(&a, 0), (&b, 4)], None), WaitResult::Woken);
+/// let d = Instant::now() + Duration::from_millis(10);
+/// assert_eq!(wait_any(&[(&a, 0), (&b, 5)], Some(d)), WaitResult::TimedOut);
+/// ```
 pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitResult {
     let Some(first) = words.first() else {
         if let Some(d) = deadline {

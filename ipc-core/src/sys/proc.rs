@@ -174,6 +174,14 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 /// `None` if no such task exists. A kernel thread, or a task of another
 /// user when we are not root, is `Some(false)`: it cannot hold a lock in
 /// a region only we (and root) may map.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::sys::proc;
+/// assert_eq!(proc::is_user_task_of_ours(proc::tid()), Some(true));
+/// assert_eq!(proc::is_user_task_of_ours(proc::PID_MAX_LIMIT), None);
+/// ```
 pub fn is_user_task_of_ours(id: u32) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
     if id == 0 || id >= PID_MAX_LIMIT {
