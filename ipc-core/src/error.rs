@@ -172,6 +172,13 @@ pub enum Error {
     /// `start` was called twice.
     #[error("the process was already started")]
     AlreadyStarted,
+    /// `Process::close` was called while the child still runs.
+    #[error("cannot close a process while it is still running")]
+    StillRunning,
+    /// The queue was shut down (Python 3.13's `queue.ShutDown`): no `put`
+    /// is accepted, and `get` fails once nothing is left to take.
+    #[error("the queue was shut down")]
+    ShutDown,
     /// A pool worker died (e.g. killed) while running this task; the pool
     /// replaced it and carries on.
     #[error("the pool worker (pid {pid}) running this task died")]

@@ -44,6 +44,7 @@ mod shared;
 pub mod sync;
 #[cfg(loom)]
 mod sync {
+    mod raw_condition;
     pub(crate) mod raw_lock;
 }
 pub mod sys;

@@ -11,7 +11,7 @@
 //! duplicate, see [`crate::travel`]) until the receiver has opened it, or
 //! for [`KEEP_ALIVE`](crate::travel::KEEP_ALIVE) if it never does.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::codec::{self, Message, Scratch};
 use crate::region::{Kind, Region};
 use crate::ring::spsc::{Frame, Spsc};
-use crate::ring::wait::Stop;
+use crate::ring::wait::{Stop, WaitPoint};
 use crate::sync::raw_lock::{Acquired, RawLock};
 use crate::{Error, Result};
 
@@ -183,11 +183,15 @@ impl Pipe {
 struct EndGuard<'a>(&'a RawLock);
 
 impl<'a> EndGuard<'a> {
-    fn lock(l: &'a RawLock, deadline: Option<Instant>) -> Option<EndGuard<'a>> {
+    fn lock(l: &'a RawLock, deadline: Option<Instant>) -> Result<EndGuard<'a>> {
         // A user of this end that died mid-call left the ring itself
         // consistent (indices are published last), so OwnerDied needs no
         // repair; Busy means the deadline passed.
-        (l.lock(deadline) != Acquired::Busy).then_some(EndGuard(l))
+        match l.lock(deadline) {
+            Acquired::Clean | Acquired::OwnerDied => Ok(EndGuard(l)),
+            Acquired::Busy => Err(Error::Timeout),
+            Acquired::Corrupt(i) => Err(Error::Corrupt(i.describe())),
+        }
     }
 }
 
@@ -279,8 +283,9 @@ impl Connection {
         let h = tx.header();
         let r = h.space_ready.0.wait_until(
             || {
-                let Some(_g) = EndGuard::lock(&h.push_lock.0, deadline) else {
-                    return Some(Err(Error::Timeout));
+                let _g = match EndGuard::lock(&h.push_lock.0, deadline) {
+                    Ok(g) => g,
+                    Err(e) => return Some(Err(e)),
                 };
                 match tx.try_push(bytes, &self.tail_cache) {
                     Ok(true) => Some(Ok(())),
@@ -351,8 +356,9 @@ impl Connection {
                 if !rx.has_data() {
                     return None;
                 }
-                let Some(_g) = EndGuard::lock(&h.pop_lock.0, deadline) else {
-                    return Some(Err(Error::Timeout));
+                let _g = match EndGuard::lock(&h.pop_lock.0, deadline) {
+                    Ok(g) => g,
+                    Err(e) => return Some(Err(e)),
                 };
                 let copy = |p, n| {
                     // SAFETY: the ring hands us `n` readable bytes of a frame
@@ -409,6 +415,14 @@ impl Connection {
 
     /// Closes this end (dropping it does the same).
     pub fn close(self) {}
+
+    /// For `process::wait`: where a receiver sleeps and the ring it reads
+    /// (`None` on the sending end of a one-way pipe), and the descriptor
+    /// that hangs up once the peer is gone.
+    pub(crate) fn wait_parts(&self) -> (Option<(&WaitPoint, &Spsc)>, BorrowedFd<'_>) {
+        let rx = self.rx().ok().map(|r| (&r.header().data_ready.0, r));
+        (rx, self.peer.as_fd())
+    }
 }
 
 /// Bytes one ring of `cap` data bytes occupies in the region (128-aligned).

@@ -5,11 +5,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::atomic::Ordering;
+use crate::atomic::{fence, Ordering};
 use crate::codec::{self, Message, Scratch};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
 use crate::ring::mpmc::{Mpmc, MpmcHeader, Pop, Push, Recovered};
-use crate::ring::wait::Stop;
+use crate::ring::wait::{Stop, WaitPoint};
 use crate::sys::futex;
 use crate::{Error, Result};
 
@@ -20,6 +20,29 @@ const RECOVER_EVERY: Duration = Duration::from_millis(100);
 /// Default largest encoded message: 64 KiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
+/// Values of the ring header's `closed` word. Only ever raised
+/// (`fetch_max`), so a shutdown is never undone by a later `close`.
+/// Any other non-zero value (garbage) reads as `CLOSED`.
+/// ```text
+/// OPEN           puts and gets work
+/// CLOSED         close(): puts fail (Closed); gets drain, then fail (Closed)
+/// SHUT_DOWN      shutdown(false): puts fail (ShutDown); gets drain, then fail (ShutDown)
+/// SHUT_DOWN_NOW  shutdown(true): puts fail; gets fail at once; the queue
+///                is emptied (by `shutdown`, and by any put that raced it)
+/// ```
+const OPEN: u32 = 0;
+const CLOSED: u32 = 1;
+const SHUT_DOWN: u32 = 2;
+const SHUT_DOWN_NOW: u32 = 3;
+
+/// The error of a call that found the queue ended in `state`.
+fn ended(state: u32) -> Error {
+    match state {
+        SHUT_DOWN | SHUT_DOWN_NOW => Error::ShutDown,
+        _ => Error::Closed,
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     ring: Mpmc,
@@ -29,6 +52,25 @@ struct Inner {
 
 fn broken() -> Error {
     Error::Corrupt("queue indices overwritten with garbage".into())
+}
+
+/// One task fewer in a `JoinableQueue`'s count, never below zero; wakes
+/// `join` when it reaches zero.
+fn task_done_saturating(unfinished: &crate::atomic::AtomicU32) {
+    // Relaxed: a starting guess; the AcqRel CAS decides.
+    let mut v = unfinished.load(Ordering::Relaxed);
+    while v > 0 {
+        // AcqRel: as in `JoinableQueue::task_done_raw`.
+        match unfinished.compare_exchange_weak(v, v - 1, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => {
+                if v == 1 {
+                    futex::wake_all(unfinished);
+                }
+                return;
+            }
+            Err(now) => v = now,
+        }
+    }
 }
 
 /// A bounded multi-producer multi-consumer queue shared between processes
@@ -240,7 +282,7 @@ impl<T: Message> Queue<T> {
             self.check_put(bytes)?;
             match self.ring().try_push(bytes, self.ring().register()?) {
                 Push::Done => {
-                    self.hdr().not_empty.0.notify(1);
+                    self.pushed();
                     Ok(())
                 }
                 Push::Full => Err(Error::Full),
@@ -256,10 +298,25 @@ impl<T: Message> Queue<T> {
                 max: self.ring().slot_size(),
             });
         }
-        if self.is_closed() {
-            return Err(Error::Closed);
+        match self.state() {
+            OPEN => Ok(()),
+            s => Err(ended(s)),
         }
-        Ok(())
+    }
+
+    /// After a successful push: wakes a consumer, and if an immediate
+    /// shutdown raced this put, empties the queue (the shutdown's own
+    /// drain may have run before our message was published).
+    fn pushed(&self) {
+        // SeqCst: Dekker pair with the fence in `shutdown` (our push, then
+        // our read of the state; its store of the state, then its drain):
+        // at least one of us sees the other, so the message is drained.
+        fence(Ordering::SeqCst);
+        if self.state() == SHUT_DOWN_NOW {
+            self.drain();
+        } else {
+            self.hdr().not_empty.0.notify(1);
+        }
     }
 
     fn put_deadline(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
@@ -273,8 +330,10 @@ impl<T: Message> Queue<T> {
             || match self.ring().try_push(bytes, me) {
                 Push::Done => Some(Ok(())),
                 Push::Broken => Some(Err(broken())),
-                Push::Full if self.is_closed() => Some(Err(Error::Closed)),
-                Push::Full => None,
+                Push::Full => match self.state() {
+                    OPEN => None,
+                    s => Some(Err(ended(s))),
+                },
             },
             deadline,
             Some(RECOVER_EVERY),
@@ -282,7 +341,7 @@ impl<T: Message> Queue<T> {
         );
         match r {
             Ok(Ok(())) => {
-                self.hdr().not_empty.0.notify(1);
+                self.pushed();
                 Ok(())
             }
             Ok(Err(e)) | Err(Stop::Check(e)) => Err(e),
@@ -294,8 +353,9 @@ impl<T: Message> Queue<T> {
     ///
     /// # Errors
     /// [`Error::Closed`] once the queue is closed and drained;
-    /// [`Error::Corrupt`] if the message bytes are invalid (the bad message
-    /// is consumed; the queue keeps working).
+    /// [`Error::ShutDown`] once it is shut down and drained (at once after
+    /// an immediate shutdown); [`Error::Corrupt`] if the message bytes are
+    /// invalid (the bad message is consumed; the queue keeps working).
     pub fn get(&self) -> Result<T> {
         self.get_deadline(None)
     }
@@ -303,7 +363,7 @@ impl<T: Message> Queue<T> {
     /// Takes a message, waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`Error::Timeout`], [`Error::Closed`], [`Error::Corrupt`].
+    /// [`Error::Timeout`], [`Error::Closed`], [`Error::ShutDown`], [`Error::Corrupt`].
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.get_deadline(Some(Instant::now() + timeout))
     }
@@ -311,12 +371,17 @@ impl<T: Message> Queue<T> {
     /// Takes a message if one is ready.
     ///
     /// # Errors
-    /// [`Error::Empty`], [`Error::Closed`], [`Error::Corrupt`].
+    /// [`Error::Empty`], [`Error::Closed`], [`Error::ShutDown`], [`Error::Corrupt`].
     pub fn get_nowait(&self) -> Result<T> {
+        if self.state() == SHUT_DOWN_NOW {
+            return Err(Error::ShutDown);
+        }
         match self.try_get_raw() {
             Some(r) => r?.decode(),
-            None if self.is_closed() => Err(Error::Closed),
-            None => Err(Error::Empty),
+            None => match self.state() {
+                OPEN => Err(Error::Empty),
+                s => Err(ended(s)),
+            },
         }
     }
 
@@ -350,10 +415,17 @@ impl<T: Message> Queue<T> {
 
     pub(crate) fn get_raw_deadline(&self, deadline: Option<Instant>) -> Result<Scratch> {
         let r = self.hdr().not_empty.0.wait_until(
-            || match self.try_get_raw() {
-                Some(r) => Some(r),
-                None if self.is_closed() => Some(Err(Error::Closed)),
-                None => None,
+            || {
+                if self.state() == SHUT_DOWN_NOW {
+                    return Some(Err(Error::ShutDown));
+                }
+                match self.try_get_raw() {
+                    Some(r) => Some(r),
+                    None => match self.state() {
+                        OPEN => None,
+                        s => Some(Err(ended(s))),
+                    },
+                }
             },
             deadline,
             Some(RECOVER_EVERY),
@@ -412,22 +484,118 @@ impl<T: Message> Queue<T> {
     /// Closes the queue for every process: further `put`s fail with
     /// [`Error::Closed`]; `get`s drain what is queued, then fail with
     /// [`Error::Closed`] instead of blocking. Blocked callers wake up.
+    /// (After a [`shutdown`](Queue::shutdown), the shutdown's errors stay.)
     pub fn close(&self) {
-        // Release: pairs with the Acquire in `is_closed`.
-        self.hdr().closed.store(1, Ordering::Release);
+        // SeqCst: see `shutdown`; Release at least pairs with the Acquire
+        // in `state`.
+        self.hdr().closed.fetch_max(CLOSED, Ordering::SeqCst);
+        self.wake_everyone();
+    }
+
+    /// Shuts the queue down for every process (Python 3.13's
+    /// `Queue.shutdown(immediate)`): further `put`s fail with
+    /// [`Error::ShutDown`]. With `immediate == false`, `get`s take what is
+    /// still queued, then fail with [`Error::ShutDown`] instead of
+    /// blocking. With `immediate == true`, the queue is emptied at once
+    /// (each removed message counts as done for a [`JoinableQueue`]'s
+    /// `join`) and `get`s fail at once. Blocked callers wake up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{queue::Queue, Error};
+    /// let q = Queue::<u32>::new(4)?;
+    /// q.put(&1)?;
+    /// q.shutdown(false);
+    /// assert!(matches!(q.put(&2), Err(Error::ShutDown)));
+    /// assert_eq!(q.get()?, 1); // drained first
+    /// assert!(matches!(q.get(), Err(Error::ShutDown)));
+    ///
+    /// let q = Queue::<u32>::new(4)?;
+    /// q.put(&1)?;
+    /// q.shutdown(true);
+    /// assert!(matches!(q.get(), Err(Error::ShutDown)));
+    /// assert!(q.empty());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "ShutDown")]
+    pub fn shutdown(&self, immediate: bool) {
+        let to = if immediate { SHUT_DOWN_NOW } else { SHUT_DOWN };
+        // SeqCst, then the fence: the Dekker pair with `pushed` (see there).
+        self.hdr().closed.fetch_max(to, Ordering::SeqCst);
+        if immediate {
+            fence(Ordering::SeqCst);
+            self.drain();
+        }
+        self.wake_everyone();
+    }
+
+    /// Removes every published message, counting each as a finished task
+    /// (for a `JoinableQueue`; a plain queue's count stays 0).
+    fn drain(&self) {
+        let mut removed = false;
+        // Not registered (the table is full): nothing can be taken; the
+        // messages stay, and gets still fail with `ShutDown`.
+        let Ok(me) = self.ring().register() else {
+            return;
+        };
+        while let Pop::Item(()) | Pop::Corrupt(_) = self.ring().try_pop(me, |_, _| ()) {
+            removed = true;
+            task_done_saturating(&self.hdr().unfinished);
+        }
+        if removed {
+            self.hdr().not_full.0.notify(u32::MAX);
+        }
+    }
+
+    fn wake_everyone(&self) {
         self.hdr().not_empty.0.notify(u32::MAX);
         self.hdr().not_full.0.notify(u32::MAX);
     }
 
-    /// Whether [`close`](Queue::close) was called by any process.
+    /// The `closed` word (see [`OPEN`] and friends).
+    fn state(&self) -> u32 {
+        // Acquire: pairs with the SeqCst (Release) stores of `close` and
+        // `shutdown`.
+        match self.hdr().closed.load(Ordering::Acquire) {
+            s @ (OPEN | CLOSED | SHUT_DOWN | SHUT_DOWN_NOW) => s,
+            _ => CLOSED,
+        }
+    }
+
+    /// Whether the queue refuses `put`s: [`close`](Queue::close) or
+    /// [`shutdown`](Queue::shutdown) was called by some process.
     pub fn is_closed(&self) -> bool {
-        // Acquire: pairs with the Release in `close`.
-        self.hdr().closed.load(Ordering::Acquire) != 0
+        self.state() != OPEN
+    }
+
+    /// Whether [`shutdown`](Queue::shutdown) was called by some process
+    /// (Python's `is_shutdown`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = ipc_core::queue::Queue::<u8>::new(1)?;
+    /// assert!(!q.is_shut_down());
+    /// q.shutdown(false);
+    /// assert!(q.is_shut_down() && q.is_closed());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "is_shutdown")]
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self.state(), SHUT_DOWN | SHUT_DOWN_NOW)
     }
 
     /// The queue's name, if it was created or opened by name.
     pub fn name(&self) -> Option<&str> {
         self.inner.region.name()
+    }
+
+    /// For `process::wait`: where consumers sleep, and whether a `get`
+    /// would not block now (a message is queued, or the queue has ended).
+    pub(crate) fn wait_parts(&self) -> (&WaitPoint, bool) {
+        let ready = self.ring().len() > 0 || self.state() != OPEN;
+        (&self.hdr().not_empty.0, ready)
     }
 }
 
@@ -542,6 +710,24 @@ impl<T: Message> JoinableQueue<T> {
         Ok(())
     }
 
+    /// Shuts the queue down (see [`Queue::shutdown`]); with `immediate`,
+    /// the removed messages count as done, so `join` does not wait for
+    /// them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::queue::JoinableQueue;
+    /// let q = JoinableQueue::<u32>::new(4)?;
+    /// q.put(&1)?;
+    /// q.shutdown(true);
+    /// q.join(); // the drained message counts as done
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        self.q.shutdown(immediate)
+    }
+
     /// Blocks until every item put has been marked done.
     pub fn join(&self) {
         self.join_deadline(None);
@@ -621,6 +807,11 @@ impl<T: Message> SimpleQueue<T> {
     /// Closes it (see [`Queue::close`]).
     pub fn close(&self) {
         self.q.close()
+    }
+
+    /// The underlying queue (for `process::wait`).
+    pub(crate) fn as_queue(&self) -> &Queue<T> {
+        &self.q
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytemuck::Pod;
 
-use crate::atomic::{AtomicU64, Ordering};
+use crate::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
 use crate::shared::Shared;
 use crate::sync::raw_lock::{Acquired, RawLock};
@@ -18,15 +18,21 @@ use crate::{Error, Result};
 const DATA_OFFSET: usize = 64;
 
 /// ```text
-/// 0   lock  RawLock (16 bytes)
-/// 16  len   number of elements (1 for a Value)
-/// 64  data  [T; len]
+/// 0   lock   RawLock (16 bytes)
+/// 16  len    number of elements (1 for a Value)
+/// 24  flags  EXTERNAL_LOCK: guarded by another object's Lock, not `lock`
+/// 64  data   [T; len]
 /// ```
 #[repr(C)]
 struct Head {
     lock: RawLock,
     len: AtomicU64,
+    flags: AtomicU32,
 }
+
+/// In `Head::flags`: the creator chose an existing [`Lock`] to guard the
+/// data, so a handle must use that lock (opening by name alone is refused).
+const EXTERNAL_LOCK: u32 = 1;
 
 const _: () = assert!(std::mem::size_of::<Head>() <= DATA_OFFSET);
 
@@ -35,11 +41,13 @@ const _: () = assert!(std::mem::size_of::<Head>() <= DATA_OFFSET);
 struct Cells<T> {
     region: Arc<Region>,
     len: usize,
+    /// `Head::flags` as validated at open (fixed since creation).
+    flags: u32,
     _t: PhantomData<T>,
 }
 
 impl<T: Pod> Cells<T> {
-    fn create(kind: Kind, name: Option<&str>, init: &[T]) -> Result<Self> {
+    fn create(kind: Kind, name: Option<&str>, init: &[T], flags: u32) -> Result<Self> {
         if std::mem::align_of::<T>() > DATA_OFFSET {
             return Err(Error::InvalidArgument(
                 "alignment above 64 is not supported",
@@ -69,15 +77,16 @@ impl<T: Pod> Cells<T> {
                         bytes,
                     );
                     // Relaxed: published by the region's Release.
-                    (*r.payload().cast::<Head>())
-                        .len
-                        .store(init.len() as u64, Ordering::Relaxed);
+                    let head = &*r.payload().cast::<Head>();
+                    head.len.store(init.len() as u64, Ordering::Relaxed);
+                    head.flags.store(flags, Ordering::Relaxed);
                 }
                 Ok(())
             })?;
         Ok(Cells {
             region: Arc::new(region),
             len: init.len(),
+            flags,
             _t: PhantomData,
         })
     }
@@ -100,11 +109,14 @@ impl<T: Pod> Cells<T> {
         }
         // SAFETY: payload is 64-aligned and at least DATA_OFFSET bytes; Head
         // is made of atomics (any bytes valid).
-        // Relaxed (the load): written before publication, which `open`
+        // Relaxed (the loads): written before publication, which `open`
         // observed with Acquire.
-        let len = unsafe { &*region.payload().cast::<Head>() }
-            .len
-            .load(Ordering::Relaxed);
+        let head = unsafe { &*region.payload().cast::<Head>() };
+        let len = head.len.load(Ordering::Relaxed);
+        let flags = head.flags.load(Ordering::Relaxed);
+        if flags & !EXTERNAL_LOCK != 0 {
+            return Err(Error::Corrupt(format!("value flags {flags:#x} unknown")));
+        }
         let room = (region.payload_len() - DATA_OFFSET) / std::mem::size_of::<T>().max(1);
         let len = usize::try_from(len)
             .ok()
@@ -113,6 +125,7 @@ impl<T: Pod> Cells<T> {
         Ok(Cells {
             region: Arc::new(region),
             len,
+            flags,
             _t: PhantomData,
         })
     }
@@ -178,14 +191,19 @@ impl<T: Pod> Cells<T> {
         unsafe { self.ptr(i).write_volatile(v) }
     }
 
-    fn locked<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
-        let lock = &self.head().lock;
+    /// Runs `f` holding the guarding lock: `external`, or the head's own.
+    fn locked<R>(&self, external: Option<&Lock>, f: impl FnOnce() -> R) -> Result<R> {
+        let lock = external.map_or(&self.head().lock, |l| l.raw_lock());
         if lock.is_owned_by_me() {
             // Held through `get_lock()` by this thread: Python's Value uses
             // an RLock, so `with v.get_lock(): v.value += 1` works; so does this.
             return Ok(f());
         }
-        let died = lock.lock(None) == Acquired::OwnerDied;
+        let died = match lock.lock(None) {
+            Acquired::OwnerDied => true,
+            Acquired::Corrupt(i) => return Err(Error::Corrupt(i.describe())),
+            _ => false,
+        };
         let r = f();
         lock.unlock();
         if died {
@@ -196,8 +214,31 @@ impl<T: Pod> Cells<T> {
         Ok(r)
     }
 
-    fn lock_handle(&self) -> Lock {
-        Lock::from_shared(Shared::at(self.region.clone(), 0))
+    fn lock_handle(&self, external: Option<&Lock>) -> Lock {
+        external
+            .cloned()
+            .unwrap_or_else(|| Lock::from_shared(Shared::at(self.region.clone(), 0)))
+    }
+
+    /// The external lock a handle of these cells must use: `lock` if the
+    /// creator chose one, an error if it did and none is given (or one is
+    /// given for cells guarded by their own lock).
+    fn check_lock(&self, lock: Option<Lock>) -> Result<Option<Lock>> {
+        match (self.flags & EXTERNAL_LOCK != 0, lock) {
+            (true, Some(l)) => Ok(Some(l)),
+            (false, None) => Ok(None),
+            (true, None) => Err(Error::Incompatible {
+                what: "lock",
+                expected: "its own lock".into(),
+                found: "an existing Lock chosen by its creator (open it with open_with_lock)"
+                    .into(),
+            }),
+            (false, Some(_)) => Err(Error::Incompatible {
+                what: "lock",
+                expected: "an existing Lock".into(),
+                found: "its own lock".into(),
+            }),
+        }
     }
 }
 
@@ -212,6 +253,51 @@ macro_rules! named_ctors {
             Ok($ty {
                 cells: Cells::open($kind, name)?,
             })
+        }
+
+        /// The name it was created or opened with.
+        pub fn name(&self) -> Option<&str> {
+            self.cells.region.name()
+        }
+    };
+    ($ty:ident, $kind:expr, locked) => {
+        /// Opens one created by another process by name.
+        ///
+        /// # Errors
+        /// [`Error::NotFound`], [`Error::Incompatible`] (kind, element
+        /// type, or its creator chose an existing lock: use
+        /// `open_with_lock`), [`Error::Corrupt`] (invalid length).
+        pub fn open(name: &str) -> Result<$ty<T>> {
+            let cells = Cells::open($kind, name)?;
+            let external = cells.check_lock(None)?;
+            Ok($ty { cells, external })
+        }
+
+        /// Opens one whose creator guarded it with an existing [`Lock`]
+        /// (see the builder's `lock`); `lock` must be that lock (opened
+        /// by name, inherited, or received).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use ipc_core::{sync::Lock, value::Value};
+        /// let (l, n) = (format!("doc-guard-{}", std::process::id()), format!("doc-guarded-{}", std::process::id()));
+        /// let lock = Lock::create(&l)?;
+        /// let v = Value::builder(1u8).name(&n).lock(lock.clone()).build()?;
+        /// assert!(Value::<u8>::open(&n).is_err()); // needs its lock
+        /// let w = Value::<u8>::open_with_lock(&n, Lock::open(&l)?)?;
+        /// w.set(2)?;
+        /// assert_eq!(v.get()?, 2);
+        /// # Ok::<(), ipc_core::Error>(())
+        /// ```
+        ///
+        /// # Errors
+        /// As `open`; [`Error::Incompatible`] if it is guarded by its own
+        /// lock.
+        pub fn open_with_lock(name: &str, lock: Lock) -> Result<$ty<T>> {
+            let cells = Cells::open($kind, name)?;
+            let external = cells.check_lock(Some(lock))?;
+            Ok($ty { cells, external })
         }
 
         /// The name it was created or opened with.
@@ -243,6 +329,85 @@ macro_rules! named_ctors {
 #[derive(Debug, Clone)]
 pub struct Value<T> {
     cells: Cells<T>,
+    /// The existing lock chosen at creation (`None`: the value's own).
+    external: Option<Lock>,
+}
+
+/// Builder for a [`Value`]: a name, and the lock that guards it (Python's
+/// `lock=` argument): its own (the default), an existing [`Lock`]
+/// ([`lock`](ValueBuilder::lock), which may guard several values), or none
+/// ([`build_raw`](ValueBuilder::build_raw), giving a [`RawValue`]).
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::{sync::Lock, value::Value};
+/// let lock = Lock::new()?;
+/// let a = Value::builder(1u32).lock(lock.clone()).build()?;
+/// let b = Value::builder(2u32).lock(lock.clone()).build()?;
+/// {
+///     let _g = lock.acquire()?; // one lock guards both
+///     a.set(b.get()? + a.get()?)?;
+/// }
+/// assert_eq!(a.get()?, 3);
+/// let raw = Value::builder(5u8).build_raw()?; // lock=False
+/// assert_eq!(raw.get(), 5);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ValueBuilder<T> {
+    init: T,
+    name: Option<String>,
+    lock: Option<Lock>,
+}
+
+impl<T: Pod> ValueBuilder<T> {
+    /// Names the value so other processes can open it.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Guards the value with an existing lock instead of its own (Python's
+    /// `lock=some_lock`). Other processes then open it with
+    /// [`Value::open_with_lock`]; it travels together with its lock.
+    pub fn lock(mut self, lock: Lock) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+
+    /// Creates the value.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::Io`].
+    pub fn build(self) -> Result<Value<T>> {
+        let flags = if self.lock.is_some() {
+            EXTERNAL_LOCK
+        } else {
+            0
+        };
+        Ok(Value {
+            cells: Cells::create(Kind::Value, self.name.as_deref(), &[self.init], flags)?,
+            external: self.lock,
+        })
+    }
+
+    /// Creates a value without a lock (Python's `lock=False`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if a [`lock`](Self::lock) was given; as
+    /// [`build`](Self::build).
+    #[doc(alias = "RawValue")]
+    pub fn build_raw(self) -> Result<RawValue<T>> {
+        if self.lock.is_some() {
+            return Err(Error::InvalidArgument(
+                "a value without a lock cannot take one",
+            ));
+        }
+        Ok(RawValue {
+            cells: Cells::create(Kind::Value, self.name.as_deref(), &[self.init], 0)?,
+        })
+    }
 }
 
 impl<T> Clone for Cells<T> {
@@ -250,6 +415,7 @@ impl<T> Clone for Cells<T> {
         Cells {
             region: self.region.clone(),
             len: self.len,
+            flags: self.flags,
             _t: PhantomData,
         }
     }
@@ -261,9 +427,24 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// [`Error::Io`].
     pub fn new(init: T) -> Result<Value<T>> {
-        Ok(Value {
-            cells: Cells::create(Kind::Value, None, &[init])?,
-        })
+        Self::builder(init).build()
+    }
+
+    /// A builder: name, and which lock guards the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = ipc_core::value::Value::builder(3i32).build()?;
+    /// assert_eq!(v.get()?, 3);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn builder(init: T) -> ValueBuilder<T> {
+        ValueBuilder {
+            init,
+            name: None,
+            lock: None,
+        }
     }
 
     /// A named value.
@@ -271,27 +452,29 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::Io`].
     pub fn create(name: &str, init: T) -> Result<Value<T>> {
-        Ok(Value {
-            cells: Cells::create(Kind::Value, Some(name), &[init])?,
-        })
+        Self::builder(init).name(name).build()
     }
 
-    named_ctors!(Value, Kind::Value);
+    named_ctors!(Value, Kind::Value, locked);
 
     /// Reads the value under the lock.
     ///
     /// # Errors
     /// [`Error::OwnerDied`] (the read still happened; it may be torn).
+    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
     pub fn get(&self) -> Result<T> {
-        self.cells.locked(|| self.cells.read(0))
+        self.cells
+            .locked(self.external.as_ref(), || self.cells.read(0))
     }
 
     /// Writes the value under the lock.
     ///
     /// # Errors
     /// [`Error::OwnerDied`] (the write still happened).
+    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
     pub fn set(&self, v: T) -> Result<()> {
-        self.cells.locked(|| self.cells.write(0, v))
+        self.cells
+            .locked(self.external.as_ref(), || self.cells.write(0, v))
     }
 
     /// Read-modify-write under the lock: `v.update(|x| *x += 1)` is the
@@ -299,8 +482,9 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     /// [`Error::OwnerDied`] (the update still happened).
+    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
     pub fn update(&self, f: impl FnOnce(&mut T)) -> Result<T> {
-        self.cells.locked(|| {
+        self.cells.locked(self.external.as_ref(), || {
             let mut x = self.cells.read(0);
             f(&mut x);
             self.cells.write(0, x);
@@ -308,11 +492,11 @@ impl<T: Pod> Value<T> {
         })
     }
 
-    /// The lock guarding the value, to hold it across several operations
-    /// (while held, use [`get_unlocked`](Value::get_unlocked) and
-    /// [`set_unlocked`](Value::set_unlocked)).
+    /// The lock guarding the value (its own, or the one given to the
+    /// builder), to hold it across several operations (the value's own
+    /// calls still work while this thread holds it).
     pub fn get_lock(&self) -> Lock {
-        self.cells.lock_handle()
+        self.cells.lock_handle(self.external.as_ref())
     }
 
     /// Reads without the lock (a concurrent writer may tear the read).
@@ -342,6 +526,79 @@ impl<T: Pod> Value<T> {
 #[derive(Debug, Clone)]
 pub struct Array<T> {
     cells: Cells<T>,
+    /// The existing lock chosen at creation (`None`: the array's own).
+    external: Option<Lock>,
+}
+
+/// Builder for an [`Array`]: a name, and the lock that guards it (see
+/// [`ValueBuilder`]).
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::{sync::Lock, value::Array};
+/// let lock = Lock::new()?;
+/// let a = Array::builder(&[0u8; 4]).lock(lock.clone()).build()?;
+/// a.set(0, 9)?;
+/// assert!(lock.try_acquire().is_ok()); // the given lock is the one used
+/// let raw = Array::builder(&[1i64, 2]).build_raw()?; // lock=False
+/// assert_eq!(raw.to_vec(), vec![1, 2]);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ArrayBuilder<'a, T> {
+    init: &'a [T],
+    name: Option<String>,
+    lock: Option<Lock>,
+}
+
+impl<T: Pod> ArrayBuilder<'_, T> {
+    /// Names the array so other processes can open it.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Guards the array with an existing lock instead of its own (Python's
+    /// `lock=some_lock`); others open it with [`Array::open_with_lock`].
+    pub fn lock(mut self, lock: Lock) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+
+    /// Creates the array.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if empty, [`Error::AlreadyExists`],
+    /// [`Error::InvalidName`], [`Error::Io`].
+    pub fn build(self) -> Result<Array<T>> {
+        let flags = if self.lock.is_some() {
+            EXTERNAL_LOCK
+        } else {
+            0
+        };
+        Ok(Array {
+            cells: Cells::create(Kind::Array, self.name.as_deref(), self.init, flags)?,
+            external: self.lock,
+        })
+    }
+
+    /// Creates an array without a lock (Python's `lock=False`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if a [`lock`](Self::lock) was given; as
+    /// [`build`](Self::build).
+    #[doc(alias = "RawArray")]
+    pub fn build_raw(self) -> Result<RawArray<T>> {
+        if self.lock.is_some() {
+            return Err(Error::InvalidArgument(
+                "an array without a lock cannot take one",
+            ));
+        }
+        Ok(RawArray {
+            cells: Cells::create(Kind::Array, self.name.as_deref(), self.init, 0)?,
+        })
+    }
 }
 
 impl<T: Pod> Array<T> {
@@ -350,9 +607,24 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// [`Error::InvalidArgument`] if `init` is empty, [`Error::Io`].
     pub fn new(init: &[T]) -> Result<Array<T>> {
-        Ok(Array {
-            cells: Cells::create(Kind::Array, None, init)?,
-        })
+        Self::builder(init).build()
+    }
+
+    /// A builder: name, and which lock guards the array.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = ipc_core::value::Array::builder(&[1u8, 2]).build()?;
+    /// assert_eq!(a.to_vec()?, vec![1, 2]);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn builder(init: &[T]) -> ArrayBuilder<'_, T> {
+        ArrayBuilder {
+            init,
+            name: None,
+            lock: None,
+        }
     }
 
     /// A named array.
@@ -360,12 +632,10 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// As [`Array::new`], plus [`Error::AlreadyExists`], [`Error::InvalidName`].
     pub fn create(name: &str, init: &[T]) -> Result<Array<T>> {
-        Ok(Array {
-            cells: Cells::create(Kind::Array, Some(name), init)?,
-        })
+        Self::builder(init).name(name).build()
     }
 
-    named_ctors!(Array, Kind::Array);
+    named_ctors!(Array, Kind::Array, locked);
 
     /// Number of elements.
     pub fn len(&self) -> usize {
@@ -381,27 +651,32 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     /// [`Error::IndexOutOfRange`], [`Error::OwnerDied`].
+    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
     pub fn get(&self, i: usize) -> Result<T> {
         self.cells.check(i)?;
-        self.cells.locked(|| self.cells.read(i))
+        self.cells
+            .locked(self.external.as_ref(), || self.cells.read(i))
     }
 
     /// Sets element `i`, under the lock.
     ///
     /// # Errors
     /// [`Error::IndexOutOfRange`], [`Error::OwnerDied`].
+    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
     pub fn set(&self, i: usize, v: T) -> Result<()> {
         self.cells.check(i)?;
-        self.cells.locked(|| self.cells.write(i, v))
+        self.cells
+            .locked(self.external.as_ref(), || self.cells.write(i, v))
     }
 
     /// Read-modify-write of element `i` under the lock; returns the new value.
     ///
     /// # Errors
     /// [`Error::IndexOutOfRange`], [`Error::OwnerDied`].
+    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
     pub fn update(&self, i: usize, f: impl FnOnce(&mut T)) -> Result<T> {
         self.cells.check(i)?;
-        self.cells.locked(|| {
+        self.cells.locked(self.external.as_ref(), || {
             let mut x = self.cells.read(i);
             f(&mut x);
             self.cells.write(i, x);
@@ -413,31 +688,35 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     /// [`Error::OwnerDied`].
+    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        self.cells
-            .locked(|| (0..self.cells.len).map(|i| self.cells.read(i)).collect())
+        self.cells.locked(self.external.as_ref(), || {
+            (0..self.cells.len).map(|i| self.cells.read(i)).collect()
+        })
     }
 
     /// Overwrites all elements atomically with respect to other lockers.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if the lengths differ, [`Error::OwnerDied`].
+    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
     pub fn copy_from_slice(&self, src: &[T]) -> Result<()> {
         if src.len() != self.cells.len {
             return Err(Error::InvalidArgument(
                 "slice length differs from the array's",
             ));
         }
-        self.cells.locked(|| {
+        self.cells.locked(self.external.as_ref(), || {
             for (i, v) in src.iter().enumerate() {
                 self.cells.write(i, *v);
             }
         })
     }
 
-    /// The lock guarding the array.
+    /// The lock guarding the array (its own, or the one given to the
+    /// builder).
     pub fn get_lock(&self) -> Lock {
-        self.cells.lock_handle()
+        self.cells.lock_handle(self.external.as_ref())
     }
 }
 
@@ -464,7 +743,7 @@ impl<T: Pod> RawValue<T> {
     /// [`Error::Io`].
     pub fn new(init: T) -> Result<RawValue<T>> {
         Ok(RawValue {
-            cells: Cells::create(Kind::Value, None, &[init])?,
+            cells: Cells::create(Kind::Value, None, &[init], 0)?,
         })
     }
 
@@ -474,7 +753,7 @@ impl<T: Pod> RawValue<T> {
     /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::Io`].
     pub fn create(name: &str, init: T) -> Result<RawValue<T>> {
         Ok(RawValue {
-            cells: Cells::create(Kind::Value, Some(name), &[init])?,
+            cells: Cells::create(Kind::Value, Some(name), &[init], 0)?,
         })
     }
 
@@ -513,7 +792,7 @@ impl<T: Pod> RawArray<T> {
     /// [`Error::InvalidArgument`] if empty, [`Error::Io`].
     pub fn new(init: &[T]) -> Result<RawArray<T>> {
         Ok(RawArray {
-            cells: Cells::create(Kind::Array, None, init)?,
+            cells: Cells::create(Kind::Array, None, init, 0)?,
         })
     }
 
@@ -523,7 +802,7 @@ impl<T: Pod> RawArray<T> {
     /// As [`RawArray::new`], plus [`Error::AlreadyExists`], [`Error::InvalidName`].
     pub fn create(name: &str, init: &[T]) -> Result<RawArray<T>> {
         Ok(RawArray {
-            cells: Cells::create(Kind::Array, Some(name), init)?,
+            cells: Cells::create(Kind::Array, Some(name), init, 0)?,
         })
     }
 
@@ -578,8 +857,41 @@ macro_rules! value_travel {
         }
         crate::travel::travel_via_token!([T: Pod] $ty<T>);
     };
+    ($ty:ident, $kind:expr, locked) => {
+        /// Travels with its lock: an existing lock chosen at creation goes
+        /// in the token's extras (its locator, kind and offset).
+        impl<T: Pod> crate::travel::Travel for $ty<T> {
+            fn token(&self) -> crate::travel::Token {
+                let mut t = self.cells.token();
+                if let Some(l) = &self.external {
+                    let lt = crate::travel::Travel::token(l);
+                    t.extra = vec![lt.locator, lt.kind.to_string(), lt.offset.to_string()];
+                }
+                t
+            }
+            fn from_token(t: crate::travel::Token) -> Result<Self> {
+                let lock = match t.extra.as_slice() {
+                    [] => None,
+                    [locator, kind, offset] => {
+                        let bad = || Error::Corrupt("value token: lock extras".into());
+                        Some(<Lock as crate::travel::Travel>::from_token(crate::travel::Token {
+                            locator: locator.clone(),
+                            kind: kind.parse().map_err(|_| bad())?,
+                            offset: offset.parse().map_err(|_| bad())?,
+                            extra: Vec::new(),
+                        })?)
+                    }
+                    _ => return Err(Error::Corrupt("value token: extras".into())),
+                };
+                let cells = Cells::from_token($kind, &t)?;
+                let external = cells.check_lock(lock)?;
+                Ok($ty { cells, external })
+            }
+        }
+        crate::travel::travel_via_token!([T: Pod] $ty<T>);
+    };
 }
-value_travel!(Value, Kind::Value);
-value_travel!(Array, Kind::Array);
+value_travel!(Value, Kind::Value, locked);
+value_travel!(Array, Kind::Array, locked);
 value_travel!(RawValue, Kind::Value);
 value_travel!(RawArray, Kind::Array);

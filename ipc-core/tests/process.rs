@@ -354,3 +354,104 @@ fn a_forked_grandchild_knows_its_own_name_and_parent() {
     p.start().unwrap();
     assert!(p.join().unwrap());
 }
+
+/// Issue 14, item 15: `parent_process().name` was the literal "parent".
+/// A grandchild sees its parent's real name, and can watch it: alive while
+/// it runs, `join` returns once it has exited, then `is_alive` is false.
+#[test]
+fn parent_process_has_its_real_name_is_alive_and_join() {
+    use ipc_core::sync::Event;
+    use ipc_core::value::RawArray;
+    // [done, name ok, alive before, join_timeout timed out, join ok, dead after]
+    let out = RawArray::new(&[0u64; 6]).unwrap();
+    let checked = Event::new().unwrap();
+    let (o, ev) = (out.clone(), checked.clone());
+    let mut middle = Process::builder().name("middle").target(move || {
+        let ev2 = ev.clone();
+        let mut leaf = Process::builder().name("leaf").target(move || {
+            let p = parent_process().expect("started by ipc");
+            o.set(1, u64::from(p.name == "middle")).unwrap();
+            o.set(2, u64::from(p.is_alive())).unwrap();
+            let t = p.join_timeout(Duration::from_millis(50));
+            o.set(3, u64::from(matches!(t, Err(Error::Timeout))))
+                .unwrap();
+            ev2.set();
+            // Our parent returns once we have checked; wait for its end.
+            o.set(
+                4,
+                u64::from(p.join_timeout(Duration::from_secs(30)).is_ok()),
+            )
+            .unwrap();
+            o.set(5, u64::from(!p.is_alive())).unwrap();
+            o.set(0, 1).unwrap();
+        });
+        leaf.start().unwrap();
+        assert!(ev.wait_timeout(Duration::from_secs(30)));
+        // Return without joining: the leaf outlives us.
+        std::mem::forget(leaf);
+    });
+    middle.start().unwrap();
+    middle.join().unwrap();
+    assert!(eventually(Duration::from_secs(40), || out.get(0).unwrap() == 1));
+    assert_eq!(
+        out.to_vec(),
+        vec![1; 6],
+        "[done, name, alive, timeout, join, dead]"
+    );
+}
+
+#[test]
+fn parent_of_a_child_of_the_main_process_is_main_process() {
+    let q = Queue::<(String, u32, bool)>::new(1).unwrap();
+    let q2 = q.clone();
+    let mut p = Process::new(move || {
+        let parent = parent_process().unwrap();
+        q2.put(&(parent.name.clone(), parent.pid, parent.is_alive()))
+            .unwrap();
+    });
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(
+        q.get_timeout(Duration::from_secs(10)).unwrap(),
+        ("MainProcess".to_string(), std::process::id(), true)
+    );
+}
+
+/// Issue 14, item 18: `Process::close` (Python 3.7+).
+#[test]
+fn process_close_refuses_a_running_child_then_releases_and_refuses_further_use() {
+    // In a fresh process, so that counting our pidfds is not disturbed by
+    // other tests' children.
+    isolated(|| {
+        let pidfds = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| t.to_string_lossy().contains("pidfd"))
+                .count()
+        };
+        let before = pidfds();
+        let mut p = Process::new(|| std::thread::sleep(Duration::from_millis(300)));
+        p.start().unwrap();
+        if !matches!(p.close(), Err(Error::StillRunning)) {
+            return false;
+        }
+        // Still usable after the refused close.
+        p.join().unwrap();
+        let held = pidfds();
+        p.close().unwrap();
+        p.close().unwrap(); // twice is fine, as in Python
+        let released = pidfds();
+        let refused = matches!(p.join(), Err(Error::Closed))
+            && matches!(p.start(), Err(Error::Closed))
+            && matches!(p.kill(), Err(Error::Closed))
+            && matches!(p.terminate(), Err(Error::Closed));
+        let inert =
+            !p.is_alive() && (p.exitcode(), p.pid()) == (None, None) && p.sentinel().is_none();
+        // A never-started process can be closed too.
+        let mut q = Process::new(|| ());
+        q.close().unwrap();
+        let never = matches!(q.start(), Err(Error::Closed));
+        held == before + 1 && released == before && refused && inert && never
+    });
+}

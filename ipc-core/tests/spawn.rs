@@ -50,6 +50,16 @@ fn whoami(_: ()) -> (String, bool, u32) {
     (me.name, me.daemon, parent)
 }
 
+/// The parent as a spawned or fork-server child sees it.
+fn parent_seen(_: ()) -> (String, u32, bool, bool) {
+    let p = ipc_core::process::parent_process().expect("started by ipc");
+    let timed_out = matches!(
+        p.join_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    );
+    (p.name.clone(), p.pid, p.is_alive(), timed_out)
+}
+
 fn check(cond: bool, what: &str) -> Result<(), Failed> {
     if cond {
         Ok(())
@@ -134,6 +144,17 @@ fn name_daemon_and_parent() -> Result<(), Failed> {
     check(name == "spawned-kid", "name")?;
     check(daemon, "daemon flag")?;
     check(parent == std::process::id(), "parent pid")
+}
+
+/// Issue 14, item 15: the parent's name was the literal "parent".
+fn parent_process_is_named_main_process_and_alive() -> Result<(), Failed> {
+    let mut p = spawn_builder().target_fn(parent_seen, ());
+    p.start()?;
+    let (name, pid, alive, timed_out) = p.join()?;
+    check(name == "MainProcess", &format!("parent name {name:?}"))?;
+    check(pid == std::process::id(), "parent pid")?;
+    check(alive, "parent alive")?;
+    check(timed_out, "join_timeout on a live parent times out")
 }
 
 fn bogus_target_is_a_typed_error() -> Result<(), Failed> {
@@ -310,6 +331,10 @@ fn main() {
         ("err_panic_and_signals", err_panic_and_signals),
         ("join_timeout_and_sentinels", join_timeout_and_sentinels),
         ("name_daemon_and_parent", name_daemon_and_parent),
+        (
+            "parent_process_is_named_main_process_and_alive",
+            parent_process_is_named_main_process_and_alive,
+        ),
         (
             "queue_filled_by_four_spawned_children",
             queue_filled_by_four_spawned_children,

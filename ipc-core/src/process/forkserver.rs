@@ -6,11 +6,12 @@
 //!
 //! Protocol over a `SOCK_SEQPACKET` socket pair:
 //! ```text
-//! client -> server  "run;<tramp offset>;<target offset>;<daemon>;<client pid>;<name>"
+//! client -> server  "run;<tramp offset>;<target offset>;<daemon>;<parent>;<name>"
 //!                   + SCM_RIGHTS [args memfd, result memfd, ack pipe]
 //! server -> client  "pid;<pid>" + SCM_RIGHTS [pidfd]   the child was forked
 //! server -> client  "exit;<pid>;<code>" a child ended (code < 0: signal)
 //! ```
+//! (`<parent>` is the client's identity and name, see `ParentId::encode`.)
 //! The server exits when the client's end closes (the client exited), and
 //! dies with the client (`PR_SET_PDEATHSIG`); daemon children die with the
 //! server, so with the client.
@@ -148,7 +149,7 @@ pub(crate) fn launch(
             tramp.wrapping_sub(anchor()) as isize,
             target.wrapping_sub(anchor()) as isize,
             u8::from(daemon),
-            proc::pid(),
+            super::ParentId::of_current().encode(),
         );
         send(
             &server.sock,
@@ -333,7 +334,7 @@ fn fork_child(req: &str, fds: Vec<OwnedFd>, sock: &OwnedFd, server: u32) -> Opti
     let tramp = anchor().wrapping_add(f[1].parse::<isize>().ok()? as usize);
     let target = anchor().wrapping_add(f[2].parse::<isize>().ok()? as usize);
     let daemon = f[3] == "1";
-    let client = f[4].parse::<u32>().ok()?;
+    let client = super::ParentId::decode(f[4])?;
     let name = f[5].to_owned();
     // SAFETY: the server is single-threaded; the child runs the target and
     // `_exit`s.

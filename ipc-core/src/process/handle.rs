@@ -12,7 +12,7 @@ use super::spawn::SpawnJob;
 use super::target::{self, Outcome, TargetOutput};
 use super::{get_start_method, registry, StartMethod};
 use crate::codec::Message;
-use crate::sys::{proc, shm};
+use crate::sys::shm;
 use crate::{Error, Result};
 
 static COUNTER: AtomicU32 = AtomicU32::new(1);
@@ -116,6 +116,8 @@ enum State<R: TargetOutput> {
     Running(Running),
     Finished(Finished),
     Gone,
+    /// After [`Process::close`].
+    Closed,
 }
 
 /// A child process running a target (Python's `multiprocessing.Process`).
@@ -184,6 +186,10 @@ impl<R: TargetOutput> Process<R> {
     pub fn start(&mut self) -> Result<()> {
         let job = match std::mem::replace(&mut self.state, State::Gone) {
             State::New(job) => job,
+            State::Closed => {
+                self.state = State::Closed;
+                return Err(Error::Closed);
+            }
             other => {
                 self.state = other;
                 return Err(Error::AlreadyStarted);
@@ -246,6 +252,7 @@ impl<R: TargetOutput> Process<R> {
             State::Running(_) => Err(Error::Timeout),
             State::Finished(f) => self.outcome_of(f),
             State::Gone => Err(Error::NotStarted),
+            State::Closed => Err(Error::Closed),
         }
     }
 
@@ -381,8 +388,39 @@ impl<R: TargetOutput> Process<R> {
             // children, which the server (not we) reaps.
             State::Running(r) => pidfd_send_signal(&r.pidfd, sig),
             State::Finished(_) => Ok(()),
+            State::Closed => Err(Error::Closed),
             _ => Err(Error::NotStarted),
         }
+    }
+
+    /// Releases what the handle holds (the child's pidfd and result file;
+    /// Python's `close()`). A child that has not started is simply
+    /// forgotten; closing twice is allowed. Afterwards `start`, `join`,
+    /// `terminate` and `kill` fail with [`Error::Closed`], `is_alive` is
+    /// false, and `exitcode`, `pid` and `sentinel` are `None`.
+    ///
+    /// # Errors
+    /// [`Error::StillRunning`] if the child has not exited (nothing is
+    /// released then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{process::Process, Error};
+    /// let mut p = Process::new(|| ());
+    /// p.start()?;
+    /// p.join()?;
+    /// p.close()?;
+    /// assert!(matches!(p.join(), Err(Error::Closed)));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn close(&mut self) -> Result<()> {
+        self.poll(false);
+        if matches!(self.state, State::Running(_)) {
+            return Err(Error::StillRunning);
+        }
+        self.state = State::Closed;
+        Ok(())
     }
 }
 
@@ -406,14 +444,14 @@ fn launch<R: TargetOutput>(
     };
     match (method, job) {
         (StartMethod::Fork, job) => {
-            let parent = proc::pid();
+            let parent = super::ParentId::of_current();
             // SAFETY: the child runs only the target (and `_exit`s); it
             // never returns into the caller's frames.
             let pid = match unsafe { fork() } {
                 Ok(ForkResult::Parent { child }) => child,
                 Ok(ForkResult::Child) => {
                     let mut result = result;
-                    child_setup(name, daemon, parent);
+                    child_setup(name, daemon, &parent);
                     let outcome = match job {
                         Job::Closure(f) => target::run(f),
                         Job::Fn(j) => j.run_here(),
@@ -481,10 +519,10 @@ fn watch(pid: Pid) -> Result<OwnedFd> {
 
 /// First thing a forked child does: name itself, forget its parent's
 /// children, and for a daemon, die with the parent.
-fn child_setup(name: &str, daemon: bool, parent: u32) {
-    super::set_current(name.to_owned(), daemon, parent);
+fn child_setup(name: &str, daemon: bool, parent: &super::ParentId) {
+    super::set_current(name.to_owned(), daemon, parent.clone());
     if daemon {
-        set_parent_death_signal(parent);
+        set_parent_death_signal(parent.pid());
     }
 }
 

@@ -19,17 +19,17 @@ mod launcher;
 mod registry;
 pub(crate) mod spawn;
 pub(crate) mod target;
+mod wait;
 
 pub use handle::{Process, ProcessBuilder};
 pub use spawn::init;
 pub use target::TargetOutput;
+pub use wait::{wait, Waitable};
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::Result;
 
@@ -147,18 +147,85 @@ pub struct ProcessInfo {
     pub daemon: bool,
 }
 
-/// (name, daemon, our pid, the pid of the process that started us) in a
-/// child started by ipc; the pid tells a forked grandchild that the entry
-/// was inherited and is not its own.
-pub(crate) static CURRENT: Mutex<Option<(String, bool, u32, u32)>> = Mutex::new(None);
+/// The identity of the process that starts a child, handed to the child
+/// (inherited by fork, or as text in a spawn or fork-server request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParentId {
+    pid: u32,
+    /// Start time (`/proc/<pid>/stat`): tells the parent from a later
+    /// process that reuses its pid.
+    start: u64,
+    name: String,
+}
+
+impl ParentId {
+    /// The calling process, about to start a child.
+    pub(crate) fn of_current() -> ParentId {
+        let me = crate::sys::proc::TaskId::current_process();
+        ParentId {
+            pid: me.id,
+            start: me.start,
+            name: current_process().name,
+        }
+    }
+
+    /// The pid, for `PR_SET_PDEATHSIG` checks.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `pid:start:name-in-hex` (no `;`, which separates request fields).
+    pub(crate) fn encode(&self) -> String {
+        let hex: String = self.name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{}:{}:{hex}", self.pid, self.start)
+    }
+
+    /// Inverse of [`encode`](Self::encode).
+    pub(crate) fn decode(s: &str) -> Option<ParentId> {
+        let mut it = s.splitn(3, ':');
+        let pid = it.next()?.parse().ok()?;
+        let start = it.next()?.parse().ok()?;
+        let hex = it.next()?.as_bytes();
+        if hex.len() % 2 != 0 {
+            return None;
+        }
+        let bytes = hex
+            .chunks(2)
+            .map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some(ParentId {
+            pid,
+            start,
+            name: String::from_utf8(bytes).ok()?,
+        })
+    }
+}
+
+/// Who we are in a child started by ipc.
+#[derive(Debug, Clone)]
+pub(crate) struct Current {
+    name: String,
+    daemon: bool,
+    /// Our pid: tells a forked grandchild that the entry was inherited
+    /// and is not its own.
+    pid: u32,
+    parent: ParentId,
+}
+
+pub(crate) static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
 
 /// Records who we are in a freshly started child (overwriting what a
 /// forked child inherited from its parent).
-pub(crate) fn set_current(name: String, daemon: bool, parent: u32) {
+pub(crate) fn set_current(name: String, daemon: bool, parent: ParentId) {
     // A forked child is single-threaded, but the parent may have held the
     // lock while forking: take the value even from a poisoned or held
     // copy by replacing the whole mutex contents.
-    let v = Some((name, daemon, crate::sys::proc::pid(), parent));
+    let v = Some(Current {
+        name,
+        daemon,
+        pid: crate::sys::proc::pid(),
+        parent,
+    });
     match CURRENT.try_lock() {
         Ok(mut g) => *g = v,
         Err(std::sync::TryLockError::Poisoned(p)) => *p.into_inner() = v,
@@ -166,12 +233,12 @@ pub(crate) fn set_current(name: String, daemon: bool, parent: u32) {
     }
 }
 
-fn current() -> Option<(String, bool, u32, u32)> {
+fn current() -> Option<Current> {
     CURRENT
         .try_lock()
         .ok()
         .and_then(|g| g.clone())
-        .filter(|c| c.2 == crate::sys::proc::pid())
+        .filter(|c| c.pid == crate::sys::proc::pid())
 }
 
 /// The calling process's name, pid and daemon flag.
@@ -182,11 +249,121 @@ fn current() -> Option<(String, bool, u32, u32)> {
 /// assert_eq!(ipc_core::process::current_process().name, "MainProcess");
 /// ```
 pub fn current_process() -> ProcessInfo {
-    let (name, daemon) = current().map_or(("MainProcess".to_owned(), false), |c| (c.0, c.1));
+    let (name, daemon) =
+        current().map_or(("MainProcess".to_owned(), false), |c| (c.name, c.daemon));
     ProcessInfo {
         name,
         pid: crate::sys::proc::pid(),
         daemon,
+    }
+}
+
+/// The process that started this one (Python's `parent_process()`).
+///
+/// It is identified by pid **and** start time, so `is_alive` and `join`
+/// are not fooled by a later process reusing its pid.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::process::{parent_process, Process};
+/// let mut p = Process::builder().name("kid").target(|| {
+///     let parent = parent_process().expect("started by ipc");
+///     (parent.name.clone(), parent.is_alive())
+/// });
+/// p.start()?;
+/// assert_eq!(p.join()?, ("MainProcess".to_string(), true));
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentProcess {
+    /// Its name when it started us (`"MainProcess"` for a program's main
+    /// process, as in Python).
+    pub name: String,
+    /// Its pid.
+    pub pid: u32,
+    start: u64,
+}
+
+impl ParentProcess {
+    fn task(&self) -> crate::sys::proc::TaskId {
+        crate::sys::proc::TaskId {
+            id: self.pid,
+            start: self.start,
+        }
+    }
+
+    /// Whether the parent is still running (an exited parent that nobody
+    /// reaped yet counts as ended). See [`parent_process`] for an example.
+    pub fn is_alive(&self) -> bool {
+        self.task().is_alive()
+    }
+
+    /// Waits until the parent has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::process::{parent_process, Process};
+    /// let mut p = Process::new(|| {
+    ///     let mut grandchild = Process::new(|| {
+    ///         let parent = parent_process().unwrap();
+    ///         parent.join().unwrap(); // returns once our parent has exited
+    ///         assert!(!parent.is_alive());
+    ///     });
+    ///     grandchild.start().unwrap();
+    ///     std::mem::forget(grandchild); // exit without waiting for it
+    /// });
+    /// p.start()?;
+    /// p.join()?;
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] if it cannot be watched.
+    pub fn join(&self) -> Result<()> {
+        self.join_deadline(None)
+    }
+
+    /// Waits at most `timeout` for the parent to end (Python's
+    /// `join(timeout)`).
+    ///
+    /// # Errors
+    /// [`crate::Error::Timeout`] if it is still running; [`crate::Error::Io`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{process::{parent_process, Process}, Error};
+    /// use std::time::Duration;
+    /// let mut p = Process::new(|| {
+    ///     let r = parent_process().unwrap().join_timeout(Duration::from_millis(10));
+    ///     matches!(r, Err(Error::Timeout)) // we (the parent) are still here
+    /// });
+    /// p.start()?;
+    /// assert!(p.join()?);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_deadline(Some(std::time::Instant::now() + timeout))
+    }
+
+    fn join_deadline(&self, deadline: Option<std::time::Instant>) -> Result<()> {
+        let pidfd = match crate::sys::shm::pidfd_open(self.pid) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ESRCH) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        // Opened after the check would be a later process with the same
+        // pid: the identity check after opening rules that out.
+        if !self.is_alive() {
+            return Ok(());
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if wait(&[pidfd.as_fd()], left)?.is_empty() {
+            return Err(crate::Error::Timeout);
+        }
+        Ok(())
     }
 }
 
@@ -198,62 +375,11 @@ pub fn current_process() -> ProcessInfo {
 /// ```
 /// assert!(ipc_core::process::parent_process().is_none());
 /// ```
-pub fn parent_process() -> Option<ProcessInfo> {
-    let ppid = current()?.3;
-    Some(ProcessInfo {
-        name: "parent".to_owned(),
-        pid: ppid,
-        daemon: false,
+pub fn parent_process() -> Option<ParentProcess> {
+    let p = current()?.parent;
+    Some(ParentProcess {
+        name: p.name,
+        pid: p.pid,
+        start: p.start,
     })
-}
-
-/// Waits until at least one of `sentinels` is ready (its process ended),
-/// or `timeout` passes; returns the indices of the ready ones (Python's
-/// `multiprocessing.connection.wait`).
-///
-/// # Errors
-/// [`crate::Error::Io`] if `poll` fails.
-///
-/// # Examples
-///
-/// ```
-/// use ipc_core::process::{wait, Process};
-/// use std::time::Duration;
-/// let mut fast = Process::builder().target(|| ());
-/// let mut slow = Process::builder().target(|| std::thread::sleep(Duration::from_secs(5)));
-/// fast.start()?;
-/// slow.start()?;
-/// let ready = wait(&[fast.sentinel().unwrap(), slow.sentinel().unwrap()], Some(Duration::from_secs(5)))?;
-/// assert_eq!(ready, vec![0]);
-/// slow.kill()?;
-/// # Ok::<(), ipc_core::Error>(())
-/// ```
-pub fn wait(sentinels: &[BorrowedFd<'_>], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let mut fds: Vec<PollFd<'_>> = sentinels
-        .iter()
-        .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
-        .collect();
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
-    loop {
-        // Milliseconds rounded up, so we never return before the deadline.
-        let t = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
-                PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        match poll(&mut fds, t) {
-            Ok(_) => break,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(fds
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
-        .map(|(i, _)| i)
-        .collect())
 }

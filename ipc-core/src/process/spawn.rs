@@ -189,7 +189,7 @@ impl<R: TargetOutput> SpawnJob<R> {
             result.as_raw_fd(),
             ack_w.as_raw_fd(),
             u8::from(daemon),
-            proc::pid(),
+            super::ParentId::of_current().encode(),
             exe_identity()?,
             name,
         );
@@ -354,7 +354,7 @@ fn run_child(spec: &str) -> std::result::Result<i32, String> {
             let _ = a.write_all(&[1]);
         }
     };
-    let parent = f[7].parse::<u32>().unwrap_or(0);
+    let parent = super::ParentId::decode(f[7]).ok_or_else(|| format!("malformed {ENV} parent"))?;
     super::set_current(name, daemon, parent);
     let outcome = (|| {
         if exe_identity().map_err(|e| e.to_string())? != f[8] {

@@ -56,6 +56,24 @@ impl WaitPoint {
         }
     }
 
+    /// Registers the caller as a sleeper here (for waiting on several
+    /// points at once, `process::wait`): returns the futex word and the
+    /// value to sleep on. The caller issues a SeqCst fence and re-checks its
+    /// condition before sleeping, then calls [`leave`](Self::leave).
+    pub fn enter(&self) -> (&AtomicU32, u32) {
+        // Relaxed (both): ordered by the caller's SeqCst fence, as in
+        // `wait_slow`.
+        let e = self.epoch.load(Ordering::Relaxed);
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        (&self.epoch, e)
+    }
+
+    /// Undoes [`enter`](Self::enter).
+    pub fn leave(&self) {
+        // Relaxed: a stale count only costs a notifier a needless wake.
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Calls `cond` until it yields a value, spinning first and then
     /// sleeping until notified or `deadline`. While asleep it wakes every
     /// `slice` to run `check` (a dead peer turns into `Stop::Check`).

@@ -4,27 +4,11 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use super::lock_error::{outcome, LockError};
-use super::raw_lock::RawLock;
-use crate::atomic::{AtomicU32, Ordering};
+use super::raw_condition::RawCondition;
+use super::raw_lock::Acquired;
 use crate::region::Kind;
 use crate::shared::{Shared, ShmSafe};
-use crate::sys::futex;
 use crate::{Error, Result};
-
-/// ```text
-/// lock     the condition's own lock
-/// seq      bumped by every notify; the futex word waiters sleep on
-/// waiters  threads between "about to release the lock" and "woke up";
-///          incremented under the lock, so a notifier (also under the lock)
-///          always sees a waiter that will sleep on the old `seq`
-/// ```
-#[derive(Debug)]
-#[repr(C)]
-pub(crate) struct RawCondition {
-    lock: RawLock,
-    seq: AtomicU32,
-    waiters: AtomicU32,
-}
 
 // SAFETY: #[repr(C)], atomics only; all-zero is "unlocked, no waiters".
 unsafe impl ShmSafe for RawCondition {}
@@ -32,9 +16,13 @@ unsafe impl ShmSafe for RawCondition {}
 /// A condition variable with its own lock, shared between processes
 /// (Python's `multiprocessing.Condition`).
 ///
-/// Wake-ups may be spurious (a `notify(1)` can release more than one
-/// waiter that was about to sleep), so wait in a loop or use
-/// [`ConditionGuard::wait_for`].
+/// `notify(n)` wakes at most `n` waiters, chosen among those waiting when
+/// it runs (as CPython guarantees); a thread that starts waiting later
+/// cannot take their wake-up. As everywhere, another thread may change the
+/// state between the wake-up and the re-acquisition of the lock, so check
+/// the predicate in a loop or use [`ConditionGuard::wait_for`]. If a
+/// process dies inside `wait`, its registration stays: a later notify
+/// may then wake one waiter more than asked (once per such death).
 ///
 /// # Examples
 ///
@@ -100,6 +88,7 @@ impl Condition {
     ///
     /// # Errors
     /// [`LockError::OwnerDied`] carrying the guard.
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn acquire(&self) -> ConditionResult<'_> {
         outcome(self.raw.lock.lock(None), LockError::Timeout, || {
             self.guard()
@@ -110,6 +99,7 @@ impl Condition {
     ///
     /// # Errors
     /// [`LockError::Timeout`], [`LockError::OwnerDied`].
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn acquire_timeout(&self, timeout: Duration) -> ConditionResult<'_> {
         let d = Instant::now() + timeout;
         outcome(self.raw.lock.lock(Some(d)), LockError::Timeout, || {
@@ -152,14 +142,7 @@ impl Condition {
 }
 
 fn notify(raw: &RawCondition, n: u32) {
-    // Relaxed: `waiters` is incremented under the lock we hold, so the lock's
-    // Acquire made any such increment visible.
-    if raw.waiters.load(Ordering::Relaxed) > 0 {
-        // Release: a woken waiter re-acquires the lock anyway, which is what
-        // orders the data; this only has to change the futex word.
-        raw.seq.fetch_add(1, Ordering::Release);
-        futex::wake(&raw.seq, n);
-    }
+    raw.notify(n);
 }
 
 impl<'a> ConditionGuard<'a> {
@@ -167,6 +150,7 @@ impl<'a> ConditionGuard<'a> {
     ///
     /// # Errors
     /// [`LockError::OwnerDied`] if re-acquiring found the holder dead.
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn wait(self) -> ConditionResult<'a> {
         self.wait_deadline(None).map(|(g, _)| g)
     }
@@ -176,6 +160,7 @@ impl<'a> ConditionGuard<'a> {
     ///
     /// # Errors
     /// [`LockError::OwnerDied`].
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn wait_timeout(self, timeout: Duration) -> ConditionResult<'a, (Self, bool)> {
         self.wait_deadline(Some(Instant::now() + timeout))
     }
@@ -185,6 +170,7 @@ impl<'a> ConditionGuard<'a> {
     ///
     /// # Errors
     /// [`LockError::OwnerDied`].
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn wait_for(
         self,
         mut pred: impl FnMut() -> bool,
@@ -205,22 +191,19 @@ impl<'a> ConditionGuard<'a> {
 
     fn wait_deadline(self, deadline: Option<Instant>) -> ConditionResult<'a, (Self, bool)> {
         let raw = self.raw;
+        // The lock stays held until `RawCondition::wait` releases it.
         std::mem::forget(self);
-        // Relaxed (both): we hold the lock; its Release on unlock orders
-        // these before any notifier's view.
-        let seq = raw.seq.load(Ordering::Relaxed);
-        raw.waiters.fetch_add(1, Ordering::Relaxed);
-        raw.lock.unlock();
-        let r = futex::wait(&raw.seq, seq, deadline);
-        // Relaxed: a stale count only costs a notifier a needless wake.
-        raw.waiters.fetch_sub(1, Ordering::Relaxed);
-        let notified = r == futex::WaitResult::Woken;
+        let (notified, a) = raw.wait(deadline, || deadline.is_some_and(|d| Instant::now() >= d));
         let g = ConditionGuard {
             raw,
             _not_send: PhantomData,
         };
-        match raw.lock.lock(None) {
-            super::raw_lock::Acquired::OwnerDied => Err(LockError::OwnerDied(g)),
+        match a {
+            Acquired::OwnerDied => Err(LockError::OwnerDied(g)),
+            Acquired::Corrupt(i) => {
+                std::mem::forget(g); // not held: nothing to release
+                Err(LockError::Corrupt(i.describe()))
+            }
             _ => Ok((g, notified)),
         }
     }

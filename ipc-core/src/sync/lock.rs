@@ -96,6 +96,7 @@ impl Lock {
     ///
     /// # Errors
     /// [`LockError::OwnerDied`] (carrying the guard) if the previous holder died.
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn acquire(&self) -> LockResult<'_> {
         self.acquire_deadline_opt(None)
     }
@@ -105,6 +106,7 @@ impl Lock {
     ///
     /// # Errors
     /// [`LockError::WouldBlock`] if it is held by a live thread.
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn try_acquire(&self) -> LockResult<'_> {
         outcome(
             self.raw.try_lock_or_recover(),
@@ -117,6 +119,7 @@ impl Lock {
     ///
     /// # Errors
     /// [`LockError::Timeout`], [`LockError::OwnerDied`].
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<'_> {
         self.acquire_deadline_opt(Some(Instant::now() + timeout))
     }
@@ -125,6 +128,7 @@ impl Lock {
     ///
     /// # Errors
     /// [`LockError::Timeout`], [`LockError::OwnerDied`].
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn acquire_deadline(&self, deadline: Instant) -> LockResult<'_> {
         self.acquire_deadline_opt(Some(deadline))
     }
@@ -161,6 +165,11 @@ impl Lock {
             lock: &self.raw,
             _not_send: PhantomData,
         }
+    }
+
+    /// The lock word (for a `Value` or `Array` guarded by this lock).
+    pub(crate) fn raw_lock(&self) -> &RawLock {
+        &self.raw
     }
 
     /// A lock living inside another object's region (`Value::get_lock`).

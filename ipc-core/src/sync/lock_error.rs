@@ -29,6 +29,11 @@ pub enum LockError<G> {
     Timeout,
     /// `try_acquire` found the lock held.
     WouldBlock,
+    /// The lock word in shared memory names a holder that cannot exist (a
+    /// kernel thread, another user's task, a thread that never recorded
+    /// itself): garbage was written into the region. The lock is not held;
+    /// the text says what was found.
+    Corrupt(String),
 }
 
 impl<G> LockError<G> {
@@ -46,6 +51,7 @@ impl<G> LockError<G> {
             LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
             LockError::Timeout => LockError::Timeout,
             LockError::WouldBlock => LockError::WouldBlock,
+            LockError::Corrupt(s) => LockError::Corrupt(s),
         }
     }
 }
@@ -56,6 +62,7 @@ impl<G> std::fmt::Display for LockError<G> {
             LockError::OwnerDied(_) => f.write_str("the previous owner died holding the lock"),
             LockError::Timeout => f.write_str("timed out waiting for the lock"),
             LockError::WouldBlock => f.write_str("the lock is held"),
+            LockError::Corrupt(s) => write!(f, "corrupt lock: {s}"),
         }
     }
 }
@@ -69,6 +76,7 @@ impl<G> From<LockError<G>> for Error {
             LockError::OwnerDied(_) => Error::OwnerDied,
             LockError::Timeout => Error::Timeout,
             LockError::WouldBlock => Error::WouldBlock,
+            LockError::Corrupt(s) => Error::Corrupt(s),
         }
     }
 }
@@ -84,5 +92,6 @@ pub(crate) fn outcome<G>(
         Acquired::Clean => Ok(guard()),
         Acquired::OwnerDied => Err(LockError::OwnerDied(guard())),
         Acquired::Busy => Err(busy),
+        Acquired::Corrupt(i) => Err(LockError::Corrupt(i.describe())),
     }
 }

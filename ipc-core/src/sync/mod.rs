@@ -5,13 +5,16 @@
 //! (anonymous, inherited by forked children), `create(name)` and
 //! `open(name)`, and every blocking call has a `try_` and a `_timeout`
 //! form. A `Lock`, `RLock` or `Condition` whose holder dies is recovered
-//! with [`LockError::OwnerDied`].
+//! with [`LockError::OwnerDied`]; a lock word that names a holder that
+//! cannot exist (garbage written into the region) ends every call with
+//! [`LockError::Corrupt`], never a wait without end.
 
 mod barrier;
 mod condition;
 mod event;
 mod lock;
 mod lock_error;
+mod raw_condition;
 pub(crate) mod raw_lock;
 mod rlock;
 mod semaphore;

@@ -9,7 +9,18 @@
 //! ```
 //! `owner` holds the packed (tid, start time) of the holder once it has
 //! recorded itself, 0 otherwise; it tells a dead holder from a live thread
-//! that reused the tid.
+//! that reused the tid. A holder records itself in the store right after
+//! its winning CAS (its identity is computed before), so a live holder is
+//! unrecorded only for a few instructions.
+//!
+//! A waiter judges the thread named by a held word (every 100 ms of waiting):
+//! ```text
+//! no such task (or a zombie), or a recorded start time that differs   dead: taken over, OwnerDied
+//! tid 0, tid >= 2^22, a kernel thread, another user's task            impossible: Corrupt at once
+//! a live thread of ours that stays unrecorded for UNRECORDED_LIMIT    impossible: Corrupt
+//! a live thread of ours, recorded (or unrecorded for less)            alive: keep waiting
+//! ```
+//! So garbage in the word ends every call, with or without a deadline.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +36,12 @@ pub(crate) const TID_MASK: u32 = !CONTENDED;
 /// How often a blocked waiter checks whether the holder is still alive.
 pub(crate) const LIVENESS_SLICE: Duration = Duration::from_millis(100);
 
+/// How long a live thread may stay named in the word without recording
+/// itself before the word is judged garbage. A real holder records itself
+/// one store after its CAS; only a thread stopped (SIGSTOP, a debugger)
+/// exactly there could exceed this.
+pub(crate) const UNRECORDED_LIMIT: Duration = Duration::from_secs(1);
+
 /// How a blocking acquisition ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Acquired {
@@ -34,6 +51,60 @@ pub(crate) enum Acquired {
     OwnerDied,
     /// The deadline passed (or, for `try_lock`, the lock was busy).
     Busy,
+    /// The word names a holder that cannot exist (see the module docs); the
+    /// lock was not taken.
+    Corrupt(Invalid),
+}
+
+/// Why a lock word was judged garbage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Invalid {
+    /// The word as read.
+    pub word: u32,
+    /// What is wrong with the thread it names.
+    pub why: &'static str,
+}
+
+impl Invalid {
+    /// The text for [`Error::Corrupt`](crate::Error::Corrupt).
+    pub fn describe(self) -> String {
+        format!(
+            "lock word {:#x} names thread {}, {}",
+            self.word,
+            self.word & TID_MASK,
+            self.why
+        )
+    }
+}
+
+/// What a waiter concludes about the thread named by a held word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// A live thread that recorded itself: wait.
+    Alive,
+    /// A live thread of ours that has not recorded itself (yet).
+    Unrecorded,
+    /// The holder is gone: take the lock over.
+    Dead,
+    /// No thread of ours can have written this word.
+    Impossible(&'static str),
+}
+
+/// Tracks how long one word has stayed held by an unrecorded thread.
+#[derive(Default)]
+struct Suspicion(Option<(u32, Instant)>);
+
+impl Suspicion {
+    /// Whether word `w`, judged `Unrecorded` now, has been so for too long.
+    fn too_long(&mut self, w: u32) -> bool {
+        match self.0 {
+            Some((sw, since)) if sw == w => since.elapsed() >= UNRECORDED_LIMIT,
+            _ => {
+                self.0 = Some((w, Instant::now()));
+                false
+            }
+        }
+    }
 }
 
 /// The lock word in shared memory. All-zero is "unlocked".
@@ -58,7 +129,9 @@ impl RawLock {
     /// One attempt; no syscall.
     #[inline]
     pub fn try_lock(&self) -> bool {
-        let me = proc::tid();
+        // Computed before the CAS, so the holder is unrecorded for one store.
+        let packed = proc::current_thread_packed();
+        let me = proc::TaskId::unpack(packed).id;
         // Acquire: pairs with the Release swap in `unlock`, so the previous
         // holder's writes to the protected data are visible to us.
         if self
@@ -66,7 +139,7 @@ impl RawLock {
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            self.record_owner();
+            self.record_owner(packed);
             true
         } else {
             false
@@ -79,24 +152,20 @@ impl RawLock {
         if self.try_lock() {
             return Acquired::Clean;
         }
-        // Relaxed: the CAS below decides, with Acquire.
+        // Relaxed: the CAS in `take_over` decides, with Acquire.
         let w = self.word.load(Ordering::Relaxed);
-        if w != 0 && self.holder_is_dead(w & TID_MASK) {
-            let me = proc::tid() | (w & CONTENDED);
-            // Acquire: take over whatever the dead holder published.
-            if self
-                .word
-                .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                self.record_owner();
-                return Acquired::OwnerDied;
-            }
+        if w == 0 {
+            return Acquired::Busy;
         }
-        Acquired::Busy
+        match self.verdict(w) {
+            Verdict::Dead if self.take_over(w, w & CONTENDED) => Acquired::OwnerDied,
+            Verdict::Impossible(why) => Acquired::Corrupt(Invalid { word: w, why }),
+            _ => Acquired::Busy,
+        }
     }
 
-    /// Blocks until acquired, the holder is found dead, or `deadline`.
+    /// Blocks until acquired, the holder is found dead, the word is found
+    /// impossible, or `deadline`.
     #[inline]
     pub fn lock(&self, deadline: Option<Instant>) -> Acquired {
         if self.try_lock() {
@@ -107,10 +176,12 @@ impl RawLock {
 
     #[cold]
     fn lock_contended(&self, deadline: Option<Instant>) -> Acquired {
-        let me = proc::tid();
+        let packed = proc::current_thread_packed();
+        let me = proc::TaskId::unpack(packed).id;
         // Spin briefly on plain loads: a holder on another core often
         // releases within a few hundred nanoseconds.
-        for _ in 0..100 {
+        // (Under loom every spin is a scheduling point: keep it to one.)
+        for _ in 0..if cfg!(loom) { 1 } else { 100 } {
             // Relaxed: spinning on plain loads; try_lock's CAS decides.
             let w = self.word.load(Ordering::Relaxed);
             if w == 0 {
@@ -122,6 +193,7 @@ impl RawLock {
             }
             spin_hint();
         }
+        let mut suspicion = Suspicion::default();
         loop {
             // Relaxed: a hint; every decision is a CAS.
             let w = self.word.load(Ordering::Relaxed);
@@ -133,7 +205,7 @@ impl RawLock {
                     .compare_exchange(0, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    self.record_owner();
+                    self.record_owner(packed);
                     return Acquired::Clean;
                 }
                 continue;
@@ -152,22 +224,27 @@ impl RawLock {
             if futex::wait_slice(&self.word, expected, deadline, LIVENESS_SLICE)
                 == WaitResult::TimedOut
             {
-                if self.holder_is_dead(expected & TID_MASK) {
-                    // Acquire: take over whatever the dead holder published.
-                    if self
-                        .word
-                        .compare_exchange(
-                            expected,
-                            me | CONTENDED,
-                            Ordering::Acquire,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        self.record_owner();
-                        return Acquired::OwnerDied;
+                match self.verdict(expected) {
+                    Verdict::Dead => {
+                        if self.take_over(expected, CONTENDED) {
+                            return Acquired::OwnerDied;
+                        }
+                        continue;
                     }
-                    continue;
+                    Verdict::Impossible(why) => {
+                        return Acquired::Corrupt(Invalid {
+                            word: expected,
+                            why,
+                        })
+                    }
+                    Verdict::Unrecorded if suspicion.too_long(expected) => {
+                        return Acquired::Corrupt(Invalid {
+                            word: expected,
+                            why: "a live thread that never recorded itself as the holder",
+                        })
+                    }
+                    Verdict::Unrecorded => {}
+                    Verdict::Alive => suspicion = Suspicion::default(),
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Acquired::Busy;
@@ -176,26 +253,55 @@ impl RawLock {
         }
     }
 
-    fn record_owner(&self) {
-        // Relaxed: the record is advisory (read only by waiters checking
-        // liveness, who fall back to the tid in the word when it mismatches).
-        self.owner
-            .store(proc::current_thread_packed(), Ordering::Relaxed);
+    /// Replaces the dead holder's word `w` by ours (keeping `flags`).
+    fn take_over(&self, w: u32, flags: u32) -> bool {
+        let packed = proc::current_thread_packed();
+        // Acquire: take over whatever the dead holder published.
+        let won = self
+            .word
+            .compare_exchange(
+                w,
+                proc::TaskId::unpack(packed).id | flags,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if won {
+            self.record_owner(packed);
+        }
+        won
     }
 
-    /// Whether the thread `tid`, seen holding the lock, is dead.
-    fn holder_is_dead(&self, tid: u32) -> bool {
+    fn record_owner(&self, packed: u64) {
+        // Relaxed: the record is advisory (read only by waiters judging the
+        // holder, who give an unrecorded one UNRECORDED_LIMIT to appear).
+        self.owner.store(packed, Ordering::Relaxed);
+    }
+
+    /// Judges the thread named by the held word `w` (see the module docs).
+    fn verdict(&self, w: u32) -> Verdict {
         if cfg!(loom) {
-            return false;
+            return Verdict::Alive;
+        }
+        let tid = w & TID_MASK;
+        if tid == 0 {
+            return Verdict::Impossible("which no thread has");
+        }
+        if tid >= proc::PID_MAX_LIMIT {
+            return Verdict::Impossible("above any Linux thread id");
         }
         // Relaxed: see `record_owner`.
         let rec = proc::TaskId::unpack(self.owner.load(Ordering::Relaxed));
-        if rec.id == tid {
-            !rec.is_alive()
-        } else {
-            // The holder has not recorded itself yet (or died before doing
-            // so): judge by the tid alone.
-            !proc::exists(tid)
+        let recorded = rec.id == tid;
+        if recorded && !rec.is_alive() {
+            // Dead, or the tid now belongs to a later thread.
+            return Verdict::Dead;
+        }
+        match proc::is_user_task_of_ours(tid) {
+            None => Verdict::Dead,
+            Some(false) => Verdict::Impossible("a kernel thread or another user's thread"),
+            Some(true) if recorded => Verdict::Alive,
+            Some(true) => Verdict::Unrecorded,
         }
     }
 

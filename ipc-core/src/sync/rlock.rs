@@ -100,6 +100,7 @@ impl RLock {
     ///
     /// # Errors
     /// [`LockError::OwnerDied`] carrying the guard.
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn acquire(&self) -> RLockResult<'_> {
         self.acquire_opt(None)
     }
@@ -108,6 +109,7 @@ impl RLock {
     ///
     /// # Errors
     /// [`LockError::WouldBlock`].
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn try_acquire(&self) -> RLockResult<'_> {
         if self.raw.lock.is_owned_by_me() {
             return Ok(self.enter());
@@ -116,6 +118,7 @@ impl RLock {
             Acquired::Clean => Ok(self.first()),
             Acquired::OwnerDied => Err(LockError::OwnerDied(self.first())),
             Acquired::Busy => Err(LockError::WouldBlock),
+            Acquired::Corrupt(i) => Err(LockError::Corrupt(i.describe())),
         }
     }
 
@@ -123,6 +126,7 @@ impl RLock {
     ///
     /// # Errors
     /// [`LockError::Timeout`], [`LockError::OwnerDied`].
+    /// [`LockError::Corrupt`] if the lock word in shared memory is garbage.
     pub fn acquire_timeout(&self, timeout: Duration) -> RLockResult<'_> {
         self.acquire_opt(Some(Instant::now() + timeout))
     }
@@ -135,6 +139,7 @@ impl RLock {
             Acquired::Clean => Ok(self.first()),
             Acquired::OwnerDied => Err(LockError::OwnerDied(self.first())),
             Acquired::Busy => Err(LockError::Timeout),
+            Acquired::Corrupt(i) => Err(LockError::Corrupt(i.describe())),
         }
     }
 

@@ -101,3 +101,92 @@ pub fn wake(word: &AtomicU32, n: u32) -> usize {
 pub fn wake_all(word: &AtomicU32) -> usize {
     wake(word, u32::MAX)
 }
+
+/// Most futexes one [`wait_any`] call sleeps on (the kernel's
+/// `FUTEX_WAITV_MAX`).
+pub const WAIT_ANY_MAX: usize = 128;
+
+/// `struct futex_waitv` of `<linux/futex.h>`.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX2_SIZE_U32`: a 32-bit futex word (shared: no `FUTEX2_PRIVATE`).
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// Sleeps until any of `words[i].0` differs from `words[i].1` (or is woken),
+/// or `deadline` passes (`futex_waitv`, Linux 5.16). At most
+/// [`WAIT_ANY_MAX`] words are watched; on a kernel without `futex_waitv`
+/// it sleeps on the first word for at most a millisecond, so the caller's
+/// re-check loop still sees the others change.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::sys::futex::{wait_any, WaitResult};
+/// use std::sync::atomic::AtomicU32;
+/// use std::time::{Duration, Instant};
+/// let (a, b) = (AtomicU32::new(0), AtomicU32::new(5));
+/// // `b` is not 4: returns at once.
+/// assert_eq!(wait_any(&[(&a, 0), (&b, 4)], None), WaitResult::Woken);
+/// let d = Instant::now() + Duration::from_millis(10);
+/// assert_eq!(wait_any(&[(&a, 0), (&b, 5)], Some(d)), WaitResult::TimedOut);
+/// ```
+pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitResult {
+    let Some(first) = words.first() else {
+        if let Some(d) = deadline {
+            std::thread::sleep(d.saturating_duration_since(Instant::now()));
+        }
+        return WaitResult::TimedOut;
+    };
+    let v: Vec<FutexWaitv> = words
+        .iter()
+        .take(WAIT_ANY_MAX)
+        .map(|(w, e)| FutexWaitv {
+            val: u64::from(*e),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    let ts = deadline.map(abs_timespec);
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return WaitResult::TimedOut;
+        }
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `v` holds `v.len()` (<= FUTEX_WAITV_MAX) valid entries whose
+        // addresses are aligned u32 words borrowed for the whole call; the
+        // kernel only reads them. `ts_ptr` is null or a live absolute
+        // CLOCK_MONOTONIC timespec.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex_waitv,
+                v.as_ptr(),
+                v.len() as libc::c_uint,
+                0 as libc::c_uint,
+                ts_ptr,
+                libc::CLOCK_MONOTONIC,
+            )
+        };
+        if r >= 0 {
+            return WaitResult::Woken;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ETIMEDOUT) => return WaitResult::TimedOut,
+            Some(libc::ENOSYS) => {
+                return wait_slice(first.0, first.1, deadline, Duration::from_millis(1))
+            }
+            // EAGAIN: a word already changed; anything else is reported as a
+            // wake-up so the caller re-checks.
+            _ => return WaitResult::Woken,
+        }
+    }
+}

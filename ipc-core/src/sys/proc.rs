@@ -166,6 +166,52 @@ pub fn exists(id: u32) -> bool {
     start_time(id).is_some()
 }
 
+/// Linux never hands out a pid or tid at or above this (`PID_MAX_LIMIT`
+/// on 64-bit kernels).
+pub const PID_MAX_LIMIT: u32 = 1 << 22;
+
+/// `PF_KTHREAD` in the flags of `/proc/<id>/stat` (field 9).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether task `id` (alive, not a zombie) could be a thread of a program
+/// sharing our memory: a user-space thread whose owner is us or root.
+/// `None` if no such task exists. A kernel thread, or a task of another
+/// user when we are not root, is `Some(false)`: it cannot hold a lock in
+/// a region only we (and root) may map.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::sys::proc;
+/// assert_eq!(proc::is_user_task_of_ours(proc::tid()), Some(true));
+/// assert_eq!(proc::is_user_task_of_ours(proc::PID_MAX_LIMIT), None);
+/// ```
+pub fn is_user_task_of_ours(id: u32) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    if id == 0 || id >= PID_MAX_LIMIT {
+        return None;
+    }
+    let stat = std::fs::read(format!("/proc/{id}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // rest = " S ppid pgrp session tty tpgid flags ...": flags is token 6.
+    let mut it = rest.split_ascii_whitespace();
+    let state = it.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    let flags: u64 = it.nth(5)?.parse().ok()?;
+    if flags & PF_KTHREAD != 0 {
+        return Some(false);
+    }
+    // The owner of /proc/<id> is the task's effective uid (root for a
+    // non-dumpable task, which we accept).
+    let owner = std::fs::metadata(format!("/proc/{id}")).ok()?.uid();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    Some(me == 0 || owner == me || owner == 0)
+}
+
 /// A cached identity of the calling thread, for lock ownership records.
 pub fn current_thread_packed() -> u64 {
     thread_local! {
