@@ -23,6 +23,11 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ipc-core supports Linux only: it is built on Linux futexes, memfd, pidfd and /proc"
+);
+
 mod atomic;
 #[cfg(not(loom))]
 pub mod codec;

@@ -35,6 +35,11 @@
 //! # Ok::<(), ipc_core::Error>(())
 //! ```
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ipc-manager supports Linux only: it is built on Linux futexes, memfd, pidfd and /proc"
+);
+
 mod client;
 mod control;
 mod manager;
