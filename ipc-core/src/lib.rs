@@ -33,6 +33,9 @@ mod atomic;
 pub mod codec;
 pub mod error;
 #[cfg(not(loom))]
+#[doc(hidden)]
+pub mod inspect;
+#[cfg(not(loom))]
 pub mod pipe;
 #[cfg(not(loom))]
 pub mod pool;

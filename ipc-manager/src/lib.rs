@@ -42,6 +42,8 @@ compile_error!(
 
 mod client;
 mod control;
+#[doc(hidden)]
+pub mod inspect;
 mod manager;
 mod objects;
 mod proxy;

@@ -245,3 +245,11 @@ impl Drop for ConditionGuard<'_> {
 }
 
 super::simple_travel!(Condition, Kind::Condition);
+
+impl RawCondition {
+    /// The lock and the number of waiters, for `ipc inspect` (a snapshot).
+    pub(crate) fn snapshot(&self) -> (&RawLock, u32) {
+        // Relaxed: diagnostics only.
+        (&self.lock, self.waiters.load(Ordering::Relaxed))
+    }
+}

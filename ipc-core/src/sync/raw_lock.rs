@@ -226,6 +226,18 @@ impl RawLock {
     }
 }
 
+impl RawLock {
+    /// The lock word and the owner record, for `ipc inspect` (a snapshot).
+    #[cfg(not(loom))]
+    pub(crate) fn snapshot(&self) -> (u32, u64) {
+        // Relaxed (both): diagnostics only; nothing is decided on them.
+        (
+            self.word.load(Ordering::Relaxed),
+            self.owner.load(Ordering::Relaxed),
+        )
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
