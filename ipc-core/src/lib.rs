@@ -55,6 +55,7 @@ mod sync {
     pub(crate) mod raw_lock;
 }
 pub mod sys;
+mod trace;
 #[cfg(not(loom))]
 pub mod travel;
 #[cfg(not(loom))]

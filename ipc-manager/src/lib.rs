@@ -50,6 +50,7 @@ mod proxy;
 mod server;
 mod service;
 mod store;
+mod trace;
 mod wire;
 
 #[cfg(test)]

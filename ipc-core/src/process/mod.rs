@@ -13,6 +13,7 @@
 //! # Ok::<(), ipc_core::Error>(())
 //! ```
 
+mod fork_check;
 mod forkserver;
 mod handle;
 mod launcher;
@@ -20,6 +21,7 @@ mod registry;
 pub(crate) mod spawn;
 pub(crate) mod target;
 
+pub use fork_check::{get_start_method_strict, set_start_method_strict};
 pub use handle::{Process, ProcessBuilder};
 pub use spawn::init;
 pub use target::TargetOutput;

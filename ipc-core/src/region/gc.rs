@@ -239,6 +239,7 @@ pub(crate) fn gc_where(mut pred: impl FnMut(&RegionInfo) -> bool) -> Result<Vec<
     for f in &locked {
         let id = (dev_pair(f.info.dev), f.info.ino);
         if !used.contains(&id) && f.info.unlink().unwrap_or(false) {
+            crate::trace::event!(INFO, region = %f.info.name, kind = ?f.info.kind, creator = f.info.creator.id, "removed a stale region (creator dead, unused)");
             removed.push(f.info.name.clone());
         }
     }

@@ -560,7 +560,13 @@ impl Mpmc {
     /// callers every 100 ms.
     #[cfg(not(loom))]
     pub fn recover(&self) -> Recovered {
-        self.recover_with(|tag| self.judge(tag))
+        let r = self.recover_with(|tag| self.judge(tag));
+        match r {
+            Recovered::Nothing => {}
+            Recovered::Freed => crate::trace::event!(WARN, "queue slot recovered from a process that died holding it"),
+            Recovered::Garbage => crate::trace::event!(ERROR, "queue slot claimed by no known process (garbage) freed; its message, if any, is lost"),
+        }
+        r
     }
 
     /// [`Mpmc::recover`], with `judge(tag)` deciding whether a claimant is gone.

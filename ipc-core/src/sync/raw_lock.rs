@@ -90,6 +90,11 @@ impl RawLock {
                 .is_ok()
             {
                 self.record_owner();
+                crate::trace::event!(
+                    WARN,
+                    dead_tid = w & TID_MASK,
+                    "lock recovered from a holder that died (OwnerDied)"
+                );
                 return Acquired::OwnerDied;
             }
         }
@@ -165,6 +170,11 @@ impl RawLock {
                         .is_ok()
                     {
                         self.record_owner();
+                        crate::trace::event!(
+                            WARN,
+                            dead_tid = expected & TID_MASK,
+                            "lock recovered from a holder that died (OwnerDied)"
+                        );
                         return Acquired::OwnerDied;
                     }
                     continue;
