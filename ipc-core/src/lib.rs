@@ -28,6 +28,8 @@ compile_error!(
     "ipc-core supports Linux only: it is built on Linux futexes, memfd, pidfd and /proc"
 );
 
+#[cfg(all(feature = "tokio", not(loom)))]
+mod aio;
 mod atomic;
 #[cfg(not(loom))]
 pub mod codec;

@@ -22,6 +22,9 @@ use crate::ring::wait::Stop;
 use crate::sync::raw_lock::{Acquired, RawLock};
 use crate::{Error, Result};
 
+#[cfg(feature = "tokio")]
+mod aio;
+
 /// Default ring size per direction: 256 KiB.
 pub const DEFAULT_CAPACITY: usize = 256 * 1024;
 

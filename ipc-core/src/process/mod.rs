@@ -13,6 +13,8 @@
 //! # Ok::<(), ipc_core::Error>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod fork_check;
 mod forkserver;
 mod handle;

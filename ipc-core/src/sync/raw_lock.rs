@@ -248,6 +248,69 @@ impl RawLock {
     }
 }
 
+/// Async acquisition (the `tokio` feature): one step at a time, so a task
+/// sleeps between steps without holding anything.
+#[cfg(all(feature = "tokio", not(loom)))]
+impl RawLock {
+    /// Takes the lock (or a dead holder's) if it can; otherwise marks it
+    /// contended (so its unlock wakes a waiter) and returns the word to
+    /// wait on while it does not change.
+    pub(crate) fn lock_step(&self) -> Result<Acquired, u32> {
+        loop {
+            match self.try_lock_or_recover() {
+                Acquired::Busy => {}
+                a => return Ok(a),
+            }
+            // Relaxed: a hint; every decision is a CAS.
+            let w = self.word.load(Ordering::Relaxed);
+            if w == 0 {
+                // Released meanwhile. Take it as CONTENDED: others may sleep.
+                // Acquire: as in `try_lock`.
+                if self
+                    .word
+                    .compare_exchange(
+                        0,
+                        proc::tid() | CONTENDED,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    self.record_owner();
+                    return Ok(Acquired::Clean);
+                }
+                continue;
+            }
+            // Relaxed: as in `lock_contended`.
+            if w & CONTENDED != 0
+                || self
+                    .word
+                    .compare_exchange(w, w | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Err(w | CONTENDED);
+            }
+        }
+    }
+
+    /// The futex word.
+    pub(crate) fn word(&self) -> &AtomicU32 {
+        &self.word
+    }
+
+    /// Whether the lock is held by a thread that is dead (reads `/proc`).
+    pub(crate) fn holder_dead(&self) -> bool {
+        // Relaxed: a hint for the waiter thread; `lock_step` decides.
+        let w = self.word.load(Ordering::Relaxed);
+        w != 0 && self.holder_is_dead(w & TID_MASK)
+    }
+
+    /// Passes a wake-up on to another waiter.
+    pub(crate) fn wake_one(&self) {
+        futex::wake(&self.word, 1);
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
