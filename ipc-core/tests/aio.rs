@@ -1,5 +1,6 @@
 //! The `tokio` feature across processes (issue 12, part 2). ipc-core's
 //! tests build with the feature on (see its dev-dependencies).
+#![cfg(feature = "tokio")]
 
 mod common;
 use common::*;

@@ -1,6 +1,7 @@
 //! The `tracing` feature's events and spans, and the fork-from-a-threaded
 //! parent check (issue 12, parts 3 and 4). ipc-core's tests build with the
 //! feature on (see its dev-dependencies).
+#![cfg(feature = "tracing")]
 
 mod common;
 use common::*;

@@ -2,6 +2,7 @@
 //! by a client), a dead client's slot reclaimed (seen by the server, a
 //! forked child that shares the recorder). ipc-manager's tests build with
 //! the feature on (see its dev-dependencies).
+#![cfg(feature = "tracing")]
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
