@@ -2,7 +2,9 @@
 //! with OS baselines measured in the same run:
 //!
 //! * `rtt/*`: round trip of an 8-byte message (ipc Pipe, ipc Queue, OS
-//!   pipe, Unix socketpair), with both sides spinning (default tuning).
+//!   pipe, Unix socketpair), with both sides spinning (default tuning);
+//!   `ipc_queue_get_async` is the Queue awaited from tokio on this side
+//!   (an async wait never spins: it sleeps in the waiter thread).
 //! * `rtt_sleeping/*`: the same with spinning disabled on both sides,
 //!   against a raw futex sleep/wake ping-pong.
 //! * `lock`, `value`: uncontended operations.
@@ -75,6 +77,39 @@ fn queue_rtt(c: &mut Criterion, group: &str) {
             t.elapsed()
         })
     });
+    let _ = ping.put(&STOP);
+}
+
+/// As `queue_rtt`, with this side awaiting `put_async`/`get_async` on a
+/// current-thread tokio runtime (the echoing peer blocks as usual).
+fn queue_async_rtt(c: &mut Criterion, group: &str) {
+    let ping = Queue::<u64>::new(64).unwrap();
+    let pong = Queue::<u64>::new(64).unwrap();
+    let (p2, q2) = (ping.clone(), pong.clone());
+    let _peer = Peer::spawn(move || {
+        while let Ok(v) = p2.get() {
+            if v == STOP {
+                break;
+            }
+            q2.put(&v).unwrap();
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    c.benchmark_group(group)
+        .bench_function("ipc_queue_get_async", |bn| {
+            bn.iter_custom(|iters| {
+                rt.block_on(async {
+                    let t = Instant::now();
+                    for i in 0..iters {
+                        ping.put_async(&i).await.unwrap();
+                        let _ = pong.get_async().await.unwrap();
+                    }
+                    t.elapsed()
+                })
+            })
+        });
     let _ = ping.put(&STOP);
 }
 
@@ -194,6 +229,7 @@ fn rtt(c: &mut Criterion) {
     raw_spin_rtt(c);
     pipe_rtt(c, "rtt");
     queue_rtt(c, "rtt");
+    queue_async_rtt(c, "rtt");
     os_pipe_rtt(c);
     socketpair_rtt(c);
 }
@@ -203,6 +239,7 @@ fn rtt_sleeping(c: &mut Criterion) {
     futex_rtt(c);
     pipe_rtt(c, "rtt_sleeping");
     queue_rtt(c, "rtt_sleeping");
+    queue_async_rtt(c, "rtt_sleeping");
     ipc_core::tuning::set_spin_iterations(4096);
 }
 

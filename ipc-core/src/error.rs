@@ -215,6 +215,14 @@ pub enum Error {
     /// An operating-system call failed.
     #[error("system call failed: {0}")]
     Io(#[from] nix::errno::Errno),
+    /// A `Fork` start from a parent running other threads, refused because
+    /// [`set_start_method_strict`](crate::process::set_start_method_strict)
+    /// is on: a lock another thread holds would stay locked in the child.
+    #[error("refusing to fork: this process runs {threads} other thread(s) (strict start method); use the ForkServer or Spawn start method")]
+    UnsafeFork {
+        /// Threads other than the caller and ipc's own.
+        threads: usize,
+    },
 }
 
 /// `Result` with [`Error`].

@@ -23,10 +23,20 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ipc-core supports Linux only: it is built on Linux futexes, memfd, pidfd and /proc"
+);
+
+#[cfg(all(feature = "tokio", not(loom)))]
+mod aio;
 mod atomic;
 #[cfg(not(loom))]
 pub mod codec;
 pub mod error;
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod inspect;
 #[cfg(not(loom))]
 pub mod pipe;
 #[cfg(not(loom))]
@@ -48,6 +58,7 @@ mod sync {
     pub(crate) mod raw_lock;
 }
 pub mod sys;
+mod trace;
 #[cfg(not(loom))]
 pub mod travel;
 #[cfg(not(loom))]

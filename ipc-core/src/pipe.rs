@@ -25,6 +25,9 @@ use crate::ring::wait::{Stop, WaitPoint};
 use crate::sync::raw_lock::{Acquired, RawLock};
 use crate::{Error, Result};
 
+#[cfg(feature = "tokio")]
+mod aio;
+
 /// Default ring size per direction: 256 KiB.
 pub const DEFAULT_CAPACITY: usize = 256 * 1024;
 

@@ -17,6 +17,9 @@ use crate::{Error, Result};
 /// dead process.
 const RECOVER_EVERY: Duration = Duration::from_millis(100);
 
+#[cfg(feature = "tokio")]
+mod aio;
+
 /// Default largest encoded message: 64 KiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 

@@ -35,15 +35,23 @@
 //! # Ok::<(), ipc_core::Error>(())
 //! ```
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ipc-manager supports Linux only: it is built on Linux futexes, memfd, pidfd and /proc"
+);
+
 mod client;
 mod control;
 mod crc32c;
+#[doc(hidden)]
+pub mod inspect;
 mod manager;
 mod objects;
 mod proxy;
 mod server;
 mod service;
 mod store;
+mod trace;
 mod wire;
 
 #[cfg(test)]

@@ -696,7 +696,9 @@ impl Inner {
         let r = self.conn().and_then(|c| c.call(req, deadline));
         if matches!(r, Err(Error::ServerGone)) {
             // Relaxed: a hint that only spares later drops a round trip.
-            self.gone.store(true, Ordering::Relaxed);
+            if !self.gone.swap(true, Ordering::Relaxed) {
+                crate::trace::event!(WARN, manager = %self.name, "the manager server is gone");
+            }
         }
         r
     }

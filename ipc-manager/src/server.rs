@@ -219,6 +219,12 @@ impl Server {
             // Relaxed: a stale value only delays the reclaim to the next round.
             let owner = self.ctl.slot(i).owner.load(Ordering::Relaxed);
             if owner != FREE && owner != CLOSED && dead(owner) {
+                crate::trace::event!(
+                    INFO,
+                    slot = i,
+                    pid = TaskId::unpack(owner).id,
+                    "reclaimed the slot of a dead client"
+                );
                 self.reclaim(i, owner);
             }
         }

@@ -762,6 +762,9 @@ fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
             let _ = core.inflight.set(i, 0);
             let pid = p.pid().unwrap_or(0) as u64;
             let clean = code == 0 && task == 0;
+            if !clean && !retired {
+                crate::trace::event!(WARN, pid, exit_code = code, task, "pool worker died");
+            }
             if task != 0 && task != STOP {
                 core.complete(task, Err(Failure::WorkerDied(pid)), true);
             }
@@ -779,7 +782,15 @@ fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
             let needed = !closing || ((retired || !clean) && core.has_outstanding());
             if needed && core.broken().is_none() {
                 match start_worker(&core, i) {
-                    Ok(np) => workers[i] = Some(np),
+                    Ok(np) => {
+                        crate::trace::event!(
+                            INFO,
+                            old_pid = pid,
+                            new_pid = np.pid(),
+                            "pool worker replaced"
+                        );
+                        workers[i] = Some(np);
+                    }
                     Err(e) => break_pool(&core, format!("could not replace a worker: {e}")),
                 }
             }
@@ -866,5 +877,11 @@ fn wait_for_room(tasks: &Queue<Task>, quit: &dyn Fn() -> bool) {
 /// Marks the pool broken and fails every outstanding task (Python's
 /// `BrokenProcessPool`).
 fn break_pool(core: &Core, msg: String) {
+    #[cfg(feature = "tracing")]
+    let first = core.broken().is_none();
     core.fail_outstanding(&msg, true);
+    #[cfg(feature = "tracing")]
+    if first {
+        crate::trace::event!(ERROR, reason = %msg, "process pool broken");
+    }
 }

@@ -8,6 +8,8 @@
 //! and replaces the worker; the executor marks itself broken
 //! ([`Error::BrokenPool`](crate::Error::BrokenPool)) as Python does.
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod core;
 mod executor;
 #[allow(clippy::module_inception)]

@@ -46,7 +46,10 @@ pub(crate) fn worker_main(ctx: WorkerCtx) -> Result<bool, String> {
         // Mark the task as ours before running it, so that if we die the
         // pool knows which task died with us.
         ctx.inflight.set(i, t.id).map_err(|e| e.to_string())?;
-        let outcome = task::run(&t);
+        let outcome = {
+            let _span = crate::trace::span!(DEBUG, "ipc.pool.task", id = t.id, worker = i);
+            task::run(&t)
+        };
         // Reply before clearing the mark: a death in between is resolved by
         // the pool draining replies before it blames us. An outcome too
         // large for one message goes in parts, whatever its kind.

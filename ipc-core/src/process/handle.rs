@@ -195,6 +195,13 @@ impl<R: TargetOutput> Process<R> {
                 return Err(Error::AlreadyStarted);
             }
         };
+        let _span = crate::trace::span!(DEBUG, "ipc.process.start", name = %self.name, method = ?self.method);
+        if self.method == StartMethod::Fork {
+            if let Err(e) = super::fork_check::check(&self.name) {
+                self.state = State::New(job);
+                return Err(e);
+            }
+        }
         registry::reap_finished();
         let (name, daemon, method) = (self.name.clone(), self.daemon, self.method);
         let r = if daemon || method == StartMethod::ForkServer {
@@ -238,6 +245,8 @@ impl<R: TargetOutput> Process<R> {
     }
 
     fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<R::Value> {
+        let _span =
+            crate::trace::span!(DEBUG, "ipc.process.join", name = %self.name, pid = ?self.pid());
         if let State::Running(r) = &self.state {
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());

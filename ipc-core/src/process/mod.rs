@@ -13,6 +13,9 @@
 //! # Ok::<(), ipc_core::Error>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+mod aio;
+mod fork_check;
 mod forkserver;
 mod handle;
 mod launcher;
@@ -21,6 +24,7 @@ pub(crate) mod spawn;
 pub(crate) mod target;
 mod wait;
 
+pub use fork_check::{get_start_method_strict, set_start_method_strict};
 pub use handle::{Process, ProcessBuilder};
 pub use spawn::init;
 pub use target::TargetOutput;

@@ -59,6 +59,9 @@ pub struct RegionInfo {
     pub creator: TaskId,
     /// Whether its creator finished initialising it.
     pub ready: bool,
+    /// The header's layout version (this build reads
+    /// [`VERSION`](super::VERSION); others are refused by `open`).
+    pub version: u32,
     dev: u64,
     ino: u64,
 }
@@ -119,65 +122,103 @@ pub(crate) fn list() -> Result<Vec<RegionInfo>> {
 
 /// Every regular file of ours named `ipc.<valid name>` with a valid magic.
 fn scan() -> Result<Vec<Found>> {
-    let dir = std::fs::read_dir(SHM_DIR)
-        .map_err(|e| Error::Io(nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-    let euid = shm::euid();
+    let dir = std::fs::read_dir(SHM_DIR).map_err(io_error)?;
     let mut found = Vec::new();
     for entry in dir.flatten() {
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str().and_then(|f| f.strip_prefix(PREFIX)) else {
             continue;
         };
-        if validate_name(name).is_err() {
-            continue;
+        if let Ok(f) = probe(name) {
+            found.push(f);
         }
-        // No symlink is followed, a FIFO does not block us, and nothing is
-        // read before we know the file is a regular file of ours.
-        let Ok(file) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(entry.path())
-        else {
-            continue;
-        };
-        let Ok(meta) = file.metadata() else { continue };
-        if !meta.file_type().is_file() || meta.uid() != euid {
-            continue;
-        }
-        let mut buf = [0u8; HEADER_LEN];
-        // A read, not a mapping: a file shorter than a header is a short
-        // read here, never a SIGBUS.
-        if file.read_exact_at(&mut buf, 0).is_err() {
-            continue;
-        }
-        let aligned: [u64; HEADER_LEN / 8] = bytemuck::cast(buf);
-        let base: *const u8 = aligned.as_ptr().cast();
-        // SAFETY: `aligned` is HEADER_LEN bytes, 8-aligned and alive for
-        // both calls; every field is an integer (any bit pattern is valid).
-        let (h, state) = unsafe {
-            (
-                Header::snapshot(base),
-                // Relaxed: a private copy, read by this thread only.
-                Header::state(base).load(std::sync::atomic::Ordering::Relaxed),
-            )
-        };
-        if h.magic != MAGIC {
-            continue;
-        }
-        found.push(Found {
-            info: RegionInfo {
-                name: name.to_owned(),
-                kind: Kind::from_u32(h.kind),
-                len: meta.len(),
-                creator: TaskId::unpack(h.creator),
-                ready: state == STATE_READY,
-                dev: meta.dev(),
-                ino: meta.ino(),
-            },
-            file,
-        });
     }
     Ok(found)
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::Io(nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+}
+
+/// Reads and checks the header of `/dev/shm/ipc.<name>`, saying what is
+/// wrong with it if it is not one of our regions.
+fn probe(name: &str) -> Result<Found> {
+    validate_name(name)?;
+    let path = format!("{SHM_DIR}/{PREFIX}{name}");
+    // No symlink is followed, a FIFO does not block us, and nothing is
+    // read before we know the file is a regular file of ours.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                name: name.to_owned(),
+            },
+            _ => io_error(e),
+        })?;
+    let meta = file.metadata().map_err(io_error)?;
+    if !meta.file_type().is_file() {
+        return Err(Error::Incompatible {
+            what: "file type",
+            expected: "a regular file".into(),
+            found: format!("mode {:#o}", meta.mode()),
+        });
+    }
+    let euid = shm::euid();
+    if meta.uid() != euid {
+        return Err(Error::ForeignOwner {
+            name: name.to_owned(),
+            uid: meta.uid(),
+            euid,
+        });
+    }
+    let mut buf = [0u8; HEADER_LEN];
+    // A read, not a mapping: a file shorter than a header is a short
+    // read here, never a SIGBUS.
+    if file.read_exact_at(&mut buf, 0).is_err() {
+        return Err(Error::Incompatible {
+            what: "size",
+            expected: format!(">= {HEADER_LEN} bytes (a region header)"),
+            found: format!("{} bytes", meta.len()),
+        });
+    }
+    let aligned: [u64; HEADER_LEN / 8] = bytemuck::cast(buf);
+    let base: *const u8 = aligned.as_ptr().cast();
+    // SAFETY: `aligned` is HEADER_LEN bytes, 8-aligned and alive for
+    // both calls; every field is an integer (any bit pattern is valid).
+    let (h, state) = unsafe {
+        (
+            Header::snapshot(base),
+            // Relaxed: a private copy, read by this thread only.
+            Header::state(base).load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    if h.magic != MAGIC {
+        return Err(Error::Incompatible {
+            what: "magic",
+            expected: format!("{MAGIC:#x} (an ipc region header)"),
+            found: format!("{:#x}", h.magic),
+        });
+    }
+    Ok(Found {
+        info: RegionInfo {
+            name: name.to_owned(),
+            kind: Kind::from_u32(h.kind),
+            len: meta.len(),
+            creator: TaskId::unpack(h.creator),
+            ready: state == STATE_READY,
+            version: h.version,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        },
+        file,
+    })
+}
+
+/// See [`super::Region::info`].
+pub(crate) fn info(name: &str) -> Result<RegionInfo> {
+    probe(name).map(|f| f.info)
 }
 
 /// See [`super::Region::gc_where`].
@@ -198,6 +239,7 @@ pub(crate) fn gc_where(mut pred: impl FnMut(&RegionInfo) -> bool) -> Result<Vec<
     for f in &locked {
         let id = (dev_pair(f.info.dev), f.info.ino);
         if !used.contains(&id) && f.info.unlink().unwrap_or(false) {
+            crate::trace::event!(INFO, region = %f.info.name, kind = ?f.info.kind, creator = f.info.creator.id, "removed a stale region (creator dead, unused)");
             removed.push(f.info.name.clone());
         }
     }
@@ -207,6 +249,51 @@ pub(crate) fn gc_where(mut pred: impl FnMut(&RegionInfo) -> bool) -> Result<Vec<
         let _ = shm::unlock(&f.file);
     }
     Ok(removed)
+}
+
+/// See [`super::Region::gc_candidates`]. Takes no lock, so that looking
+/// (`ipc ls`) never makes a concurrent `gc` skip a region: the handles'
+/// shared `flock`s are read from `/proc/locks` instead.
+pub(crate) fn candidates() -> Result<Vec<RegionInfo>> {
+    let dead: Vec<Found> = scan()?
+        .into_iter()
+        .filter(|f| !f.info.creator.is_alive())
+        .collect();
+    if dead.is_empty() {
+        return Ok(Vec::new());
+    }
+    let own_fds: HashSet<i32> = dead.iter().map(|f| f.file.as_raw_fd()).collect();
+    let mut used = files_in_use(&own_fds);
+    used.extend(flocked_files());
+    Ok(dead
+        .into_iter()
+        .filter(|f| !used.contains(&(dev_pair(f.info.dev), f.info.ino)))
+        .map(|f| f.info)
+        .collect())
+}
+
+/// `(device, inode)` of every file someone holds (or waits for) a shared
+/// `flock` on, as every region handle does, from `/proc/locks`:
+/// `1: FLOCK  ADVISORY  READ  1234 00:1a:5678 0 EOF`. (Exclusive ones are
+/// a concurrent `gc`'s, about to remove the file if nobody uses it.)
+fn flocked_files() -> HashSet<((u32, u32), u64)> {
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return HashSet::new();
+    };
+    locks
+        .lines()
+        .filter(|l| l.contains("FLOCK") && l.contains(" READ "))
+        .filter_map(|l| {
+            let id = l
+                .split_ascii_whitespace()
+                .find(|t| t.matches(':').count() == 2)?;
+            let mut it = id.split(':');
+            let ma = u32::from_str_radix(it.next()?, 16).ok()?;
+            let mi = u32::from_str_radix(it.next()?, 16).ok()?;
+            let ino = it.next()?.parse().ok()?;
+            Some(((ma, mi), ino))
+        })
+        .collect()
 }
 
 /// A device number as the `(major, minor)` pair `/proc/<pid>/maps` shows.

@@ -642,6 +642,51 @@ impl Region {
         gc::list()
     }
 
+    /// What [`Region::list`] would say about the named region, or why it is
+    /// not a region of ours: for tools that look at regions they did not
+    /// create. Reads the header with a plain read (never a mapping), so a
+    /// truncated or garbage file is an error, never a crash.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::InvalidName`], [`Error::ForeignOwner`],
+    /// [`Error::Incompatible`] (not a regular file, shorter than a header,
+    /// or a bad magic), [`Error::Io`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::region::{Kind, Region};
+    /// let name = format!("doc-info-{}", std::process::id());
+    /// let r = Region::builder(Kind::Event).name(&name).size(64).create()?;
+    /// assert_eq!(Region::info(&name)?.kind, Some(Kind::Event));
+    /// assert!(matches!(Region::info("doc-no-such-region"), Err(ipc_core::Error::NotFound { .. })));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn info(name: &str) -> Result<RegionInfo> {
+        gc::info(name)
+    }
+
+    /// The regions [`Region::gc`] would remove if called now, removing
+    /// nothing (for a dry run). The answer can be stale as soon as it is
+    /// returned: a process may open a region, or a creator die, meanwhile.
+    ///
+    /// # Errors
+    /// As [`Region::gc`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::region::{Kind, Region};
+    /// let name = format!("doc-candidates-{}", std::process::id());
+    /// let r = Region::builder(Kind::Raw).name(&name).size(64).create()?;
+    /// // Its creator (this process) is alive: not a candidate.
+    /// assert!(Region::gc_candidates()?.iter().all(|i| i.name != name));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn gc_candidates() -> Result<Vec<RegionInfo>> {
+        gc::candidates()
+    }
+
     /// The descriptor behind the mapping.
     pub fn file(&self) -> &File {
         &self.file

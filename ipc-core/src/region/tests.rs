@@ -141,3 +141,66 @@ fn anonymous_regions_have_no_name() {
     assert!(a.name().is_none());
     assert_eq!(a.payload() as usize % 64, 0);
 }
+
+/// Polls `f` for up to 10 s: a concurrent lister (another test's `gc` or
+/// `list`) holds region files open for an instant, making them look used.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn gc_candidates_are_what_gc_would_remove_and_the_dry_run_removes_nothing() {
+    let n = unique("candidates");
+    let mut r = Region::builder(Kind::Raw)
+        .name(&n)
+        .size(64)
+        .create()
+        .unwrap();
+    r.set_unlink_on_drop(false);
+    // Its creator "died": the same pid with another start time.
+    let mut dead = proc::TaskId::current_process();
+    dead.start += 1;
+    // SAFETY: the header lies within r's live mapping.
+    unsafe { Header::creator(r.map.as_ptr()) }.store(dead.pack(), Ordering::Relaxed);
+    let candidate = || Region::gc_candidates().unwrap().iter().any(|i| i.name == n);
+    // A live handle (its shared flock) makes it in use.
+    assert!(!candidate());
+    assert!(Region::gc_where(|i| i.name == n).unwrap().is_empty());
+    drop(r);
+    assert!(eventually(candidate));
+    assert!(std::path::Path::new(&format!("/dev/shm/ipc.{n}")).exists());
+    assert!(eventually(
+        || Region::gc_where(|i| i.name == n).unwrap() == [n.clone()]
+    ));
+    assert!(!candidate());
+}
+
+#[test]
+fn info_says_why_a_file_is_not_a_region() {
+    let n = unique("info-garbage");
+    let path = format!("/dev/shm/ipc.{n}");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &[7u8; 200]).unwrap();
+    }
+    let e = Region::info(&n).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        matches!(e, Error::Incompatible { what: "magic", .. }),
+        "{e}"
+    );
+    assert!(matches!(Region::info(&n), Err(Error::NotFound { .. })));
+}

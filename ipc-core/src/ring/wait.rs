@@ -141,3 +141,31 @@ impl WaitPoint {
         }
     }
 }
+
+/// Async waiting (see `crate::aio::wait_point`): the waiter side of the
+/// Dekker pair, split so a task can sleep between its halves.
+#[cfg(all(feature = "tokio", not(loom)))]
+impl WaitPoint {
+    /// Counts the caller as a waiter and returns the epoch to wait on; the
+    /// caller then re-checks its condition (the SeqCst fence pairs with
+    /// the one in `notify`, as in `wait_slow`) and calls `unregister` once
+    /// done waiting.
+    pub(crate) fn register(&self) -> u32 {
+        // Relaxed (both): ordered by the fence, as in `wait_slow`.
+        let e = self.epoch.load(Ordering::Relaxed);
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        e
+    }
+
+    /// Undoes `register`.
+    pub(crate) fn unregister(&self) {
+        // Relaxed: a stale count only costs a notifier a needless wake.
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The futex word notifiers bump.
+    pub(crate) fn epoch(&self) -> &AtomicU32 {
+        &self.epoch
+    }
+}

@@ -228,3 +228,4 @@ impl Drop for ConditionGuard<'_> {
 }
 
 super::simple_travel!(Condition, Kind::Condition);
+

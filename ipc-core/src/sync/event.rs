@@ -8,6 +8,9 @@ use crate::shared::{Shared, ShmSafe};
 use crate::sys::futex;
 use crate::Result;
 
+#[cfg(feature = "tokio")]
+mod aio;
+
 /// ```text
 /// flag     bit 0: set; bits 1..: number of clear->set transitions (the
 ///          generation). The futex word.

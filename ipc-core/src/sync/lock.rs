@@ -9,6 +9,9 @@ use crate::region::Kind;
 use crate::shared::{Shared, ShmSafe};
 use crate::{Error, Result};
 
+#[cfg(feature = "tokio")]
+mod aio;
+
 // SAFETY: RawLock is #[repr(C)], made of atomics only, and all-zero is "unlocked".
 unsafe impl ShmSafe for RawLock {}
 

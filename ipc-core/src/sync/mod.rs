@@ -26,6 +26,8 @@ pub use lock::{Lock, LockGuard, LockResult};
 pub use lock_error::LockError;
 pub use rlock::{RLock, RLockGuard, RLockResult};
 pub use semaphore::{BoundedSemaphore, Semaphore};
+#[cfg(not(loom))]
+pub(crate) use {raw_condition::RawCondition, rlock::RawRLock};
 
 /// Implements [`Travel`](crate::travel::Travel) (and so `rkyv`) for a sync
 /// handle whose only field is `raw: Shared<_>` in its own region.

@@ -298,3 +298,12 @@ mod loom_tests {
         });
     }
 }
+
+impl RawCondition {
+    /// The lock and the number of waiters, for `ipc inspect` (a snapshot).
+    #[cfg(not(loom))]
+    pub(crate) fn snapshot(&self) -> (&RawLock, u32) {
+        // Relaxed: diagnostics only; nothing is decided on it.
+        (&self.lock, (self.state.load(Ordering::Relaxed) / ONE_WAITER) as u32)
+    }
+}

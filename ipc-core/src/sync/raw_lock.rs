@@ -268,6 +268,11 @@ impl RawLock {
             .is_ok();
         if won {
             self.record_owner(packed);
+            crate::trace::event!(
+                WARN,
+                dead_tid = w & TID_MASK,
+                "lock recovered from a holder that died (OwnerDied)"
+            );
         }
         won
     }
@@ -329,6 +334,82 @@ impl RawLock {
         if self.word.swap(0, Ordering::Release) & CONTENDED != 0 {
             futex::wake(&self.word, 1);
         }
+    }
+}
+
+impl RawLock {
+    /// The lock word and the owner record, for `ipc inspect` (a snapshot).
+    #[cfg(not(loom))]
+    pub(crate) fn snapshot(&self) -> (u32, u64) {
+        // Relaxed (both): diagnostics only; nothing is decided on them.
+        (
+            self.word.load(Ordering::Relaxed),
+            self.owner.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Async acquisition (the `tokio` feature): one step at a time, so a task
+/// sleeps between steps without holding anything.
+#[cfg(all(feature = "tokio", not(loom)))]
+impl RawLock {
+    /// Takes the lock (or a dead holder's) if it can; otherwise marks it
+    /// contended (so its unlock wakes a waiter) and returns the word to
+    /// wait on while it does not change.
+    pub(crate) fn lock_step(&self) -> Result<Acquired, u32> {
+        loop {
+            match self.try_lock_or_recover() {
+                Acquired::Busy => {}
+                a => return Ok(a),
+            }
+            // Relaxed: a hint; every decision is a CAS.
+            let w = self.word.load(Ordering::Relaxed);
+            if w == 0 {
+                // Released meanwhile. Take it as CONTENDED: others may sleep.
+                // Acquire: as in `try_lock`.
+                let packed = proc::current_thread_packed();
+                if self
+                    .word
+                    .compare_exchange(
+                        0,
+                        proc::TaskId::unpack(packed).id | CONTENDED,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    self.record_owner(packed);
+                    return Ok(Acquired::Clean);
+                }
+                continue;
+            }
+            // Relaxed: as in `lock_contended`.
+            if w & CONTENDED != 0
+                || self
+                    .word
+                    .compare_exchange(w, w | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Err(w | CONTENDED);
+            }
+        }
+    }
+
+    /// The futex word.
+    pub(crate) fn word(&self) -> &AtomicU32 {
+        &self.word
+    }
+
+    /// Whether the lock is held by a thread that is dead (reads `/proc`).
+    pub(crate) fn holder_dead(&self) -> bool {
+        // Relaxed: a hint for the waiter thread; `lock_step` decides.
+        let w = self.word.load(Ordering::Relaxed);
+        w != 0 && !matches!(self.verdict(w), Verdict::Alive | Verdict::Unrecorded)
+    }
+
+    /// Passes a wake-up on to another waiter.
+    pub(crate) fn wake_one(&self) {
+        futex::wake(&self.word, 1);
     }
 }
 

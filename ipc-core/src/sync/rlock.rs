@@ -220,3 +220,11 @@ impl Drop for RLockGuard<'_> {
 }
 
 super::simple_travel!(RLock, Kind::RLock);
+
+impl RawRLock {
+    /// The lock and its recursion count, for `ipc inspect` (a snapshot).
+    pub(crate) fn snapshot(&self) -> (&RawLock, u32) {
+        // Relaxed: diagnostics only.
+        (&self.lock, self.count.load(Ordering::Relaxed))
+    }
+}

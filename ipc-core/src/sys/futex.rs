@@ -106,9 +106,10 @@ pub fn wake_all(word: &AtomicU32) -> usize {
 /// `FUTEX_WAITV_MAX`).
 pub const WAIT_ANY_MAX: usize = 128;
 
-/// `struct futex_waitv` of `<linux/futex.h>`.
+/// One futex of a [`wait_many`] call (the kernel's `struct futex_waitv`).
 #[repr(C)]
-struct FutexWaitv {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaitV {
     val: u64,
     uaddr: u64,
     flags: u32,
@@ -143,10 +144,10 @@ pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitR
         }
         return WaitResult::TimedOut;
     };
-    let v: Vec<FutexWaitv> = words
+    let v: Vec<WaitV> = words
         .iter()
         .take(WAIT_ANY_MAX)
-        .map(|(w, e)| FutexWaitv {
+        .map(|(w, e)| WaitV {
             val: u64::from(*e),
             uaddr: w.as_ptr() as u64,
             flags: FUTEX2_SIZE_U32,
@@ -189,4 +190,79 @@ pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitR
             _ => return WaitResult::Woken,
         }
     }
+}
+
+#[cfg(feature = "tokio")]
+impl WaitV {
+    /// A 32-bit futex at `word`, shared between processes unless `private`.
+    pub(crate) fn new(word: *const AtomicU32, expected: u32, private: bool) -> WaitV {
+        const FUTEX2_SIZE_U32: u32 = 0x02;
+        const FUTEX2_PRIVATE: u32 = 128;
+        WaitV {
+            val: u64::from(expected),
+            uaddr: word as u64,
+            flags: FUTEX2_SIZE_U32 | if private { FUTEX2_PRIVATE } else { 0 },
+            reserved: 0,
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl WaitV {
+    /// The futex's address.
+    pub(crate) fn addr(&self) -> usize {
+        self.uaddr as usize
+    }
+}
+
+/// Wakes one waiter of a futex private to this process (a waiter thread's
+/// control word, in ordinary memory).
+#[cfg(feature = "tokio")]
+pub(crate) fn wake_private(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only uses the
+    // address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        )
+    };
+}
+
+/// Most futexes one [`wait_many`] call takes (the kernel's `FUTEX_WAITV_MAX`).
+#[cfg(feature = "tokio")]
+pub(crate) const WAIT_MANY_MAX: usize = 128;
+
+/// Sleeps until one of `futexes` is woken, one of them no longer holds its
+/// expected value, or `deadline` passes (`futex_waitv`, Linux 5.16).
+/// Returns `Some(i)` if futex `i` was woken, `None` otherwise (a changed
+/// value, a timeout, a signal, a fault): the caller re-checks everything.
+///
+/// # Safety
+/// Every `uaddr` must be a 4-aligned address that was mapped when the
+/// entry was built; if it may have been unmapped since, the kernel reports
+/// `EFAULT` (which is `None` here), so the memory itself need not be live.
+#[cfg(feature = "tokio")]
+pub(crate) unsafe fn wait_many(futexes: &[WaitV], deadline: Option<Instant>) -> Option<usize> {
+    debug_assert!(!futexes.is_empty() && futexes.len() <= WAIT_MANY_MAX);
+    let ts = deadline.map(abs_timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `futexes` is a live array of `len` kernel `futex_waitv`s;
+    // the kernel reads each uaddr with fault handling (EFAULT, never a
+    // signal); `ts_ptr` is null or a live absolute CLOCK_MONOTONIC time.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            futexes.as_ptr(),
+            futexes.len() as libc::c_uint,
+            0u32,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    usize::try_from(r).ok()
 }
