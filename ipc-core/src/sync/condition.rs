@@ -228,4 +228,3 @@ impl Drop for ConditionGuard<'_> {
 }
 
 super::simple_travel!(Condition, Kind::Condition);
-

@@ -304,6 +304,9 @@ impl RawCondition {
     #[cfg(not(loom))]
     pub(crate) fn snapshot(&self) -> (&RawLock, u32) {
         // Relaxed: diagnostics only; nothing is decided on it.
-        (&self.lock, (self.state.load(Ordering::Relaxed) / ONE_WAITER) as u32)
+        (
+            &self.lock,
+            (self.state.load(Ordering::Relaxed) / ONE_WAITER) as u32,
+        )
     }
 }
