@@ -338,6 +338,11 @@ fn handle(
     deliveries: u64,
     prev: u64,
 ) {
+    if lock(&ctx.inflight).contains(&entry) {
+        // Claimed again while it runs here (a refresh ran late): it is
+        // still ours, and this is no new delivery to count.
+        return;
+    }
     let raw = fields
         .iter()
         .find(|(k, _)| k.as_slice() == wire::FIELD.as_bytes())
@@ -392,7 +397,7 @@ fn handle(
         return;
     }
     if !lock(&ctx.inflight).insert(entry.clone()) {
-        return; // already running here
+        return; // taken by the other thread meanwhile
     }
     let job = Job {
         tramp: task.tramp,

@@ -319,6 +319,10 @@ fn as_completed_mixes_local_and_remote_futures() -> R {
     let _w = Worker::start(&url, "jobs", 1)?;
     let local = ProcessPoolExecutor::new(1)?;
     let ex = RedisPoolExecutor::connect(&url, "jobs")?;
+    check(
+        wait_until(LONG, || ex.live_processes().ok() == Some(1)),
+        "the worker never came up",
+    )?;
     let slow_local = local.submit(nap, 2000)?;
     let quick_remote = ex.submit(nap, 10)?;
     let order: Vec<usize> =
@@ -559,18 +563,20 @@ fn long_task_is_not_redelivered_while_its_worker_lives() -> R {
     let url = redis.url();
     let scratch = Scratch::new("long");
     let path = scratch.file("runs");
+    // Refreshed every 0.67 s: only a stall of 1.3 s would let the other
+    // worker claim it.
     let pool = RedisPool::builder(&url, "jobs")
-        .visibility_timeout(Duration::from_secs(1))
+        .visibility_timeout(Duration::from_secs(2))
         .pool()?;
     let _a = Worker::start(&url, "jobs", 1)?;
     let _b = Worker::start(&url, "jobs", 1)?;
-    let runs = pool.apply(mark_then_nap, (path.clone(), 3500))?;
+    let runs = pool.apply(mark_then_nap, (path.clone(), 5000))?;
     check(runs == 1, format!("run number {runs}"))?;
     std::thread::sleep(Duration::from_millis(300));
     check(
         lines(&path) == 1,
         format!(
-            "{} runs of a 3.5 s task with a 1 s visibility timeout",
+            "{} runs of a 5 s task with a 2 s visibility timeout",
             lines(&path)
         ),
     )
@@ -618,11 +624,11 @@ fn imap_imap_unordered_and_starmap_give_every_result() -> R {
     let v: Vec<u64> = pool.imap(square, 0..50u64, 3).collect::<Result<_, _>>()?;
     check(v == (0..50).map(|x| x * x).collect::<Vec<_>>(), "imap")?;
     let mut u: Vec<u64> = pool
-        .imap_unordered(nap, [300u64, 1, 2], 1)
+        .imap_unordered(nap, [1000u64, 1, 2], 1)
         .collect::<Result<_, _>>()?;
-    check(u[0] != 300, format!("imap_unordered order {u:?}"))?;
+    check(u[0] != 1000, format!("imap_unordered order {u:?}"))?;
     u.sort();
-    check(u == [1, 2, 300], "imap_unordered")?;
+    check(u == [1, 2, 1000], "imap_unordered")?;
     check(
         pool.starmap(add, [(1, 2), (3, 4)], None)? == [3, 7],
         "starmap",
