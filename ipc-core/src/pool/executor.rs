@@ -182,17 +182,81 @@ impl<T> Drop for Future<T> {
 }
 
 /// Any future, for [`wait`] and [`as_completed`] over futures of
-/// different value types.
+/// different value types (and of different pools, local or remote).
 pub trait AnyFuture {
     /// Which pool and task this future follows.
     fn key(&self) -> FutureKey;
 }
 
-/// Identifies a future's pool and task (opaque).
+/// What [`wait`] and [`as_completed`] ask of the pool behind a future,
+/// by task id: implemented by the local pools, and by any other source of
+/// futures (the remote pools of `ipc-redis`), so that futures of several
+/// sources mix in one call.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use ipc_core::pool::{wait, AnyFuture, FutureKey, FutureSource, ReturnWhen};
+///
+/// // A source whose even tasks are done.
+/// struct Evens;
+/// impl FutureSource for Evens {
+///     fn is_done(&self, id: u64) -> bool { id % 2 == 0 }
+///     fn is_failed(&self, _: u64) -> bool { false }
+///     fn wait_any(&self, _: &[u64], _: Option<Instant>) {}
+/// }
+/// struct Fut(u64);
+/// impl AnyFuture for Fut {
+///     fn key(&self) -> FutureKey { FutureKey::new(Arc::new(Evens), self.0) }
+/// }
+/// let r = wait(&[&Fut(1), &Fut(2)], Some(std::time::Duration::ZERO), ReturnWhen::AllCompleted);
+/// assert_eq!((r.done, r.not_done), (vec![1], vec![0]));
+/// ```
+pub trait FutureSource: Send + Sync {
+    /// Whether task `id` is done (finished, failed or cancelled).
+    fn is_done(&self, id: u64) -> bool;
+    /// Whether task `id` is done without a value (failed or cancelled).
+    fn is_failed(&self, id: u64) -> bool;
+    /// Waits until one of `ids` is done, or `deadline` passes (returning
+    /// early is allowed: the callers check again).
+    fn wait_any(&self, ids: &[u64], deadline: Option<Instant>);
+}
+
+impl FutureSource for Core {
+    fn is_done(&self, id: u64) -> bool {
+        Core::is_done(self, id)
+    }
+    fn is_failed(&self, id: u64) -> bool {
+        matches!(self.result_of(id), Some(Err(_)))
+    }
+    fn wait_any(&self, ids: &[u64], deadline: Option<Instant>) {
+        Core::wait_any(self, ids, deadline);
+    }
+}
+
+/// Identifies a future's source and task (opaque).
 #[derive(Clone)]
 pub struct FutureKey {
-    core: Arc<Core>,
+    src: Arc<dyn FutureSource>,
     id: u64,
+}
+
+impl FutureKey {
+    /// The key of task `id` of `source` (for a [`FutureSource`] of one's
+    /// own; the local futures make theirs).
+    ///
+    /// # Examples
+    ///
+    /// See [`FutureSource`].
+    pub fn new(source: Arc<dyn FutureSource>, id: u64) -> FutureKey {
+        FutureKey { src: source, id }
+    }
+
+    fn same_source(&self, other: &FutureKey) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.src), Arc::as_ptr(&other.src))
+    }
 }
 
 impl std::fmt::Debug for FutureKey {
@@ -204,7 +268,7 @@ impl std::fmt::Debug for FutureKey {
 impl<T> AnyFuture for Future<T> {
     fn key(&self) -> FutureKey {
         FutureKey {
-            core: self.core.clone(),
+            src: self.core.clone(),
             id: self.id,
         }
     }
@@ -234,7 +298,7 @@ pub struct DoneAndNotDone {
 fn split(keys: &[FutureKey]) -> DoneAndNotDone {
     let mut r = DoneAndNotDone::default();
     for (i, k) in keys.iter().enumerate() {
-        if k.core.is_done(k.id) {
+        if k.src.is_done(k.id) {
             r.done.push(i)
         } else {
             r.not_done.push(i)
@@ -263,10 +327,7 @@ pub fn wait(fs: &[&dyn AnyFuture], timeout: Option<Duration>, when: ReturnWhen) 
     let keys: Vec<FutureKey> = fs.iter().map(|f| f.key()).collect();
     loop {
         let r = split(&keys);
-        let failed = r
-            .done
-            .iter()
-            .any(|&i| matches!(keys[i].core.result_of(keys[i].id), Some(Err(_))));
+        let failed = r.done.iter().any(|&i| keys[i].src.is_failed(keys[i].id));
         let enough = match when {
             ReturnWhen::FirstCompleted => !r.done.is_empty(),
             ReturnWhen::FirstException => failed || r.not_done.is_empty(),
@@ -275,17 +336,19 @@ pub fn wait(fs: &[&dyn AnyFuture], timeout: Option<Duration>, when: ReturnWhen) 
         if enough || deadline.is_some_and(|d| Instant::now() >= d) {
             return r;
         }
-        // Drive the first not-done future's pool for a short slice.
-        let c = &keys[r.not_done[0]].core;
+        // Drive the first not-done future's source for a short slice.
+        let first = &keys[r.not_done[0]];
         let ids: Vec<u64> = r
             .not_done
             .iter()
             .map(|&i| &keys[i])
-            .filter(|k| Arc::ptr_eq(&k.core, c))
+            .filter(|k| k.same_source(first))
             .map(|k| k.id)
             .collect();
         let slice = Instant::now() + Duration::from_millis(5);
-        c.wait_any(&ids, Some(deadline.map_or(slice, |d| d.min(slice))));
+        first
+            .src
+            .wait_any(&ids, Some(deadline.map_or(slice, |d| d.min(slice))));
     }
 }
 
@@ -332,7 +395,7 @@ impl Iterator for AsCompleted {
             if let Some(pos) = self
                 .left
                 .iter()
-                .position(|&i| self.keys[i].core.is_done(self.keys[i].id))
+                .position(|&i| self.keys[i].src.is_done(self.keys[i].id))
             {
                 return self.left.remove(pos).map(Ok);
             }
@@ -340,10 +403,19 @@ impl Iterator for AsCompleted {
                 self.timed_out = true;
                 return Some(Err(Error::Timeout));
             }
-            let c = self.keys[self.left[0]].core.clone();
-            let ids: Vec<u64> = self.left.iter().map(|&i| self.keys[i].id).collect();
+            // Drive the first left future's source for a short slice.
+            let first = &self.keys[self.left[0]];
+            let ids: Vec<u64> = self
+                .left
+                .iter()
+                .map(|&i| &self.keys[i])
+                .filter(|k| k.same_source(first))
+                .map(|k| k.id)
+                .collect();
             let slice = Instant::now() + Duration::from_millis(5);
-            c.wait_any(&ids, Some(self.deadline.map_or(slice, |d| d.min(slice))));
+            first
+                .src
+                .wait_any(&ids, Some(self.deadline.map_or(slice, |d| d.min(slice))));
         }
     }
 }

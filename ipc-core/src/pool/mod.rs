@@ -14,11 +14,13 @@ mod core;
 mod executor;
 #[allow(clippy::module_inception)]
 mod pool;
+#[doc(hidden)]
+pub mod remote;
 mod task;
 mod worker;
 
 pub use executor::{
     as_completed, wait, AnyFuture, AsCompleted, DoneAndNotDone, ExecutorBuilder, ExecutorMap,
-    Future, FutureKey, ProcessPoolExecutor, ReturnWhen,
+    Future, FutureKey, FutureSource, ProcessPoolExecutor, ReturnWhen,
 };
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};

@@ -126,11 +126,12 @@ impl Parts {
     }
 }
 
-/// A task's code: a trampoline and a target, checked to be in our image.
+/// A task's code: a trampoline and a target, checked to be in our image
+/// (`pub` only for [`remote`](super::remote)).
 #[derive(Debug, Clone, Copy, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub(crate) struct Code {
-    pub tramp: i64,
-    pub target: i64,
+pub struct Code {
+    pub(crate) tramp: i64,
+    pub(crate) target: i64,
 }
 
 impl Code {
@@ -158,7 +159,7 @@ impl Code {
         Code::new(chunk_trampoline::<A, R> as Trampoline as usize, f as usize)
     }
 
-    pub fn task(self, id: u64, args: Vec<u8>) -> Task {
+    pub(crate) fn task(self, id: u64, args: Vec<u8>) -> Task {
         Task {
             id,
             tramp: self.tramp,
