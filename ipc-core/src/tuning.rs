@@ -2,7 +2,12 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-static SPIN: AtomicU32 = AtomicU32::new(crate::ring::wait::SPIN_ITERS);
+/// Iterations of pure spinning before sleeping, by default. About 10-30 µs
+/// on current x86: long enough to catch a peer that answers promptly,
+/// short enough not to burn a core for an idle queue.
+const SPIN_ITERS: u32 = 1 << 12;
+
+static SPIN: AtomicU32 = AtomicU32::new(SPIN_ITERS);
 
 /// Sets how many times a blocked `put`/`get`/`send`/`recv` polls before
 /// sleeping on a futex (default 4096, about 10-30 µs). Zero sleeps at once:

@@ -14,10 +14,6 @@ use std::time::{Duration, Instant};
 use crate::atomic::{fence, spin_hint, AtomicU32, Ordering};
 use crate::sys::futex;
 
-/// Iterations of pure spinning before sleeping. About 10-30 µs on current
-/// x86: long enough to catch a peer that answers promptly, short enough not
-/// to burn a core for an idle queue.
-pub(crate) const SPIN_ITERS: u32 = 1 << 12;
 
 /// A place where threads wait for a condition; see the module docs.
 #[derive(Debug)]
