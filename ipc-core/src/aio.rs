@@ -31,7 +31,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::sys::fork_local::ForkLocal;
-use crate::sys::futex::{self, WaitV, WAIT_MANY_MAX};
+use crate::sys::futex::{self, WaitV, WAIT_ANY_MAX};
 
 /// Keeps an object's mapping alive while a registration names it.
 pub(crate) type Keep = Arc<dyn Any + Send + Sync>;
@@ -42,7 +42,7 @@ pub(crate) type Check = Arc<dyn Fn() -> bool + Send + Sync>;
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
 /// Distinct addresses per shard: `futex_waitv`'s limit, less the control word.
-const PER_SHARD: usize = WAIT_MANY_MAX - 1;
+const PER_SHARD: usize = WAIT_ANY_MAX - 1;
 
 struct Entry {
     id: u64,
@@ -94,7 +94,7 @@ impl Shard {
     /// The thread: see the module docs.
     fn serve(&self) {
         let mut next_check = Instant::now() + SLICE;
-        let mut waitv = Vec::with_capacity(WAIT_MANY_MAX);
+        let mut waitv = Vec::with_capacity(WAIT_ANY_MAX);
         loop {
             let has_checks;
             {

@@ -213,6 +213,16 @@ impl Connection {
             ))
     }
 
+    /// The sending ring, if a message of `size` bytes fits in it.
+    fn tx_for(&self, size: usize) -> Result<&Spsc> {
+        let tx = self.tx()?;
+        let max = Spsc::max_payload(tx.capacity());
+        if size > max {
+            return Err(Error::MessageTooLarge { size, max });
+        }
+        Ok(tx)
+    }
+
     fn rx(&self) -> Result<&Spsc> {
         self.rx
             .map(|i| &self.rings.rings[i])
@@ -270,14 +280,7 @@ impl Connection {
     }
 
     fn send_bytes_deadline(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
-        let tx = self.tx()?;
-        let max = Spsc::max_payload(tx.capacity());
-        if bytes.len() > max {
-            return Err(Error::MessageTooLarge {
-                size: bytes.len(),
-                max,
-            });
-        }
+        let tx = self.tx_for(bytes.len())?;
         // Relaxed: a per-handle counter that only paces the peer check.
         let n = self.sends.fetch_add(1, Ordering::Relaxed);
         if n % 64 == 0 {

@@ -47,6 +47,28 @@ struct Cells<T> {
 }
 
 impl<T: Pod> Cells<T> {
+    /// The cells a builder makes: flagged as guarded by the given `lock`
+    /// (Python's `lock=some_lock`) if there is one, else by their own.
+    fn build(kind: Kind, name: Option<&str>, init: &[T], lock: Option<&Lock>) -> Result<Self> {
+        let flags = if lock.is_some() { EXTERNAL_LOCK } else { 0 };
+        Self::create(kind, name, init, flags)
+    }
+
+    /// The cells a builder makes without a lock (Python's `lock=False`):
+    /// [`Error::InvalidArgument`]`(refusal)` if a `lock` was given.
+    fn build_raw(
+        kind: Kind,
+        name: Option<&str>,
+        init: &[T],
+        lock: Option<&Lock>,
+        refusal: &'static str,
+    ) -> Result<Self> {
+        if lock.is_some() {
+            return Err(Error::InvalidArgument(refusal));
+        }
+        Self::create(kind, name, init, 0)
+    }
+
     fn create(kind: Kind, name: Option<&str>, init: &[T], flags: u32) -> Result<Self> {
         if std::mem::align_of::<T>() > DATA_OFFSET {
             return Err(Error::InvalidArgument(
@@ -381,13 +403,13 @@ impl<T: Pod> ValueBuilder<T> {
     /// # Errors
     /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::Io`].
     pub fn build(self) -> Result<Value<T>> {
-        let flags = if self.lock.is_some() {
-            EXTERNAL_LOCK
-        } else {
-            0
-        };
         Ok(Value {
-            cells: Cells::create(Kind::Value, self.name.as_deref(), &[self.init], flags)?,
+            cells: Cells::build(
+                Kind::Value,
+                self.name.as_deref(),
+                &[self.init],
+                self.lock.as_ref(),
+            )?,
             external: self.lock,
         })
     }
@@ -399,13 +421,14 @@ impl<T: Pod> ValueBuilder<T> {
     /// [`build`](Self::build).
     #[doc(alias = "RawValue")]
     pub fn build_raw(self) -> Result<RawValue<T>> {
-        if self.lock.is_some() {
-            return Err(Error::InvalidArgument(
-                "a value without a lock cannot take one",
-            ));
-        }
         Ok(RawValue {
-            cells: Cells::create(Kind::Value, self.name.as_deref(), &[self.init], 0)?,
+            cells: Cells::build_raw(
+                Kind::Value,
+                self.name.as_deref(),
+                &[self.init],
+                self.lock.as_ref(),
+                "a value without a lock cannot take one",
+            )?,
         })
     }
 }
@@ -572,13 +595,13 @@ impl<T: Pod> ArrayBuilder<'_, T> {
     /// [`Error::InvalidArgument`] if empty, [`Error::AlreadyExists`],
     /// [`Error::InvalidName`], [`Error::Io`].
     pub fn build(self) -> Result<Array<T>> {
-        let flags = if self.lock.is_some() {
-            EXTERNAL_LOCK
-        } else {
-            0
-        };
         Ok(Array {
-            cells: Cells::create(Kind::Array, self.name.as_deref(), self.init, flags)?,
+            cells: Cells::build(
+                Kind::Array,
+                self.name.as_deref(),
+                self.init,
+                self.lock.as_ref(),
+            )?,
             external: self.lock,
         })
     }
@@ -590,13 +613,14 @@ impl<T: Pod> ArrayBuilder<'_, T> {
     /// [`build`](Self::build).
     #[doc(alias = "RawArray")]
     pub fn build_raw(self) -> Result<RawArray<T>> {
-        if self.lock.is_some() {
-            return Err(Error::InvalidArgument(
-                "an array without a lock cannot take one",
-            ));
-        }
         Ok(RawArray {
-            cells: Cells::create(Kind::Array, self.name.as_deref(), self.init, 0)?,
+            cells: Cells::build_raw(
+                Kind::Array,
+                self.name.as_deref(),
+                self.init,
+                self.lock.as_ref(),
+                "an array without a lock cannot take one",
+            )?,
         })
     }
 }

@@ -6,27 +6,16 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ipc_core::process::{Process, TargetOutput};
+use ipc_core::process::Process;
 use ipc_core::sys::proc::{self, TaskId};
 use ipc_core::{Error, Result};
 
 use crate::control::{Control, RUNNING};
 use crate::Manager;
 
-/// Runs `f` in a forked child and returns its result; a child still
-/// running after `limit` is killed and the test fails.
-fn in_child<R: TargetOutput>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R::Value {
-    let mut p = Process::new(f);
-    p.start().expect("fork");
-    match p.join_timeout(limit) {
-        Err(Error::Timeout) => {
-            let _ = p.kill();
-            let _ = p.join();
-            panic!("the child did not finish within {limit:?}: a hang");
-        }
-        r => r.expect("the child failed"),
-    }
-}
+#[path = "../tests/support/child.rs"]
+mod child;
+use child::in_child;
 
 fn unique(tag: &str) -> String {
     use std::sync::atomic::AtomicU32;

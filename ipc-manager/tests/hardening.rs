@@ -5,24 +5,12 @@
 
 use std::time::Duration;
 
-use ipc_core::process::{Process, TargetOutput};
 use ipc_core::{Error, Result};
 use ipc_manager::{DictProxy, ListProxy, Manager};
 
-/// Runs `f` in a forked child and returns its result; a child still
-/// running after `limit` is killed and the test fails.
-fn in_child<R: TargetOutput>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R::Value {
-    let mut p = Process::new(f);
-    p.start().expect("fork");
-    match p.join_timeout(limit) {
-        Err(Error::Timeout) => {
-            let _ = p.kill();
-            let _ = p.join();
-            panic!("the child did not finish within {limit:?}: a hang");
-        }
-        r => r.expect("the child failed"),
-    }
-}
+#[path = "support/child.rs"]
+mod child;
+use child::in_child;
 
 /// Lowers this process's descriptor limit to `n` and fills it up, leaving
 /// `free` descriptors unused.

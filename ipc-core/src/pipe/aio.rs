@@ -8,7 +8,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::{Connection, EndGuard};
 use crate::aio::{self, Check, Keep};
 use crate::codec::{self, Message, Scratch};
-use crate::ring::spsc::{Frame, Spsc};
+use crate::ring::spsc::Frame;
 use crate::{Error, Result};
 
 /// Whether the read side of a liveness pipe hung up (the peer is gone).
@@ -105,14 +105,7 @@ impl Connection {
     /// ```
     pub async fn send_async<T: Message>(&self, msg: &T) -> Result<()> {
         let bytes = codec::encode_with(msg, <[u8]>::to_vec)?;
-        let tx = self.tx()?;
-        let max = Spsc::max_payload(tx.capacity());
-        if bytes.len() > max {
-            return Err(Error::MessageTooLarge {
-                size: bytes.len(),
-                max,
-            });
-        }
+        let tx = self.tx_for(bytes.len())?;
         self.check_peer()?;
         let h = tx.header();
         let keep = self.keep();

@@ -36,6 +36,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 
 use super::header::{Header, Kind, HEADER_LEN, MAGIC, STATE_READY};
 use super::name::{validate_name, PREFIX};
+use super::{check_regular, check_uid};
 use crate::sys::proc::TaskId;
 use crate::sys::shm;
 use crate::{Error, Result};
@@ -158,21 +159,8 @@ fn probe(name: &str) -> Result<Found> {
             _ => io_error(e),
         })?;
     let meta = file.metadata().map_err(io_error)?;
-    if !meta.file_type().is_file() {
-        return Err(Error::Incompatible {
-            what: "file type",
-            expected: "a regular file".into(),
-            found: format!("mode {:#o}", meta.mode()),
-        });
-    }
-    let euid = shm::euid();
-    if meta.uid() != euid {
-        return Err(Error::ForeignOwner {
-            name: name.to_owned(),
-            uid: meta.uid(),
-            euid,
-        });
-    }
+    check_regular(&meta)?;
+    check_uid(&meta, name)?;
     let mut buf = [0u8; HEADER_LEN];
     // A read, not a mapping: a file shorter than a header is a short
     // read here, never a SIGBUS.

@@ -713,6 +713,18 @@ fn metadata(file: &File) -> Result<std::fs::Metadata> {
 /// Refuses a region file that is not a regular file of ours, or (for a
 /// named region) that other users may read or write.
 fn check_owner(meta: &std::fs::Metadata, name: &str, named: bool) -> Result<()> {
+    check_uid(meta, name)?;
+    if named && meta.mode() & 0o077 != 0 {
+        return Err(Error::InsecureMode {
+            name: name.to_owned(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    check_regular(meta)
+}
+
+/// Refuses a region file another user owns.
+fn check_uid(meta: &std::fs::Metadata, name: &str) -> Result<()> {
     let euid = shm::euid();
     if meta.uid() != euid {
         return Err(Error::ForeignOwner {
@@ -721,12 +733,11 @@ fn check_owner(meta: &std::fs::Metadata, name: &str, named: bool) -> Result<()> 
             euid,
         });
     }
-    if named && meta.mode() & 0o077 != 0 {
-        return Err(Error::InsecureMode {
-            name: name.to_owned(),
-            mode: meta.mode() & 0o7777,
-        });
-    }
+    Ok(())
+}
+
+/// Refuses a region file that is not a regular file.
+fn check_regular(meta: &std::fs::Metadata) -> Result<()> {
     if !meta.file_type().is_file() {
         return Err(Error::Incompatible {
             what: "file type",

@@ -29,6 +29,11 @@ fn abs_timespec(deadline: Instant) -> libc::timespec {
     }
 }
 
+/// The `timespec` argument of the futex calls: null for no deadline.
+fn ts_ptr(ts: Option<&libc::timespec>) -> *const libc::timespec {
+    ts.map_or(std::ptr::null(), |t| t as *const libc::timespec)
+}
+
 /// Sleeps while `*word == expected`, until woken or `deadline` passes.
 ///
 /// `EINTR` is retried (the deadline is absolute, so no time is gained);
@@ -41,9 +46,7 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitR
                 return WaitResult::TimedOut;
             }
         }
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let ts_ptr = ts_ptr(ts.as_ref());
         // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
         // the kernel only reads it. `ts_ptr` is null or points to a live timespec.
         // FUTEX_WAIT_BITSET with MATCH_ANY takes an absolute CLOCK_MONOTONIC time.
@@ -106,7 +109,7 @@ pub fn wake_all(word: &AtomicU32) -> usize {
 /// `FUTEX_WAITV_MAX`).
 pub const WAIT_ANY_MAX: usize = 128;
 
-/// One futex of a [`wait_many`] call (the kernel's `struct futex_waitv`).
+/// One futex of a `futex_waitv` call (the kernel's `struct futex_waitv`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WaitV {
@@ -116,8 +119,53 @@ pub(crate) struct WaitV {
     reserved: u32,
 }
 
-/// `FUTEX2_SIZE_U32`: a 32-bit futex word (shared: no `FUTEX2_PRIVATE`).
-const FUTEX2_SIZE_U32: u32 = 0x02;
+impl WaitV {
+    /// A 32-bit futex at `word`, shared between processes unless `private`.
+    pub(crate) fn new(word: *const AtomicU32, expected: u32, private: bool) -> WaitV {
+        const FUTEX2_SIZE_U32: u32 = 0x02;
+        const FUTEX2_PRIVATE: u32 = 128;
+        WaitV {
+            val: u64::from(expected),
+            uaddr: word as u64,
+            flags: FUTEX2_SIZE_U32 | if private { FUTEX2_PRIVATE } else { 0 },
+            reserved: 0,
+        }
+    }
+
+    /// The futex's address.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn addr(&self) -> usize {
+        self.uaddr as usize
+    }
+}
+
+/// The one `futex_waitv` call (Linux 5.16): sleeps until one of `futexes`
+/// is woken (`Ok(i)`), or fails with the errno (`EAGAIN`: a value already
+/// differs, `ETIMEDOUT`, `EINTR`, `EFAULT`, `ENOSYS`, ...).
+///
+/// # Safety
+/// Every `uaddr` must be a 4-aligned address that was mapped when the
+/// entry was built; if it may have been unmapped since, the kernel reports
+/// `EFAULT`, so the memory itself need not be live.
+unsafe fn futex_waitv(futexes: &[WaitV], ts: Option<&libc::timespec>) -> Result<usize, i32> {
+    debug_assert!(!futexes.is_empty() && futexes.len() <= WAIT_ANY_MAX);
+    // SAFETY: `futexes` is a live array of `len` (<= FUTEX_WAITV_MAX)
+    // kernel `futex_waitv`s; the kernel reads each uaddr with fault
+    // handling (EFAULT, never a signal), and the caller vouches for the
+    // addresses. The timespec is null or a live absolute CLOCK_MONOTONIC
+    // time.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            futexes.as_ptr(),
+            futexes.len() as libc::c_uint,
+            0 as libc::c_uint,
+            ts_ptr(ts),
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    usize::try_from(r).map_err(|_| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
 
 /// Sleeps until any of `words[i].0` differs from `words[i].1` (or is woken),
 /// or `deadline` passes (`futex_waitv`, Linux 5.16). At most
@@ -147,71 +195,26 @@ pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitR
     let v: Vec<WaitV> = words
         .iter()
         .take(WAIT_ANY_MAX)
-        .map(|(w, e)| WaitV {
-            val: u64::from(*e),
-            uaddr: w.as_ptr() as u64,
-            flags: FUTEX2_SIZE_U32,
-            reserved: 0,
-        })
+        .map(|(w, e)| WaitV::new(*w, *e, false))
         .collect();
     let ts = deadline.map(abs_timespec);
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return WaitResult::TimedOut;
         }
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `v` holds `v.len()` (<= FUTEX_WAITV_MAX) valid entries whose
-        // addresses are aligned u32 words borrowed for the whole call; the
-        // kernel only reads them. `ts_ptr` is null or a live absolute
-        // CLOCK_MONOTONIC timespec.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_futex_waitv,
-                v.as_ptr(),
-                v.len() as libc::c_uint,
-                0 as libc::c_uint,
-                ts_ptr,
-                libc::CLOCK_MONOTONIC,
-            )
-        };
-        if r >= 0 {
-            return WaitResult::Woken;
-        }
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::ETIMEDOUT) => return WaitResult::TimedOut,
-            Some(libc::ENOSYS) => {
+        // SAFETY: the addresses are aligned u32 words borrowed for the
+        // whole call.
+        match unsafe { futex_waitv(&v, ts.as_ref()) } {
+            Ok(_) => return WaitResult::Woken,
+            Err(libc::EINTR) => continue,
+            Err(libc::ETIMEDOUT) => return WaitResult::TimedOut,
+            Err(libc::ENOSYS) => {
                 return wait_slice(first.0, first.1, deadline, Duration::from_millis(1))
             }
             // EAGAIN: a word already changed; anything else is reported as a
             // wake-up so the caller re-checks.
-            _ => return WaitResult::Woken,
+            Err(_) => return WaitResult::Woken,
         }
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl WaitV {
-    /// A 32-bit futex at `word`, shared between processes unless `private`.
-    pub(crate) fn new(word: *const AtomicU32, expected: u32, private: bool) -> WaitV {
-        const FUTEX2_SIZE_U32: u32 = 0x02;
-        const FUTEX2_PRIVATE: u32 = 128;
-        WaitV {
-            val: u64::from(expected),
-            uaddr: word as u64,
-            flags: FUTEX2_SIZE_U32 | if private { FUTEX2_PRIVATE } else { 0 },
-            reserved: 0,
-        }
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl WaitV {
-    /// The futex's address.
-    pub(crate) fn addr(&self) -> usize {
-        self.uaddr as usize
     }
 }
 
@@ -231,38 +234,19 @@ pub(crate) fn wake_private(word: &AtomicU32) {
     };
 }
 
-/// Most futexes one [`wait_many`] call takes (the kernel's `FUTEX_WAITV_MAX`).
-#[cfg(feature = "tokio")]
-pub(crate) const WAIT_MANY_MAX: usize = 128;
-
 /// Sleeps until one of `futexes` is woken, one of them no longer holds its
 /// expected value, or `deadline` passes (`futex_waitv`, Linux 5.16).
 /// Returns `Some(i)` if futex `i` was woken, `None` otherwise (a changed
 /// value, a timeout, a signal, a fault): the caller re-checks everything.
+/// At most [`WAIT_ANY_MAX`] futexes.
 ///
 /// # Safety
-/// Every `uaddr` must be a 4-aligned address that was mapped when the
-/// entry was built; if it may have been unmapped since, the kernel reports
-/// `EFAULT` (which is `None` here), so the memory itself need not be live.
+/// As for [`futex_waitv`]: every `uaddr` must be a 4-aligned address that
+/// was mapped when the entry was built (a since-unmapped one is `EFAULT`,
+/// which is `None` here).
 #[cfg(feature = "tokio")]
 pub(crate) unsafe fn wait_many(futexes: &[WaitV], deadline: Option<Instant>) -> Option<usize> {
-    debug_assert!(!futexes.is_empty() && futexes.len() <= WAIT_MANY_MAX);
     let ts = deadline.map(abs_timespec);
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `futexes` is a live array of `len` kernel `futex_waitv`s;
-    // the kernel reads each uaddr with fault handling (EFAULT, never a
-    // signal); `ts_ptr` is null or a live absolute CLOCK_MONOTONIC time.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_futex_waitv,
-            futexes.as_ptr(),
-            futexes.len() as libc::c_uint,
-            0u32,
-            ts_ptr,
-            libc::CLOCK_MONOTONIC,
-        )
-    };
-    usize::try_from(r).ok()
+    // SAFETY: the caller upholds `futex_waitv`'s contract (see above).
+    unsafe { futex_waitv(futexes, ts.as_ref()) }.ok()
 }
