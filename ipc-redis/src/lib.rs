@@ -46,7 +46,9 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(target_os = "linux"))]
-compile_error!("ipc-redis supports Linux only: its workers are ipc-core pools (futexes, memfd, /proc)");
+compile_error!(
+    "ipc-redis supports Linux only: its workers are ipc-core pools (futexes, memfd, /proc)"
+);
 
 mod builder;
 mod client;

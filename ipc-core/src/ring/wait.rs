@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use crate::atomic::{fence, spin_hint, AtomicU32, Ordering};
 use crate::sys::futex;
 
-
 /// A place where threads wait for a condition; see the module docs.
 #[derive(Debug)]
 #[repr(C)]
