@@ -1,7 +1,7 @@
 //! What travels between a pool and its workers, and how a worker runs it.
 
 use crate::codec::{self, Message};
-use crate::process::spawn::{anchor, in_text, trampoline, Trampoline};
+use crate::process::image::{anchor, in_text, trampoline, Trampoline};
 use crate::process::target::{self, Outcome};
 use crate::process::TargetOutput;
 use crate::{Error, Result};
@@ -180,7 +180,7 @@ fn chunk_trampoline<A: Message, R: TargetOutput>(
     ack: &mut dyn FnMut(),
 ) -> Outcome {
     ack();
-    // SAFETY: as in `process::spawn::trampoline`: `target` is an `fn(A) -> R`
+    // SAFETY: as in `process::image::trampoline`: `target` is an `fn(A) -> R`
     // of this executable, located through the anchor and checked to lie in
     // its code by `run_trampoline`.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
@@ -208,7 +208,7 @@ fn chunk_trampoline<A: Message, R: TargetOutput>(
 pub(crate) fn run(t: &Task) -> Outcome {
     let tramp = anchor().wrapping_add(t.tramp as isize as usize);
     let target = anchor().wrapping_add(t.target as isize as usize);
-    crate::process::spawn::run_trampoline(tramp, target, &t.args, &mut || {})
+    crate::process::image::run_trampoline(tramp, target, &t.args, &mut || {})
 }
 
 #[cfg(test)]

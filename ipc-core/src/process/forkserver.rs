@@ -29,8 +29,8 @@ use nix::sys::socket::{
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use super::handle::set_parent_death_signal;
-use super::spawn::{anchor, exe_identity, run_trampoline};
+use super::child::set_parent_death_signal;
+use super::image::{anchor, exe_identity, run_trampoline};
 use super::target;
 use crate::sys::fork_local::ForkLocal;
 use crate::sys::{proc, shm};
@@ -105,7 +105,7 @@ fn ensure(slot: &mut Option<Server>) -> Result<&mut Server> {
         }
         *slot = None; // died (and is now reaped): start a new one
     }
-    if !super::spawn::init_called() {
+    if !super::image::init_called() {
         return Err(Error::InitNotCalled);
     }
     let (mine, theirs) = socketpair(
@@ -121,7 +121,7 @@ fn ensure(slot: &mut Option<Server>) -> Result<&mut Server> {
     cmd.args(std::env::args_os().skip(1))
         .env(ENV, format!("{fd};{}", exe_identity()?))
         .stdin(std::process::Stdio::null());
-    super::spawn::keep_across_exec(&mut cmd, [fd], Some(parent));
+    super::child::keep_across_exec(&mut cmd, [fd], Some(parent));
     let child = cmd.spawn().map_err(target::io)?;
     drop(theirs);
     Ok(slot.insert(Server {
@@ -264,7 +264,7 @@ pub(crate) fn serve(spec: &str) -> ! {
     // SAFETY: the parent passed us this socket (CLOEXEC cleared before exec).
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let me = proc::pid();
-    super::spawn::warm_up();
+    super::image::warm_up();
     let mut children: Vec<(Pid, OwnedFd)> = Vec::new();
     loop {
         let mut fds: Vec<PollFd<'_>> =

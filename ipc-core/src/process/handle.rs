@@ -531,17 +531,6 @@ fn watch(pid: Pid) -> Result<OwnedFd> {
 fn child_setup(name: &str, daemon: bool, parent: &super::ParentId) {
     super::set_current(name.to_owned(), daemon, parent.clone());
     if daemon {
-        set_parent_death_signal(parent.pid());
-    }
-}
-
-/// `PR_SET_PDEATHSIG(SIGKILL)`, then exits at once if the parent already
-/// died before the call (the race `prctl` alone leaves open).
-pub(crate) fn set_parent_death_signal(parent: u32) {
-    // SAFETY: prctl with PR_SET_PDEATHSIG and a valid signal number.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if nix::unistd::getppid().as_raw() as u32 != parent {
-        // SAFETY: the parent is gone; leave without running anything.
-        unsafe { libc::_exit(1) }
+        super::child::set_parent_death_signal(parent.pid());
     }
 }

@@ -15,9 +15,12 @@
 
 #[cfg(feature = "tokio")]
 mod aio;
+mod child;
 mod fork_check;
 mod forkserver;
 mod handle;
+pub(crate) mod image;
+mod init;
 mod launcher;
 mod registry;
 pub(crate) mod spawn;
@@ -26,7 +29,7 @@ mod wait;
 
 pub use fork_check::{get_start_method_strict, set_start_method_strict};
 pub use handle::{Process, ProcessBuilder};
-pub use spawn::init;
+pub use init::init;
 pub use target::TargetOutput;
 pub use wait::{wait, Waitable};
 
