@@ -45,6 +45,7 @@ mod control;
 mod crc32c;
 #[doc(hidden)]
 pub mod inspect;
+mod lookup;
 mod manager;
 mod objects;
 mod proxy;
@@ -60,7 +61,8 @@ mod hardening_tests;
 mod tests;
 
 pub use ipc_core as core;
+pub use lookup::Hosted;
 pub use manager::{Manager, ManagerBuilder};
-pub use objects::{Hosted, Named, DEFAULT_QUEUE_CAPACITY};
+pub use objects::{Named, DEFAULT_QUEUE_CAPACITY};
 pub use proxy::{DictProxy, ListProxy, Namespace, ServiceProxy};
 pub use service::Service;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use ipc_core::codec::{self, Message};
+use ipc_core::codec;
 use ipc_core::process::{Process, StartMethod};
 use ipc_core::region::{Kind, Region};
 use ipc_core::sys::fork_local::ForkLocal;
@@ -186,10 +186,7 @@ impl ManagerBuilder {
         });
         self.factories.insert(
             type_name.to_owned(),
-            (
-                <crate::ServiceProxy<S> as crate::objects::sealed::Lookup>::tag(),
-                factory,
-            ),
+            (crate::service::service_tag::<S>(), factory),
         );
         self
     }
@@ -755,16 +752,4 @@ impl Drop for Inner {
         // Give the slot back before the mapping goes.
         self.conn.with(|c| c.take());
     }
-}
-
-/// Encodes a value for the server.
-pub(crate) fn enc<T: Message>(v: &T) -> Result<Vec<u8>> {
-    codec::encode_with(v, <[u8]>::to_vec)
-}
-
-/// Decodes (and validates) a value from the server.
-pub(crate) fn dec<T: Message>(b: &[u8]) -> Result<T> {
-    let mut a = rkyv::util::AlignedVec::<16>::with_capacity(b.len());
-    a.extend_from_slice(b);
-    codec::decode(&a)
 }

@@ -8,6 +8,7 @@ use ipc_core::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, S
 use ipc_core::value::{Array, RawArray, Value};
 use ipc_core::{Error, Result};
 
+use crate::lookup::{sealed, Hosted};
 use crate::manager::Manager;
 use crate::proxy::{DictProxy, Handle, ListProxy, Namespace, ServiceProxy};
 use crate::service::Service;
@@ -15,22 +16,6 @@ use crate::wire::{unexpected, Container, Entry, Request, Response};
 
 /// Queue capacity used for `queue(0)` (Python's "unbounded").
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
-
-pub(crate) mod sealed {
-    /// What a registered name resolves to; see [`super::Hosted`].
-    pub trait Lookup: Sized {
-        #[doc(hidden)]
-        fn tag() -> u64;
-        #[doc(hidden)]
-        fn from_entry(mgr: &crate::Manager, e: crate::wire::Entry) -> ipc_core::Result<Self>;
-    }
-}
-
-/// A type a manager hosts and [`Manager::get`] can look up by name: the
-/// shared-memory objects (`Lock`, `Value<T>`, `Queue<T>`, ...) and the
-/// proxies ([`DictProxy`], [`ListProxy`], [`Namespace`], [`ServiceProxy`]).
-pub trait Hosted: sealed::Lookup {}
-impl<T: sealed::Lookup> Hosted for T {}
 
 fn mismatch(expected: &str, e: &Entry) -> Error {
     let found = match e {
@@ -104,7 +89,24 @@ container_lookup! {
     [K: Message, V: Message] DictProxy<K, V>, Dict, DictProxy::from_handle;
     [T: Message] ListProxy<T>, List, ListProxy::from_handle;
     [] Namespace, Namespace, Namespace::from_handle;
-    [S: Service] ServiceProxy<S>, Service, ServiceProxy::from_handle;
+}
+
+impl<S: Service> sealed::Lookup for ServiceProxy<S> {
+    fn tag() -> u64 {
+        crate::service::service_tag::<S>()
+    }
+    fn from_entry(mgr: &Manager, e: Entry) -> Result<Self> {
+        match e {
+            Entry::Container {
+                what: Container::Service,
+                id,
+                tag,
+            } if tag == Self::tag() => {
+                Ok(ServiceProxy::from_handle(Handle::named(mgr.clone(), id)))
+            }
+            other => Err(mismatch(std::any::type_name::<Self>(), &other)),
+        }
+    }
 }
 
 /// A named queue of `maxsize` messages (0: [`DEFAULT_QUEUE_CAPACITY`]).

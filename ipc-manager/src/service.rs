@@ -1,18 +1,11 @@
 //! Custom types hosted by the server (Python's `BaseManager.register`).
 
-use std::marker::PhantomData;
-
 use ipc_core::codec::Message;
-use ipc_core::Result;
-
-use crate::manager::{dec, enc};
-use crate::proxy::Handle;
-use crate::wire::{unexpected, Request, Response};
 
 /// A user type the server hosts: register it with
 /// [`ManagerBuilder::register`](crate::ManagerBuilder::register), create
-/// instances with [`Manager::custom`], and call them through a
-/// [`ServiceProxy`]. Each instance lives in the server and handles one
+/// instances with [`Manager::custom`](crate::Manager::custom), and call them through a
+/// [`ServiceProxy`](crate::ServiceProxy). Each instance lives in the server and handles one
 /// request at a time, so its state needs no locking.
 ///
 /// # Examples
@@ -51,46 +44,7 @@ pub trait Service: Send + 'static {
     fn call(&mut self, request: Self::Request) -> Self::Response;
 }
 
-/// A proxy of a custom [`Service`] instance hosted by the server.
-///
-/// # Examples
-///
-/// See [`Service`].
-#[derive(Debug)]
-pub struct ServiceProxy<S> {
-    pub(crate) h: Handle,
-    _t: PhantomData<fn(S) -> S>,
+/// The type tag a registered service and its proxies share.
+pub(crate) fn service_tag<S: Service>() -> u64 {
+    ipc_core::region::type_tag::<S>(0, 1)
 }
-
-impl<S> Clone for ServiceProxy<S> {
-    fn clone(&self) -> Self {
-        ServiceProxy {
-            h: self.h.clone(),
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<S: Service> ServiceProxy<S> {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        ServiceProxy { h, _t: PhantomData }
-    }
-
-    /// Sends `request` to the instance and returns its response.
-    ///
-    /// # Errors
-    /// [`ipc_core::Error::ServerGone`], [`ipc_core::Error::Corrupt`] for an
-    /// invalid response.
-    pub fn call(&self, request: &S::Request) -> Result<S::Response> {
-        let req = Request::Call {
-            id: self.h.id,
-            arg: enc(request)?,
-        };
-        match self.h.call(&req)? {
-            Response::Value(Some(b)) => dec(&b),
-            r => Err(unexpected(r)),
-        }
-    }
-}
-
-crate::proxy::proxy_travel!([S: Service] ServiceProxy<S>);

@@ -8,7 +8,7 @@ use ipc_core::codec::Message;
 use ipc_core::Result;
 
 use super::{boolean, enc_val, len, unit, Handle};
-use crate::manager::{dec, enc};
+use crate::wire::{dec, enc};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
 
 /// Invariant in `T`, `Send` and `Sync` whatever `T` is.

@@ -6,7 +6,7 @@ use ipc_core::codec::Message;
 use ipc_core::Result;
 
 use super::{boolean, enc_val, len, unit, Handle};
-use crate::manager::{dec, enc};
+use crate::wire::{dec, enc};
 use crate::wire::{unexpected, ListOp, Request, Response, Val};
 
 /// A proxy of a list in the manager server (Python's `manager.list()`).

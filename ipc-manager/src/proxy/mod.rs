@@ -9,10 +9,11 @@ mod dict;
 mod list;
 mod namespace;
 
-pub use crate::service::ServiceProxy;
+mod service;
 pub use dict::DictProxy;
 pub use list::ListProxy;
 pub use namespace::Namespace;
+pub use service::ServiceProxy;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,8 +23,9 @@ use ipc_core::sys::proc;
 use ipc_core::travel::Token;
 use ipc_core::{Error, Result};
 
-use crate::manager::{enc, Manager};
-use crate::objects::sealed::Lookup;
+use crate::lookup::sealed::Lookup;
+use crate::manager::Manager;
+use crate::wire::enc;
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
 
 thread_local! {

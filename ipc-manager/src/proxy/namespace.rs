@@ -5,7 +5,7 @@ use ipc_core::region::type_tag;
 use ipc_core::{Error, Result};
 
 use super::Handle;
-use crate::manager::{dec, enc};
+use crate::wire::{dec, enc};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
 
 /// A proxy of a namespace in the manager server (Python's
