@@ -78,6 +78,45 @@ pub fn encode_with<T: Message, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> Resu
     Ok(r)
 }
 
+/// Encodes `value` into a fresh `Vec`: the one way to get an owned
+/// encoding (for a file, a frame or a stored value).
+///
+/// # Errors
+/// [`Error::Corrupt`] if serialization fails.
+///
+/// # Examples
+///
+/// ```
+/// let bytes = ipc_core::codec::to_vec(&(7u32, "seven".to_string()))?;
+/// let back: (u32, String) = ipc_core::codec::from_slice(&bytes)?;
+/// assert_eq!(back, (7, "seven".to_string()));
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub fn to_vec<T: Message>(value: &T) -> Result<Vec<u8>> {
+    encode_with(value, <[u8]>::to_vec)
+}
+
+/// Validates and decodes bytes of any alignment (copying them into an
+/// aligned buffer first when they are not aligned): the one way to decode
+/// bytes that did not come from a [`Scratch`].
+///
+/// # Errors
+/// [`Error::Corrupt`] if the bytes are not a valid archived `T`.
+///
+/// # Examples
+///
+/// ```
+/// let bytes = ipc_core::codec::to_vec(&vec![1u64, 2, 3])?;
+/// assert_eq!(ipc_core::codec::from_slice::<Vec<u64>>(&bytes)?, [1, 2, 3]);
+/// assert!(ipc_core::codec::from_slice::<Vec<u64>>(b"garbage").is_err());
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub fn from_slice<T: Message>(bytes: &[u8]) -> Result<T> {
+    let mut a = AlignedVec::with_capacity(bytes.len());
+    a.extend_from_slice(bytes);
+    decode(&a)
+}
+
 /// Bytes copied out of shared memory into a reused thread-local aligned
 /// buffer, awaiting validation. Copy first, decode after releasing the slot.
 pub(crate) struct Scratch(AlignedVec);

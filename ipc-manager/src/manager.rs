@@ -169,7 +169,7 @@ impl ManagerBuilder {
         let factory: Factory = Box::new(move || -> Instance {
             let mut s = make();
             Box::new(move |arg| {
-                let req: S::Request = codec::decode(arg).map_err(|e| e.to_string())?;
+                let req: S::Request = codec::from_slice(arg).map_err(|e| e.to_string())?;
                 // A panicking method fails this call, not the server (as
                 // Python returns the exception to the caller).
                 let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.call(req)))
@@ -181,7 +181,7 @@ impl ManagerBuilder {
                         .unwrap_or_default();
                     format!("the {} method panicked: {msg}", std::any::type_name::<S>())
                 })?;
-                codec::encode_with(&resp, |b| b.to_vec()).map_err(|e| e.to_string())
+                codec::to_vec(&resp).map_err(|e| e.to_string())
             })
         });
         self.factories.insert(

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use ipc_core::region::{Kind, Region};
 use ipc_core::sys::proc::TaskId;
-use rkyv::util::AlignedVec;
 
 use crate::wire::{Bytes, Container, DictOp, Entry, Fault, ListOp, Request, Response, Val};
 
 /// A custom service instance: decodes its request bytes, answers encoded
 /// response bytes (or says why it could not).
-pub(crate) type Instance = Box<dyn FnMut(&AlignedVec) -> Result<Vec<u8>, String> + Send>;
+pub(crate) type Instance = Box<dyn FnMut(&[u8]) -> Result<Vec<u8>, String> + Send>;
 /// Makes instances of one registered custom type.
 pub(crate) type Factory = Box<dyn Fn() -> Instance + Send>;
 
@@ -375,14 +374,10 @@ impl Store {
                 Some(Hosted {
                     obj: Object::Service(f),
                     ..
-                }) => {
-                    let mut a = AlignedVec::<16>::with_capacity(arg.len());
-                    a.extend_from_slice(&arg);
-                    match f(&a) {
-                        Ok(v) => Response::Value(Some(v)),
-                        Err(e) => Response::Fault(Fault::Refused(e)),
-                    }
-                }
+                }) => match f(&arg) {
+                    Ok(v) => Response::Value(Some(v)),
+                    Err(e) => Response::Fault(Fault::Refused(e)),
+                },
                 Some(h) => incompatible("custom object", format!("{:?}", h.what)),
                 None => Response::Fault(Fault::NotFound(format!("object #{id}"))),
             },

@@ -181,15 +181,3 @@ pub(crate) fn unexpected(r: Response) -> Error {
         other => Error::Corrupt(format!("unexpected manager response {other:?}")),
     }
 }
-
-/// Encodes a value for the server.
-pub(crate) fn enc<T: ipc_core::codec::Message>(v: &T) -> ipc_core::Result<Vec<u8>> {
-    ipc_core::codec::encode_with(v, <[u8]>::to_vec)
-}
-
-/// Decodes (and validates) a value from the server.
-pub(crate) fn dec<T: ipc_core::codec::Message>(b: &[u8]) -> ipc_core::Result<T> {
-    let mut a = rkyv::util::AlignedVec::<16>::with_capacity(b.len());
-    a.extend_from_slice(b);
-    ipc_core::codec::decode(&a)
-}

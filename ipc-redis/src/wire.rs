@@ -102,9 +102,7 @@ pub fn unpack<T: Message>(tag: &[u8; 4], bytes: &[u8]) -> Result<T> {
 
 /// Decodes (validating) plain `rkyv` bytes.
 pub fn value<T: Message>(bytes: &[u8]) -> Result<T> {
-    let mut a = rkyv::util::AlignedVec::<16>::new();
-    a.extend_from_slice(bytes);
-    codec::decode(&a).map_err(|e| Error::Corrupt(e.to_string()))
+    codec::from_slice(bytes).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
 /// Encodes a value (no tag).

@@ -171,7 +171,7 @@ impl Code {
 
 /// Encodes one argument.
 pub(crate) fn encode<T: Message>(v: &T) -> Result<Vec<u8>> {
-    codec::encode_with(v, |b| b.to_vec())
+    codec::to_vec(v)
 }
 
 fn chunk_trampoline<A: Message, R: TargetOutput>(

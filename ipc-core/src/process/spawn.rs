@@ -42,7 +42,7 @@ impl<A: Message + Send, R: TargetOutput> FnJob<R> for Call<A, R> {
         target::run(move || f(arg))
     }
     fn encode(&self) -> Result<Vec<u8>> {
-        codec::encode_with(&self.arg, |b| b.to_vec())
+        codec::to_vec(&self.arg)
     }
 }
 

@@ -127,7 +127,7 @@ impl Outcome {
 pub(crate) fn run<R: TargetOutput>(f: impl FnOnce() -> R) -> Outcome {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => match r.into_outcome() {
-            Ok(v) => match codec::encode_with(&v, |b| b.to_vec()) {
+            Ok(v) => match codec::to_vec(&v) {
                 Ok(bytes) => Outcome::Ok(bytes),
                 Err(e) => Outcome::Setup(format!("could not encode the result: {e}")),
             },
@@ -149,7 +149,7 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// Writes the outcome into the (inherited) result file.
 pub(crate) fn write(file: &mut File, o: &Outcome) -> Result<()> {
-    let bytes = codec::encode_with(o, |b| b.to_vec())?;
+    let bytes = codec::to_vec(o)?;
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.write_all(&bytes))
         .and_then(|_| file.set_len(bytes.len() as u64))
@@ -165,16 +165,12 @@ pub(crate) fn read(file: &mut File) -> Result<Option<Outcome>> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    let mut aligned = rkyv::util::AlignedVec::<16>::new();
-    aligned.extend_from_slice(&bytes);
-    codec::decode::<Outcome>(&aligned).map(Some)
+    codec::from_slice::<Outcome>(&bytes).map(Some)
 }
 
 /// Decodes a successful outcome's value.
 pub(crate) fn value<T: Message>(bytes: &[u8]) -> Result<T> {
-    let mut aligned = rkyv::util::AlignedVec::<16>::new();
-    aligned.extend_from_slice(bytes);
-    codec::decode(&aligned)
+    codec::from_slice(bytes)
 }
 
 pub(crate) fn io(e: std::io::Error) -> Error {

@@ -8,8 +8,8 @@ use ipc_core::codec::Message;
 use ipc_core::Result;
 
 use super::{boolean, enc_val, len, unit, Handle};
-use crate::wire::{dec, enc};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
+use ipc_core::codec::{from_slice as dec, to_vec as enc};
 
 /// Invariant in `T`, `Send` and `Sync` whatever `T` is.
 type Invariant<T> = fn(T) -> T;

@@ -6,8 +6,8 @@ use ipc_core::codec::Message;
 use ipc_core::Result;
 
 use super::{boolean, enc_val, len, unit, Handle};
-use crate::wire::{dec, enc};
 use crate::wire::{unexpected, ListOp, Request, Response, Val};
+use ipc_core::codec::{from_slice as dec, to_vec as enc};
 
 /// A proxy of a list in the manager server (Python's `manager.list()`).
 /// Indices follow Python: negative ones count from the end.

@@ -25,8 +25,8 @@ use ipc_core::{Error, Result};
 
 use crate::lookup::sealed::Lookup;
 use crate::manager::Manager;
-use crate::wire::enc;
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
+use ipc_core::codec::to_vec as enc;
 
 thread_local! {
     /// While [`enc_val`] encodes a value: the counted proxies met on the

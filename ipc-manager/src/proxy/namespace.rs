@@ -5,8 +5,8 @@ use ipc_core::region::type_tag;
 use ipc_core::{Error, Result};
 
 use super::Handle;
-use crate::wire::{dec, enc};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
+use ipc_core::codec::{from_slice as dec, to_vec as enc};
 
 /// A proxy of a namespace in the manager server (Python's
 /// `manager.Namespace()`): attributes by name, each of its own type. The

@@ -6,7 +6,8 @@ use ipc_core::Result;
 
 use super::Handle;
 use crate::service::Service;
-use crate::wire::{dec, enc, unexpected, Request, Response};
+use crate::wire::{unexpected, Request, Response};
+use ipc_core::codec::{from_slice as dec, to_vec as enc};
 
 /// A proxy of a custom [`Service`] instance hosted by the server.
 ///
