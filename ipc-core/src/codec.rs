@@ -1,5 +1,10 @@
 //! Message encoding: `rkyv` into the rings, validated (`bytecheck`) when
 //! read back, because a ring is shared memory any process can scribble on.
+//!
+//! [`to_vec`] and [`from_slice`] are the one way to encode and decode
+//! outside the rings' hot paths. With the `serde` feature, `Serde<T>`
+//! carries any `serde` type (encoded with `postcard`) wherever a
+//! [`Message`] goes.
 
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -10,6 +15,11 @@ use rkyv::{Archive, Deserialize, Serialize};
 use std::cell::RefCell;
 
 use crate::{Error, Result};
+
+#[cfg(feature = "serde")]
+mod serde;
+#[cfg(feature = "serde")]
+pub use self::serde::Serde;
 
 /// A type that can travel through a [`Queue`](crate::queue::Queue) or a
 /// [`Connection`](crate::pipe::Connection): anything deriving `rkyv`'s

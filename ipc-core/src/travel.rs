@@ -20,12 +20,8 @@
 //! let q = Queue::<u32>::new(4)?;
 //! q.put(&7)?;
 //! // Encode the handle as a spawned child's argument would be, and decode it.
-//! let bytes = codec::encode_with(&q, |b| {
-//!     let mut v = rkyv::util::AlignedVec::<16>::new();
-//!     v.extend_from_slice(b);
-//!     v
-//! })?;
-//! let again: Queue<u32> = codec::decode(&bytes)?;
+//! let bytes = codec::to_vec(&q)?;
+//! let again: Queue<u32> = codec::from_slice(&bytes)?;
 //! assert_eq!(again.get()?, 7);
 //! # Ok::<(), ipc_core::Error>(())
 //! ```
@@ -47,6 +43,7 @@ pub const KEEP_ALIVE: std::time::Duration = keepalive::KEEP;
 
 /// A handle's travelling form.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(::serde::Serialize, ::serde::Deserialize))]
 pub struct Token {
     /// Where the region is (see [`Region::locator`](crate::region::Region::locator)).
     pub locator: String,
@@ -107,12 +104,8 @@ pub trait Travel: Sized {
 /// }
 /// ipc_core::travel_via_token!([] Handle);
 ///
-/// let bytes = ipc_core::codec::encode_with(&Handle(7), |b| {
-///     let mut v = rkyv::util::AlignedVec::<16>::new();
-///     v.extend_from_slice(b);
-///     v
-/// })?;
-/// assert_eq!(ipc_core::codec::decode::<Handle>(&bytes)?.0, 7);
+/// let bytes = ipc_core::codec::to_vec(&Handle(7))?;
+/// assert_eq!(ipc_core::codec::from_slice::<Handle>(&bytes)?.0, 7);
 /// # Ok::<(), ipc_core::Error>(())
 /// ```
 #[macro_export]
@@ -151,6 +144,49 @@ macro_rules! travel_via_token {
                     .map_err(<__D::Error as rkyv::rancor::Source>::new)
             }
         }
+
+        $crate::__travel_serde!([$($g)*] $ty);
     };
 }
 pub use crate::travel_via_token;
+
+/// With the `serde` feature: `serde`'s traits for a [`Travel`] handle,
+/// through its token, so a handle can sit inside a `Serde<T>` value.
+#[cfg(feature = "serde")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __travel_serde {
+    ([$($g:tt)*] $ty:ty) => {
+        impl<$($g)*> $crate::travel::serde::Serialize for $ty {
+            fn serialize<__S: $crate::travel::serde::Serializer>(
+                &self,
+                s: __S,
+            ) -> ::std::result::Result<__S::Ok, __S::Error> {
+                $crate::travel::serde::Serialize::serialize(&$crate::travel::Travel::token(self), s)
+            }
+        }
+
+        impl<'de, $($g)*> $crate::travel::serde::Deserialize<'de> for $ty {
+            fn deserialize<__D: $crate::travel::serde::Deserializer<'de>>(
+                d: __D,
+            ) -> ::std::result::Result<Self, __D::Error> {
+                let t = <$crate::travel::Token as $crate::travel::serde::Deserialize>::deserialize(d)?;
+                <$ty as $crate::travel::Travel>::from_token(t)
+                    .map_err(<__D::Error as $crate::travel::serde::de::Error>::custom)
+            }
+        }
+    };
+}
+
+/// Without the `serde` feature, handles implement only `rkyv`'s traits.
+#[cfg(not(feature = "serde"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __travel_serde {
+    ([$($g:tt)*] $ty:ty) => {};
+}
+
+/// The `serde` crate, for [`travel_via_token!`]'s expansion.
+#[cfg(feature = "serde")]
+#[doc(hidden)]
+pub use ::serde;

@@ -93,6 +93,17 @@ impl<T: Message + 'static> TargetOutput for Vec<T> {
     }
 }
 
+#[cfg(feature = "serde")]
+impl<T> TargetOutput for codec::Serde<T>
+where
+    T: ::serde::Serialize + ::serde::de::DeserializeOwned + 'static,
+{
+    type Value = codec::Serde<T>;
+    fn into_outcome(self) -> std::result::Result<Self, String> {
+        Ok(self)
+    }
+}
+
 impl<T: Message + 'static> TargetOutput for Option<T> {
     type Value = Option<T>;
     fn into_outcome(self) -> std::result::Result<Option<T>, String> {
