@@ -158,7 +158,7 @@ fn consumer_killed_while_blocked_in_get_loses_nothing() {
     q.put(&u64::MAX).unwrap();
     join_ok(survivor);
     assert_eq!(sum.get().unwrap(), (0..10_000u64).sum::<u64>());
-    assert!(q.empty());
+    assert!(q.is_empty());
 }
 
 /// Reads/writes a u64 of the queue region's payload.

@@ -19,6 +19,11 @@ const RECOVER_EVERY: Duration = Duration::from_millis(100);
 
 #[cfg(feature = "tokio")]
 mod aio;
+mod joinable;
+mod simple;
+
+pub use joinable::JoinableQueue;
+pub use simple::SimpleQueue;
 
 /// Default largest encoded message: 64 KiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
@@ -96,9 +101,9 @@ fn task_done_saturating(unfinished: &crate::atomic::AtomicU32) {
 /// let q = Queue::<u64>::new(2)?;
 /// q.put(&1)?;
 /// q.put(&2)?;
-/// assert!(matches!(q.put_nowait(&3), Err(ipc_core::Error::Full)));
+/// assert!(matches!(q.try_put(&3), Err(ipc_core::Error::Full)));
 /// assert_eq!(q.get()?, 1);
-/// assert_eq!(q.qsize(), 1);
+/// assert_eq!(q.len(), 1);
 /// # Ok::<(), ipc_core::Error>(())
 /// ```
 #[derive(Debug)]
@@ -276,11 +281,21 @@ impl<T: Message> Queue<T> {
         self.put_deadline(item, Some(Instant::now() + timeout))
     }
 
-    /// Puts a message if there is room now.
+    /// Puts a message if there is room now (Python's `put_nowait`).
     ///
     /// # Errors
     /// [`Error::Full`], [`Error::MessageTooLarge`], [`Error::Closed`].
-    pub fn put_nowait(&self, item: &T) -> Result<()> {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = ipc_core::queue::Queue::<u8>::new(1)?;
+    /// q.try_put(&1)?;
+    /// assert!(matches!(q.try_put(&2), Err(ipc_core::Error::Full)));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, item: &T) -> Result<()> {
         codec::encode_with(item, |bytes| {
             self.check_put(bytes)?;
             match self.ring().try_push(bytes, self.ring().register()?) {
@@ -371,11 +386,22 @@ impl<T: Message> Queue<T> {
         self.get_deadline(Some(Instant::now() + timeout))
     }
 
-    /// Takes a message if one is ready.
+    /// Takes a message if one is ready (Python's `get_nowait`).
     ///
     /// # Errors
     /// [`Error::Empty`], [`Error::Closed`], [`Error::ShutDown`], [`Error::Corrupt`].
-    pub fn get_nowait(&self) -> Result<T> {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = ipc_core::queue::Queue::<u8>::new(1)?;
+    /// assert!(matches!(q.try_get(), Err(ipc_core::Error::Empty)));
+    /// q.put(&5)?;
+    /// assert_eq!(q.try_get()?, 5);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> Result<T> {
         if self.state() == SHUT_DOWN_NOW {
             return Err(Error::ShutDown);
         }
@@ -460,17 +486,46 @@ impl<T: Message> Queue<T> {
     }
 
     /// Approximate number of messages queued (Python's `qsize()`).
-    pub fn qsize(&self) -> usize {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = ipc_core::queue::Queue::<u8>::new(2)?;
+    /// q.put(&1)?;
+    /// assert_eq!(q.len(), 1);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "qsize")]
+    pub fn len(&self) -> usize {
         self.ring().len() as usize
     }
 
-    /// Whether the queue is (approximately) empty.
-    pub fn empty(&self) -> bool {
+    /// Whether the queue is (approximately) empty (Python's `empty()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = ipc_core::queue::Queue::<u8>::new(2)?;
+    /// assert!(q.is_empty());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
         self.ring().len() == 0
     }
 
-    /// Whether the queue is (approximately) full.
-    pub fn full(&self) -> bool {
+    /// Whether the queue is (approximately) full (Python's `full()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = ipc_core::queue::Queue::<u8>::new(1)?;
+    /// q.put(&1)?;
+    /// assert!(q.is_full());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "full")]
+    pub fn is_full(&self) -> bool {
         self.ring().len() >= self.ring().capacity()
     }
 
@@ -518,7 +573,7 @@ impl<T: Message> Queue<T> {
     /// q.put(&1)?;
     /// q.shutdown(true);
     /// assert!(matches!(q.get(), Err(Error::ShutDown)));
-    /// assert!(q.empty());
+    /// assert!(q.is_empty());
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     #[doc(alias = "ShutDown")]
@@ -602,222 +657,6 @@ impl<T: Message> Queue<T> {
     }
 }
 
-/// A [`Queue`] whose consumers report completion, so producers can
-/// [`join`](JoinableQueue::join) until every item is processed (Python's
-/// `multiprocessing.JoinableQueue`).
-///
-/// # Examples
-///
-/// ```
-/// use ipc_core::queue::JoinableQueue;
-/// let q = JoinableQueue::<u32>::new(4)?;
-/// q.put(&7)?;
-/// assert_eq!(q.get()?, 7);
-/// q.task_done()?;
-/// q.join(); // returns at once: nothing unfinished
-/// assert!(q.task_done().is_err());
-/// # Ok::<(), ipc_core::Error>(())
-/// ```
-#[derive(Debug)]
-pub struct JoinableQueue<T> {
-    q: Queue<T>,
-}
-
-impl<T> Clone for JoinableQueue<T> {
-    fn clone(&self) -> Self {
-        JoinableQueue { q: self.q.clone() }
-    }
-}
-
-impl<T: Message> JoinableQueue<T> {
-    /// Creates an anonymous joinable queue.
-    ///
-    /// # Errors
-    /// As [`Queue::new`].
-    pub fn new(capacity: usize) -> Result<Self> {
-        Ok(JoinableQueue {
-            q: Queue::new(capacity)?,
-        })
-    }
-
-    /// Wraps a queue built with [`Queue::builder`].
-    pub fn from_queue(q: Queue<T>) -> Self {
-        JoinableQueue { q }
-    }
-
-    /// The underlying queue (for `get`, `qsize`, `close`, ...).
-    pub fn queue(&self) -> &Queue<T> {
-        &self.q
-    }
-
-    fn unfinished(&self) -> &crate::atomic::AtomicU32 {
-        &self.q.hdr().unfinished
-    }
-
-    /// Puts a message and counts it as an unfinished task.
-    ///
-    /// # Errors
-    /// As [`Queue::put`].
-    pub fn put(&self, item: &T) -> Result<()> {
-        // Count before publishing so `join` never sees the item queued but
-        // not counted. Relaxed: the queue's own Release/Acquire orders it.
-        self.unfinished().fetch_add(1, Ordering::Relaxed);
-        self.q.put(item).inspect_err(|_| self.task_done_raw())
-    }
-
-    /// Takes a message, waiting as long as needed.
-    ///
-    /// # Errors
-    /// As [`Queue::get`].
-    pub fn get(&self) -> Result<T> {
-        self.q.get()
-    }
-
-    /// Takes a message, waiting at most `timeout`.
-    ///
-    /// # Errors
-    /// As [`Queue::get_timeout`].
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.q.get_timeout(timeout)
-    }
-
-    fn task_done_raw(&self) {
-        // AcqRel: the last task_done publishes the consumers' work to join's
-        // Acquire load.
-        if self.unfinished().fetch_sub(1, Ordering::AcqRel) == 1 {
-            futex::wake_all(self.unfinished());
-        }
-    }
-
-    /// Marks one fetched item as processed.
-    ///
-    /// # Errors
-    /// [`Error::ReleasedTooManyTimes`] if called more times than items were put.
-    pub fn task_done(&self) -> Result<()> {
-        let u = self.unfinished();
-        // Relaxed: a starting guess; the AcqRel CAS decides.
-        let mut v = u.load(Ordering::Relaxed);
-        loop {
-            if v == 0 {
-                return Err(Error::ReleasedTooManyTimes);
-            }
-            // AcqRel: as in task_done_raw.
-            match u.compare_exchange_weak(v, v - 1, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => v = now,
-            }
-        }
-        if v == 1 {
-            futex::wake_all(u);
-        }
-        Ok(())
-    }
-
-    /// Shuts the queue down (see [`Queue::shutdown`]); with `immediate`,
-    /// the removed messages count as done, so `join` does not wait for
-    /// them.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ipc_core::queue::JoinableQueue;
-    /// let q = JoinableQueue::<u32>::new(4)?;
-    /// q.put(&1)?;
-    /// q.shutdown(true);
-    /// q.join(); // the drained message counts as done
-    /// # Ok::<(), ipc_core::Error>(())
-    /// ```
-    pub fn shutdown(&self, immediate: bool) {
-        self.q.shutdown(immediate)
-    }
-
-    /// Blocks until every item put has been marked done.
-    pub fn join(&self) {
-        self.join_deadline(None);
-    }
-
-    /// As [`join`](Self::join) for at most `timeout`; returns whether all
-    /// work was done.
-    pub fn join_timeout(&self, timeout: Duration) -> bool {
-        self.join_deadline(Some(Instant::now() + timeout))
-    }
-
-    fn join_deadline(&self, deadline: Option<Instant>) -> bool {
-        loop {
-            // Acquire: pairs with the AcqRel decrement to zero.
-            let v = self.unfinished().load(Ordering::Acquire);
-            if v == 0 {
-                return true;
-            }
-            if futex::wait(self.unfinished(), v, deadline) == futex::WaitResult::TimedOut {
-                return self.unfinished().load(Ordering::Acquire) == 0;
-            }
-        }
-    }
-}
-
-/// A simplified queue with just `put`, `get`, `empty` and `close` (Python's
-/// `multiprocessing.SimpleQueue`). Capacity 1024 messages of up to 64 KiB.
-///
-/// # Examples
-///
-/// ```
-/// let q = ipc_core::queue::SimpleQueue::<i32>::new()?;
-/// q.put(&-1)?;
-/// assert_eq!(q.get()?, -1);
-/// assert!(q.empty());
-/// # Ok::<(), ipc_core::Error>(())
-/// ```
-#[derive(Debug)]
-pub struct SimpleQueue<T> {
-    q: Queue<T>,
-}
-
-impl<T> Clone for SimpleQueue<T> {
-    fn clone(&self) -> Self {
-        SimpleQueue { q: self.q.clone() }
-    }
-}
-
-impl<T: Message> SimpleQueue<T> {
-    /// Creates an anonymous simple queue.
-    ///
-    /// # Errors
-    /// As [`Queue::new`].
-    pub fn new() -> Result<Self> {
-        Ok(SimpleQueue {
-            q: Queue::builder().build()?,
-        })
-    }
-    /// Puts a message.
-    ///
-    /// # Errors
-    /// As [`Queue::put`].
-    pub fn put(&self, item: &T) -> Result<()> {
-        self.q.put(item)
-    }
-    /// Takes a message.
-    ///
-    /// # Errors
-    /// As [`Queue::get`].
-    pub fn get(&self) -> Result<T> {
-        self.q.get()
-    }
-    /// Whether it is empty.
-    pub fn empty(&self) -> bool {
-        self.q.empty()
-    }
-    /// Closes it (see [`Queue::close`]).
-    pub fn close(&self) {
-        self.q.close()
-    }
-
-    /// The underlying queue (for `process::wait`).
-    pub(crate) fn as_queue(&self) -> &Queue<T> {
-        &self.q
-    }
-}
-
 impl<T: Message> crate::travel::Travel for Queue<T> {
     fn token(&self) -> crate::travel::Token {
         crate::travel::Token {
@@ -842,27 +681,3 @@ impl<T: Message> crate::travel::Travel for Queue<T> {
     }
 }
 crate::travel::travel_via_token!([T: Message] Queue<T>);
-
-impl<T: Message> crate::travel::Travel for JoinableQueue<T> {
-    fn token(&self) -> crate::travel::Token {
-        self.q.token()
-    }
-    fn from_token(t: crate::travel::Token) -> Result<Self> {
-        Ok(JoinableQueue {
-            q: Queue::from_token(t)?,
-        })
-    }
-}
-crate::travel::travel_via_token!([T: Message] JoinableQueue<T>);
-
-impl<T: Message> crate::travel::Travel for SimpleQueue<T> {
-    fn token(&self) -> crate::travel::Token {
-        self.q.token()
-    }
-    fn from_token(t: crate::travel::Token) -> Result<Self> {
-        Ok(SimpleQueue {
-            q: Queue::from_token(t)?,
-        })
-    }
-}
-crate::travel::travel_via_token!([T: Message] SimpleQueue<T>);
