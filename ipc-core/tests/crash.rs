@@ -183,7 +183,7 @@ const TAG_BITS: u32 = 23;
 
 /// Offset of slot `i`'s state word in a queue of `q`'s geometry.
 fn slot_at<T: ipc_core::codec::Message>(q: &Queue<T>, i: usize) -> usize {
-    SLOTS + i * (q.max_message_size().next_multiple_of(16) + 16)
+    SLOTS + i * (q.slot_size().next_multiple_of(16) + 16)
 }
 
 /// Registers this process (tag 1) and then a child process (tag 2) in the

@@ -8,88 +8,42 @@ use std::time::{Duration, Instant};
 use crate::atomic::{fence, Ordering};
 use crate::codec::{self, Message, Scratch};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
-use crate::ring::mpmc::{Mpmc, MpmcHeader, Pop, Push, Recovered};
-use crate::ring::wait::{Stop, WaitPoint};
-use crate::sys::futex;
+use crate::ring::mpmc::{MpmcHeader, Push};
+use crate::ring::wait::WaitPoint;
 use crate::{Error, Result};
-
-/// How often a blocked `put`/`get` checks for a slot left claimed by a
-/// dead process.
-const RECOVER_EVERY: Duration = Duration::from_millis(100);
 
 #[cfg(feature = "tokio")]
 mod aio;
+pub(crate) mod inner;
 mod joinable;
 mod simple;
 
+use inner::{broken, ended, Inner, Taken, CLOSED, OPEN, SHUT_DOWN, SHUT_DOWN_NOW};
 pub use joinable::JoinableQueue;
 pub use simple::SimpleQueue;
 
-/// Default largest encoded message: 64 KiB.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// Default largest encoded message: 1 GiB (a hard cap, settable with
+/// [`QueueBuilder::max_message_size`]).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 30;
 
-/// Values of the ring header's `closed` word. Only ever raised
-/// (`fetch_max`), so a shutdown is never undone by a later `close`.
-/// Any other non-zero value (garbage) reads as `CLOSED`.
-/// ```text
-/// OPEN           puts and gets work
-/// CLOSED         close(): puts fail (Closed); gets drain, then fail (Closed)
-/// SHUT_DOWN      shutdown(false): puts fail (ShutDown); gets drain, then fail (ShutDown)
-/// SHUT_DOWN_NOW  shutdown(true): puts fail; gets fail at once; the queue
-///                is emptied (by `shutdown`, and by any put that raced it)
-/// ```
-const OPEN: u32 = 0;
-const CLOSED: u32 = 1;
-const SHUT_DOWN: u32 = 2;
-const SHUT_DOWN_NOW: u32 = 3;
-
-/// The error of a call that found the queue ended in `state`.
-fn ended(state: u32) -> Error {
-    match state {
-        SHUT_DOWN | SHUT_DOWN_NOW => Error::ShutDown,
-        _ => Error::Closed,
-    }
-}
-
-#[derive(Debug)]
-struct Inner {
-    ring: Mpmc,
-    // Keeps the mapping alive; declared after `ring` which points into it.
-    region: Region,
-}
-
-fn broken() -> Error {
-    Error::Corrupt("queue indices overwritten with garbage".into())
-}
-
-/// One task fewer in a `JoinableQueue`'s count, never below zero; wakes
-/// `join` when it reaches zero.
-fn task_done_saturating(unfinished: &crate::atomic::AtomicU32) {
-    // Relaxed: a starting guess; the AcqRel CAS decides.
-    let mut v = unfinished.load(Ordering::Relaxed);
-    while v > 0 {
-        // AcqRel: as in `JoinableQueue::task_done_raw`.
-        match unfinished.compare_exchange_weak(v, v - 1, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => {
-                if v == 1 {
-                    futex::wake_all(unfinished);
-                }
-                return;
-            }
-            Err(now) => v = now,
-        }
-    }
-}
+/// Default ring slot: messages up to this size (encoded) travel inline in
+/// the ring; larger ones go out of line in a payload block.
+pub const DEFAULT_SLOT_SIZE: usize = 64 * 1024;
 
 /// A bounded multi-producer multi-consumer queue shared between processes
 /// (Python's `multiprocessing.Queue`).
 ///
 /// Capacity is counted in messages; each message is encoded with `rkyv`
 /// and may be at most [`max_message_size`](Queue::max_message_size) bytes
-/// (larger ones are refused with [`Error::MessageTooLarge`], never
-/// truncated). Messages are validated when read: garbage written into the
-/// queue by another process yields [`Error::Corrupt`], never undefined
-/// behaviour.
+/// (1 GiB by default; larger ones are refused with
+/// [`Error::MessageTooLarge`], never truncated). Messages up to the
+/// [`slot_size`](Queue::slot_size) (64 KiB by default) travel inline in
+/// the ring; larger ones are copied once into a payload block in the
+/// queue's own file (which grows for them, and gives the pages of blocks
+/// over 16 MiB back once they are consumed), and only a descriptor travels
+/// through the ring. Messages are validated when read: garbage written
+/// into the queue by another process yields [`Error::Corrupt`], never
+/// undefined behaviour.
 ///
 /// `put`/`get` spin briefly, then sleep on a futex; a waker makes a
 /// syscall only when someone sleeps.
@@ -135,6 +89,7 @@ impl<T> Clone for Queue<T> {
 pub struct QueueBuilder<T> {
     capacity: usize,
     max_message_size: usize,
+    slot_size: Option<usize>,
     name: Option<String>,
     _t: PhantomData<fn(T) -> T>,
 }
@@ -145,9 +100,27 @@ impl<T: Message> QueueBuilder<T> {
         self.capacity = n;
         self
     }
-    /// Largest encoded message in bytes (default 64 KiB).
+    /// Largest encoded message in bytes, a hard cap (default 1 GiB):
+    /// a larger message is [`Error::MessageTooLarge`].
     pub fn max_message_size(mut self, n: usize) -> Self {
         self.max_message_size = n;
+        self
+    }
+    /// Largest encoded message that travels inline in a ring slot
+    /// (default 64 KiB, and never more than the largest message); larger
+    /// ones travel in payload blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = ipc_core::queue::Queue::<Vec<u8>>::builder().slot_size(256).build()?;
+    /// q.put(&vec![7u8; 100_000])?; // out of line
+    /// assert_eq!(q.get()?.len(), 100_000);
+    /// assert_eq!(q.slot_size(), 256);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn slot_size(mut self, n: usize) -> Self {
+        self.slot_size = Some(n);
         self
     }
     /// Names the queue so other processes can [`open`](Queue::open) it.
@@ -162,31 +135,27 @@ impl<T: Message> QueueBuilder<T> {
     /// [`Error::InvalidArgument`] for zero capacity or size,
     /// [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::Io`].
     pub fn build(self) -> Result<Queue<T>> {
-        if self.capacity == 0 || self.max_message_size == 0 {
+        let slot = self
+            .slot_size
+            .unwrap_or(DEFAULT_SLOT_SIZE)
+            .min(self.max_message_size);
+        if self.capacity == 0 || slot == 0 {
             return Err(Error::InvalidArgument(
                 "queue capacity and message size must be positive",
             ));
         }
-        let slot = self
-            .max_message_size
+        let slot = slot
             .checked_add(15)
             .ok_or(Error::InvalidArgument("message size too large"))?
             & !15;
-        let size = Mpmc::bytes_needed(self.capacity as u64, slot)
-            .ok_or(Error::InvalidArgument("queue too large"))?;
-        let mut ring = None;
-        let (region, _) = Region::builder(Kind::Queue)
-            .maybe_name(self.name)
-            .size(size)
-            .type_tag(type_tag::<T>(0, 0))
-            .create_with(|r| {
-                // SAFETY: the payload is `size` zeroed bytes, 128-aligned,
-                // private until published, mapped as long as `region`.
-                ring = Some(unsafe { Mpmc::init(r.payload(), self.capacity as u64, slot) }?);
-                Ok(())
-            })?;
-        let ring = ring.ok_or(Error::InvalidArgument("queue not initialised"))?;
-        Ok(Queue::from_parts(ring, region))
+        let inner = Inner::create(
+            self.name,
+            type_tag::<T>(0, 0),
+            self.capacity,
+            slot,
+            self.max_message_size,
+        )?;
+        Ok(Queue::from_inner(inner))
     }
 }
 
@@ -200,11 +169,13 @@ impl<T: Message> Queue<T> {
         Self::builder().capacity(capacity).build()
     }
 
-    /// A builder with defaults (capacity 1024, messages up to 64 KiB).
+    /// A builder with defaults (capacity 1024, messages up to 1 GiB,
+    /// inline up to 64 KiB).
     pub fn builder() -> QueueBuilder<T> {
         QueueBuilder {
             capacity: 1024,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            slot_size: None,
             name: None,
             _t: PhantomData,
         }
@@ -243,21 +214,17 @@ impl<T: Message> Queue<T> {
             None,
             DEFAULT_OPEN_TIMEOUT,
         )?;
-        // SAFETY: the region is published (open waited for READY), its
-        // payload is 128-aligned and `payload_len` bytes long, and `region`
-        // keeps it mapped for as long as the ring is used.
-        let ring = unsafe { Mpmc::attach(region.payload(), region.payload_len()) }?;
-        Ok(Queue::from_parts(ring, region))
+        Ok(Queue::from_inner(Inner::attach(region)?))
     }
 
-    fn from_parts(ring: Mpmc, region: Region) -> Queue<T> {
+    fn from_inner(inner: Inner) -> Queue<T> {
         Queue {
-            inner: Arc::new(Inner { ring, region }),
+            inner: Arc::new(inner),
             _t: PhantomData,
         }
     }
 
-    fn ring(&self) -> &Mpmc {
+    fn ring(&self) -> &crate::ring::mpmc::Mpmc {
         &self.inner.ring
     }
 
@@ -298,9 +265,13 @@ impl<T: Message> Queue<T> {
     pub fn try_put(&self, item: &T) -> Result<()> {
         codec::encode_with(item, |bytes| {
             self.check_put(bytes)?;
-            match self.ring().try_push(bytes, self.ring().register()?) {
+            let me = self.ring().register()?;
+            if bytes.len() > self.ring().slot_size() {
+                return self.put_block(bytes, me, Some(Instant::now()), true);
+            }
+            match self.ring().try_push(bytes, me) {
                 Push::Done => {
-                    self.pushed();
+                    self.inner.pushed();
                     Ok(())
                 }
                 Push::Full => Err(Error::Full),
@@ -310,10 +281,11 @@ impl<T: Message> Queue<T> {
     }
 
     fn check_put(&self, bytes: &[u8]) -> Result<()> {
-        if bytes.len() > self.ring().slot_size() {
+        let max = self.max_message_size();
+        if bytes.len() > max {
             return Err(Error::MessageTooLarge {
                 size: bytes.len(),
-                max: self.ring().slot_size(),
+                max,
             });
         }
         match self.state() {
@@ -322,19 +294,31 @@ impl<T: Message> Queue<T> {
         }
     }
 
-    /// After a successful push: wakes a consumer, and if an immediate
-    /// shutdown raced this put, empties the queue (the shutdown's own
-    /// drain may have run before our message was published).
-    fn pushed(&self) {
-        // SeqCst: Dekker pair with the fence in `shutdown` (our push, then
-        // our read of the state; its store of the state, then its drain):
-        // at least one of us sees the other, so the message is drained.
-        fence(Ordering::SeqCst);
-        if self.state() == SHUT_DOWN_NOW {
-            self.drain();
-        } else {
-            self.hdr().not_empty.0.notify(1);
+    /// Puts `bytes` (larger than a slot) out of line: claims a block,
+    /// copies them in once, and pushes its descriptor.
+    fn put_block(&self, bytes: &[u8], me: u32, deadline: Option<Instant>, now: bool) -> Result<()> {
+        // A `try_put` that finds no room now is `Full`.
+        let expired = |e: Error| match e {
+            Error::Timeout if now => Error::Full,
+            e => e,
+        };
+        let b = self
+            .inner
+            .block_wait(bytes.len() as u64, me, deadline)
+            .map_err(expired)?;
+        match self.inner.blocks.map(&b) {
+            Ok(m) => {
+                // SAFETY: the mapping covers `cap >= bytes.len()` bytes, and
+                // we hold the block (WRITING) until its descriptor is
+                // consumed or we give it back.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), m.ptr(), bytes.len()) };
+            }
+            Err(e) => {
+                self.inner.release(b, me);
+                return Err(e);
+            }
         }
+        self.inner.send_block(b, me, deadline).map_err(expired)
     }
 
     fn put_deadline(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
@@ -344,27 +328,12 @@ impl<T: Message> Queue<T> {
     pub(crate) fn put_bytes(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
         self.check_put(bytes)?;
         let me = self.ring().register()?;
-        let r = self.hdr().not_full.0.wait_until(
-            || match self.ring().try_push(bytes, me) {
-                Push::Done => Some(Ok(())),
-                Push::Broken => Some(Err(broken())),
-                Push::Full => match self.state() {
-                    OPEN => None,
-                    s => Some(Err(ended(s))),
-                },
-            },
-            deadline,
-            Some(RECOVER_EVERY),
-            || self.recover(),
-        );
-        match r {
-            Ok(Ok(())) => {
-                self.pushed();
-                Ok(())
-            }
-            Ok(Err(e)) | Err(Stop::Check(e)) => Err(e),
-            Err(Stop::Timeout) => Err(Error::Timeout),
+        if bytes.len() > self.ring().slot_size() {
+            return self.put_block(bytes, me, deadline, false);
         }
+        self.inner.push_wait(bytes, 0, me, deadline)?;
+        self.inner.pushed();
+        Ok(())
     }
 
     /// Takes a message, waiting as long as needed.
@@ -402,15 +371,15 @@ impl<T: Message> Queue<T> {
     /// ```
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T> {
-        if self.state() == SHUT_DOWN_NOW {
-            return Err(Error::ShutDown);
-        }
-        match self.try_get_raw() {
-            Some(r) => r?.decode(),
-            None => match self.state() {
-                OPEN => Err(Error::Empty),
-                s => Err(ended(s)),
-            },
+        let me = self.ring().register()?;
+        self.scratch(self.inner.try_take_now(me)?, me)?.decode()
+    }
+
+    /// The bytes of a taken message (a block copied out and given back).
+    fn scratch(&self, t: Taken, me: u32) -> Result<Scratch> {
+        match t {
+            Taken::Inline(s) => Ok(s),
+            Taken::Block(b) => self.inner.copy_out(b, me),
         }
     }
 
@@ -419,23 +388,9 @@ impl<T: Message> Queue<T> {
             Ok(me) => me,
             Err(e) => return Some(Err(e)),
         };
-        let copy = |p, n| {
-            // SAFETY: the ring hands us a pointer to `n` readable bytes of a
-            // slot we own until this closure returns.
-            unsafe { Scratch::copy_from(p, n) }
-        };
-        let r = match self.ring().try_pop(me, copy) {
-            Pop::Item(s) => Some(Ok(s)),
-            Pop::Corrupt(len) => Some(Err(Error::Corrupt(format!(
-                "queue slot claims {len} bytes, more than the slot holds"
-            )))),
-            Pop::Broken => return Some(Err(broken())),
-            Pop::Empty => None,
-        };
-        if r.is_some() {
-            self.hdr().not_full.0.notify(1);
-        }
-        r
+        self.inner
+            .try_take(me)
+            .map(|r| r.and_then(|t| self.scratch(t, me)))
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
@@ -443,46 +398,9 @@ impl<T: Message> Queue<T> {
     }
 
     pub(crate) fn get_raw_deadline(&self, deadline: Option<Instant>) -> Result<Scratch> {
-        let r = self.hdr().not_empty.0.wait_until(
-            || {
-                if self.state() == SHUT_DOWN_NOW {
-                    return Some(Err(Error::ShutDown));
-                }
-                match self.try_get_raw() {
-                    Some(r) => Some(r),
-                    None => match self.state() {
-                        OPEN => None,
-                        s => Some(Err(ended(s))),
-                    },
-                }
-            },
-            deadline,
-            Some(RECOVER_EVERY),
-            || self.recover(),
-        );
-        match r {
-            Ok(r) => r,
-            Err(Stop::Check(e)) => Err(e),
-            Err(Stop::Timeout) => Err(Error::Timeout),
-        }
-    }
-
-    /// Called by blocked callers: frees a slot left claimed by a process
-    /// that died mid-`put` or mid-`get`, and wakes the others.
-    fn recover(&self) -> Result<()> {
-        let r = self.ring().recover();
-        if r != Recovered::Nothing {
-            self.hdr().not_empty.0.notify(u32::MAX);
-            self.hdr().not_full.0.notify(u32::MAX);
-        }
-        if r == Recovered::Garbage {
-            return Err(Error::Corrupt(
-                "a queue slot was claimed by no known process (garbage); \
-                 the slot was freed and its message, if any, is lost"
-                    .into(),
-            ));
-        }
-        Ok(())
+        let me = self.ring().register()?;
+        let t = self.inner.take_wait(me, deadline)?;
+        self.scratch(t, me)
     }
 
     /// Approximate number of messages queued (Python's `qsize()`).
@@ -536,7 +454,28 @@ impl<T: Message> Queue<T> {
 
     /// Largest encoded message accepted, in bytes.
     pub fn max_message_size(&self) -> usize {
+        usize::try_from(self.inner.blocks.max_message()).unwrap_or(usize::MAX)
+    }
+
+    /// Largest encoded message that travels inline in a ring slot; larger
+    /// ones travel in payload blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = ipc_core::queue::Queue::<u8>::new(4)?;
+    /// assert_eq!(q.slot_size(), ipc_core::queue::DEFAULT_SLOT_SIZE);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn slot_size(&self) -> usize {
         self.ring().slot_size()
+    }
+
+    /// Payload blocks not free now (held by a `put` or a `get` in
+    /// progress, or queued): for tests that check no block leaks.
+    #[doc(hidden)]
+    pub fn blocks_in_use(&self) -> usize {
+        self.inner.blocks.in_use()
     }
 
     /// Closes the queue for every process: further `put`s fail with
@@ -588,37 +527,17 @@ impl<T: Message> Queue<T> {
         self.wake_everyone();
     }
 
-    /// Removes every published message, counting each as a finished task
-    /// (for a `JoinableQueue`; a plain queue's count stays 0).
     fn drain(&self) {
-        let mut removed = false;
-        // Not registered (the table is full): nothing can be taken; the
-        // messages stay, and gets still fail with `ShutDown`.
-        let Ok(me) = self.ring().register() else {
-            return;
-        };
-        while let Pop::Item(()) | Pop::Corrupt(_) = self.ring().try_pop(me, |_, _| ()) {
-            removed = true;
-            task_done_saturating(&self.hdr().unfinished);
-        }
-        if removed {
-            self.hdr().not_full.0.notify(u32::MAX);
-        }
+        self.inner.drain();
     }
 
     fn wake_everyone(&self) {
-        self.hdr().not_empty.0.notify(u32::MAX);
-        self.hdr().not_full.0.notify(u32::MAX);
+        self.inner.wake_everyone();
     }
 
-    /// The `closed` word (see [`OPEN`] and friends).
+    /// The `closed` word (see `inner::OPEN` and friends).
     fn state(&self) -> u32 {
-        // Acquire: pairs with the SeqCst (Release) stores of `close` and
-        // `shutdown`.
-        match self.hdr().closed.load(Ordering::Acquire) {
-            s @ (OPEN | CLOSED | SHUT_DOWN | SHUT_DOWN_NOW) => s,
-            _ => CLOSED,
-        }
+        self.inner.state()
     }
 
     /// Whether the queue refuses `put`s: [`close`](Queue::close) or
@@ -675,9 +594,7 @@ impl<T: Message> crate::travel::Travel for Queue<T> {
             });
         }
         let region = Region::open_locator(&t.locator, Kind::Queue, type_tag::<T>(0, 0), None)?;
-        // SAFETY: as in `Queue::open`: published, aligned, kept mapped by `region`.
-        let ring = unsafe { Mpmc::attach(region.payload(), region.payload_len()) }?;
-        Ok(Queue::from_parts(ring, region))
+        Ok(Queue::from_inner(Inner::attach(region)?))
     }
 }
 crate::travel::travel_via_token!([T: Message] Queue<T>);
