@@ -271,7 +271,6 @@ fn exactly_once_with_mixed_sizes_across_four_producers_and_four_consumers() {
     let consumers: Vec<_> = (0..4)
         .map(|_| {
             let q = q.clone();
-            let seen = seen.clone();
             fork_child(move || loop {
                 match q.get() {
                     Ok((id, v)) if id == u64::MAX => return i32::from(!v.is_empty()),
@@ -331,10 +330,6 @@ impl SharedWords {
     fn w(&self, i: usize) -> &AtomicU64 {
         &self.0[i]
     }
-}
-
-fn shared_counter() -> &'static AtomicU64 {
-    SharedWords::new(1).0.first().unwrap()
 }
 
 /// A queue whose file cannot grow (a private 2 MiB tmpfs as `/dev/shm`,

@@ -166,6 +166,9 @@ impl BlockMap {
     }
 }
 
+/// A cached mapping of an entry: its range's offset and size, and the map.
+type Cached = (u64, u64, Arc<BlockMap>);
+
 /// Outcome of [`Blocks::claim`].
 pub(crate) enum Claim {
     /// Claimed for reading.
@@ -186,7 +189,7 @@ pub(crate) struct Blocks {
     /// First byte past the region: no block may start below it.
     base: u64,
     file: File,
-    maps: Mutex<Vec<Option<(u64, u64, Arc<BlockMap>)>>>,
+    maps: Mutex<Vec<Option<Cached>>>,
 }
 
 // SAFETY: the pointers refer to shared memory kept mapped by the owner of

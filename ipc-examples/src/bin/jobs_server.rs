@@ -190,7 +190,7 @@ impl Server {
             }
             // The gap: a job taken from the queue by a process that died
             // before writing it on the board.
-            if self.ledger.next == self.ledger.total && self.run.jobs.len() == 0 {
+            if self.ledger.next == self.ledger.total && self.run.jobs.is_empty() {
                 let now: BTreeSet<u32> =
                     self.ledger.outstanding.difference(&held).copied().collect();
                 unheld = match unheld.take() {
