@@ -383,6 +383,7 @@ impl<T: Message> Queue<T> {
         }
     }
 
+    #[cfg(feature = "tokio")]
     fn try_get_raw(&self) -> Option<Result<Scratch>> {
         let me = match self.ring().register() {
             Ok(me) => me,

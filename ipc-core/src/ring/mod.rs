@@ -2,7 +2,6 @@
 //! and consumers) under `Queue`, [`spsc`] (variable frames) under `Pipe`.
 //! Both block by spinning briefly, then sleeping on a futex ([`wait`]).
 
-#[cfg(not(loom))]
 pub(crate) mod blocks;
 pub(crate) mod mpmc;
 pub(crate) mod spsc;
