@@ -40,7 +40,7 @@ pub const DEFAULT_SLOT_SIZE: usize = 64 * 1024;
 /// [`slot_size`](Queue::slot_size) (64 KiB by default) travel inline in
 /// the ring; larger ones are copied once into a payload block in the
 /// queue's own file (which grows for them, and gives the pages of blocks
-/// over 16 MiB back once they are consumed), and only a descriptor travels
+/// over 32 MiB back once they are consumed), and only a descriptor travels
 /// through the ring. Messages are validated when read: garbage written
 /// into the queue by another process yields [`Error::Corrupt`], never
 /// undefined behaviour.

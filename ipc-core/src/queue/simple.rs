@@ -5,7 +5,8 @@ use crate::codec::Message;
 use crate::Result;
 
 /// A simplified queue with just `put`, `get`, `is_empty` and `close` (Python's
-/// `multiprocessing.SimpleQueue`). Capacity 1024 messages of up to 64 KiB.
+/// `multiprocessing.SimpleQueue`). Capacity 1024 messages of up to 1 GiB
+/// (inline up to 64 KiB, in payload blocks above).
 ///
 /// # Examples
 ///

@@ -564,8 +564,6 @@ impl Blocks {
             if !matches!(st_of(w), WRITING | READING) || judge(tag_of(w)) == Claimant::Alive {
                 continue;
             }
-            // Relaxed: we take the block over only if the CAS below wins.
-            let cap = e.cap.load(Ordering::Relaxed);
             // AcqRel: takes the dead claim over; publishes the entry free.
             if e.state
                 .compare_exchange(
@@ -576,14 +574,9 @@ impl Blocks {
                 )
                 .is_ok()
             {
+                // Its pages stay until the entry is reused: punching them
+                // now could zero a block another producer just claimed.
                 freed += 1;
-                if cap > PUNCH_ABOVE {
-                    // Relaxed: as above.
-                    let off = e.offset.load(Ordering::Relaxed);
-                    if self.valid_range(off, cap) {
-                        let _ = shm::punch(&self.file, off, cap);
-                    }
-                }
             }
         }
         freed
