@@ -332,7 +332,7 @@ fn inspect_queue_reports_depth_capacity_largest_message_and_slots_held_by_dead()
     assert_eq!(d["processes_dead"], 1);
 
     // The dead child claimed position 2 as a consumer and died holding it.
-    let stride = q.max_message_size().next_multiple_of(16) + 16;
+    let stride = q.slot_size().next_multiple_of(16) + 16;
     poke64(&raw, SLOTS + 2 * stride, (5 << TAG_BITS) | 2);
     let v = ipc_json(&["inspect", &name], 0);
     assert_eq!(v["detail"]["slots_held_by_dead"], 1);

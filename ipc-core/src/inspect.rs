@@ -23,6 +23,10 @@ pub struct QueueStats {
     pub capacity: u64,
     /// Largest message the queue accepts, in bytes.
     pub max_message_size: usize,
+    /// Largest message that travels inline in a ring slot, in bytes.
+    pub slot_size: usize,
+    /// Payload blocks not free (queued, or held by a `put` or `get`).
+    pub blocks_in_use: u64,
     /// Longest message now queued, in bytes (0 if empty).
     pub largest_queued: usize,
     /// Slots claimed by a process that died mid-`put` or mid-`get`; the
@@ -76,11 +80,14 @@ pub fn queue(region: &Region) -> Result<QueueStats> {
     // its payload is 128-aligned and `payload_len` bytes long, and the
     // ring does not outlive `region` (it is dropped before we return).
     let ring = unsafe { Mpmc::attach(region.payload(), region.payload_len()) }?;
+    let blocks = crate::queue::inner::Inner::attach_blocks(&ring, region)?;
     let st = ring.stats();
     Ok(QueueStats {
         depth: st.depth,
         capacity: st.capacity,
-        max_message_size: st.slot_size,
+        max_message_size: usize::try_from(blocks.max_message()).unwrap_or(usize::MAX),
+        slot_size: st.slot_size,
+        blocks_in_use: blocks.in_use() as u64,
         largest_queued: st.largest_queued,
         held_by_dead: st.held_by_dead,
         held_by_live: st.held_by_live,

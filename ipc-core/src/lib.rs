@@ -38,6 +38,8 @@ pub mod error;
 #[doc(hidden)]
 pub mod inspect;
 #[cfg(not(loom))]
+pub mod loan;
+#[cfg(not(loom))]
 pub mod pipe;
 #[cfg(not(loom))]
 pub mod pool;

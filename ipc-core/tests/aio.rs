@@ -76,7 +76,7 @@ fn dropping_a_pending_get_async_loses_no_message() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), "kept");
-    assert!(q.empty());
+    assert!(q.is_empty());
 }
 
 #[test]

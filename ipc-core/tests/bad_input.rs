@@ -119,7 +119,7 @@ fn oversized_messages_are_refused_everywhere() {
         Err(Error::MessageTooLarge { .. })
     ));
     assert!(matches!(
-        q.put_nowait(&"x".repeat(100)),
+        q.try_put(&"x".repeat(100)),
         Err(Error::MessageTooLarge { .. })
     ));
     let (a, _b) = Pipe::builder().capacity(4096).build().unwrap();

@@ -158,7 +158,7 @@ fn consumer_killed_while_blocked_in_get_loses_nothing() {
     q.put(&u64::MAX).unwrap();
     join_ok(survivor);
     assert_eq!(sum.get().unwrap(), (0..10_000u64).sum::<u64>());
-    assert!(q.empty());
+    assert!(q.is_empty());
 }
 
 /// Reads/writes a u64 of the queue region's payload.
@@ -183,7 +183,7 @@ const TAG_BITS: u32 = 23;
 
 /// Offset of slot `i`'s state word in a queue of `q`'s geometry.
 fn slot_at<T: ipc_core::codec::Message>(q: &Queue<T>, i: usize) -> usize {
-    SLOTS + i * (q.max_message_size().next_multiple_of(16) + 16)
+    SLOTS + i * (q.slot_size().next_multiple_of(16) + 16)
 }
 
 /// Registers this process (tag 1) and then a child process (tag 2) in the

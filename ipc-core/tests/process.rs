@@ -283,7 +283,7 @@ fn non_daemon_children_are_joined_when_the_parent_exits() {
         "parent exited before its child"
     );
     assert_eq!(
-        q.get_nowait().unwrap(),
+        q.try_get().unwrap(),
         1,
         "the child finished before the parent exited"
     );

@@ -48,7 +48,7 @@ fn children_fill_parent_drains() {
         .flat_map(|k| (0..100).map(move |i| k * 1000 + i))
         .collect();
     assert_eq!(ids, want);
-    assert!(q.empty());
+    assert!(q.is_empty());
     // Per-producer FIFO order also holds; checked in `fifo_per_producer`.
 }
 
@@ -63,7 +63,7 @@ fn fifo_per_producer_and_blocking_put_when_full() {
         0
     });
     std::thread::sleep(Duration::from_millis(20));
-    assert!(q.full());
+    assert!(q.is_full());
     for i in 0..1000 {
         assert_eq!(q.get().unwrap(), i);
     }
@@ -99,21 +99,21 @@ fn named_queue_between_processes_and_type_check() {
 #[test]
 fn nowait_and_timeouts() {
     let q = Queue::<u8>::new(1).unwrap();
-    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
     let t = Instant::now();
     assert!(matches!(
         q.get_timeout(Duration::from_millis(30)),
         Err(Error::Timeout)
     ));
     assert!(t.elapsed() >= Duration::from_millis(30));
-    q.put_nowait(&1).unwrap();
-    assert!(matches!(q.put_nowait(&2), Err(Error::Full)));
+    q.try_put(&1).unwrap();
+    assert!(matches!(q.try_put(&2), Err(Error::Full)));
     assert!(matches!(
         q.put_timeout(&2, Duration::from_millis(10)),
         Err(Error::Timeout)
     ));
-    assert_eq!(q.qsize(), 1);
-    assert_eq!(q.get_nowait().unwrap(), 1);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q.try_get().unwrap(), 1);
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn oversized_message_is_refused_not_truncated() {
         matches!(e, Error::MessageTooLarge { size, max: 1024 } if size > 2000),
         "{e}"
     );
-    assert!(q.empty());
+    assert!(q.is_empty());
     q.put(&vec![1u8; 900]).unwrap();
     assert_eq!(q.get().unwrap(), vec![1u8; 900]);
 }
@@ -159,7 +159,7 @@ fn joinable_queue_join_waits_for_task_done_in_children() {
         .map(|_| {
             let q = q.clone();
             fork_child(move || loop {
-                match q.queue().get_nowait() {
+                match q.queue().try_get() {
                     Ok(_) => {
                         std::thread::sleep(Duration::from_millis(1));
                         q.task_done().unwrap();
@@ -185,7 +185,7 @@ fn simple_queue_across_fork() {
     });
     assert_eq!(q.get().unwrap(), "from child");
     join_ok(kid);
-    assert!(q.empty());
+    assert!(q.is_empty());
 }
 
 #[test]

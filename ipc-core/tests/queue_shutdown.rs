@@ -30,7 +30,7 @@ fn shutdown_refuses_puts_and_lets_gets_drain_then_fail_across_processes() {
         let got: Vec<u32> = (0..3).map(|_| q.get().unwrap()).collect();
         let ok = got == vec![1, 2, 3]
             && matches!(q.get(), Err(Error::ShutDown))
-            && matches!(q.get_nowait(), Err(Error::ShutDown))
+            && matches!(q.try_get(), Err(Error::ShutDown))
             && matches!(q.get_timeout(LONG), Err(Error::ShutDown));
         i32::from(!ok)
     });
@@ -87,7 +87,7 @@ fn immediate_shutdown_empties_the_queue_counts_tasks_done_and_fails_gets_at_once
     });
     join_ok(closer);
     let q = jq.queue();
-    assert_eq!(q.qsize(), 0);
+    assert_eq!(q.len(), 0);
     assert!(matches!(q.get(), Err(Error::ShutDown)));
     assert!(matches!(q.put(&9), Err(Error::ShutDown)));
     assert!(matches!(jq.put(&9), Err(Error::ShutDown)));
@@ -126,7 +126,7 @@ fn immediate_shutdown_racing_producers_leaves_nothing_behind() {
         }
         jq.shutdown(true);
         kids.into_iter().for_each(join_ok);
-        assert_eq!(jq.queue().qsize(), 0, "a message survived the shutdown");
+        assert_eq!(jq.queue().len(), 0, "a message survived the shutdown");
         assert!(jq.join_timeout(LONG), "unfinished count left behind");
     }
 }
@@ -141,5 +141,5 @@ fn shutdown_after_close_reports_shut_down_and_close_does_not_undo_it() {
     assert!(matches!(q.put(&1), Err(Error::ShutDown)));
     q.close();
     assert!(q.is_shut_down());
-    assert!(matches!(q.get_nowait(), Err(Error::ShutDown)));
+    assert!(matches!(q.try_get(), Err(Error::ShutDown)));
 }

@@ -219,7 +219,7 @@ fn queue_never_wedges_under_random_sigkills() {
         "lost {lost} > consumers killed inside get {consumer_kills_in_get}"
     );
     assert!(acked > 0);
-    assert!(q.empty());
+    assert!(q.is_empty());
     drop(q);
     assert_gone(&name);
 }

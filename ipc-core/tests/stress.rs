@@ -67,5 +67,5 @@ fn four_by_four_processes_one_million_messages_exactly_once() {
         s2,
         (0..total).fold(0u64, |a, v| a.wrapping_add(v.wrapping_mul(v)))
     );
-    assert!(q.empty());
+    assert!(q.is_empty());
 }

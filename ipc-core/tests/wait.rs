@@ -46,7 +46,7 @@ fn wait_returns_the_queue_another_process_put_into() {
     });
     let objs: [&dyn Waitable; 3] = [&b, &jq, &q];
     assert_eq!(wait(&objs, Some(LONG)).unwrap(), vec![2]);
-    assert_eq!(q.get_nowait().unwrap(), 9);
+    assert_eq!(q.try_get().unwrap(), 9);
     join_ok(kid);
     drop(a);
 }
@@ -138,7 +138,7 @@ fn wait_over_many_queues_at_once_finds_the_one_filled() {
     });
     assert_eq!(wait(&qs, Some(LONG)).unwrap(), vec![149]);
     join_ok(kid);
-    assert_eq!(qs[149].get_nowait().unwrap(), 1);
+    assert_eq!(qs[149].try_get().unwrap(), 1);
     let kid = fork_child(move || {
         std::thread::sleep(Duration::from_millis(100));
         i32::from(first.put(&1).is_err())

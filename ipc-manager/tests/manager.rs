@@ -396,7 +396,7 @@ fn a_separate_program_connects_by_name() -> Result<()> {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("helper saw 3 entries"));
     assert_eq!(d.get(&"gamma".into())?, Some(2));
-    assert_eq!(inbox.get_nowait()?, "hello from another program");
+    assert_eq!(inbox.try_get()?, "hello from another program");
     Ok(())
 }
 

@@ -246,7 +246,7 @@ impl Core {
     /// waits before it and there is room, else to the back of the outbox.
     fn send(&self, st: &mut State, task: Task) -> Result<()> {
         if st.outbox.is_empty() && !st.feeding {
-            match self.tasks.put_nowait(&task) {
+            match self.tasks.try_put(&task) {
                 Err(Error::Full) => {}
                 other => return other,
             }
@@ -838,7 +838,7 @@ fn feed_tasks(core: Arc<Core>) {
             }
         };
         let r = loop {
-            match core.tasks.put_nowait(&task) {
+            match core.tasks.try_put(&task) {
                 Err(Error::Full) if !quit() => wait_for_room(&core.tasks, &quit),
                 other => break other,
             }
@@ -861,10 +861,10 @@ fn wait_for_room(tasks: &Queue<Task>, quit: &dyn Fn() -> bool) {
     const NAP: Duration = Duration::from_micros(50);
     let half = tasks.capacity() / 2;
     let mut nap = NAP;
-    let mut last = tasks.qsize();
+    let mut last = tasks.len();
     while last > half && !quit() {
         std::thread::sleep(nap);
-        let now = tasks.qsize();
+        let now = tasks.len();
         nap = if now < last {
             NAP
         } else {

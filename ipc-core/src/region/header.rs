@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// `b"IPCRGN\x00\x01"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRGN\x00\x01");
 /// Layout version; bump on any incompatible change of any object layout.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes reserved for the header; payloads start here, cache-line aligned.
 pub const HEADER_LEN: usize = 128;
 
@@ -71,6 +71,13 @@ impl Kind {
         Kind::Array,
         Kind::Manager,
     ];
+
+    /// Whether a region of this kind may grow past its header's size
+    /// after creation (a queue's file grows for its payload blocks; the
+    /// mapped region stays the header's size).
+    pub(crate) fn grows(self) -> bool {
+        self == Kind::Queue
+    }
 
     /// The kind with this numeric code, if any.
     pub fn from_u32(v: u32) -> Option<Kind> {

@@ -224,8 +224,13 @@ impl RegionBuilder {
             })
         })?;
         if shm.is_none() {
-            // Nobody who reaches the memfd through /proc can resize it.
-            shm::seal_size(&file)?;
+            // Nobody who reaches the memfd through /proc can resize it
+            // (a growing kind's file may grow, never shrink).
+            if self.kind.grows() {
+                shm::seal_shrink(&file)?;
+            } else {
+                shm::seal_size(&file)?;
+            }
         }
         let map = MmapOptions::new()
             .len(total)
@@ -372,12 +377,20 @@ impl Region {
         check_owner(&meta, locator, false)?;
         // Anonymous regions are sealed at creation: anything else behind
         // this descriptor could be truncated under our mapping.
-        let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+        let want = if kind.grows() {
+            libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL
+        } else {
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
+        };
         let seals = shm::seals(&file)?;
         if seals & want != want {
             return Err(Error::Incompatible {
                 what: "seals",
-                expected: "a memfd sealed against shrinking and growing".into(),
+                expected: if kind.grows() {
+                    "a memfd sealed against shrinking".into()
+                } else {
+                    "a memfd sealed against shrinking and growing".into()
+                },
                 found: format!("seals {seals:#x}"),
             });
         }
@@ -418,11 +431,11 @@ impl Region {
             len = metadata(&file)?.len();
         };
         let len = usize::try_from(len).map_err(|_| Error::InvalidArgument("region too large"))?;
-        let map = MmapOptions::new()
+        let mut map = MmapOptions::new()
             .len(len)
             .map_raw(&file)
             .map_err(|e| Error::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        let base = map.as_ptr();
+        let mut base = map.as_ptr();
         loop {
             // SAFETY: the mapping is at least HEADER_LEN bytes.
             if unsafe { Header::is_ready(base) } {
@@ -454,9 +467,27 @@ impl Region {
                     .map_or_else(|| format!("unknown kind {}", h.kind), |k| format!("{k:?}")),
             });
         }
-        if h.size != len as u64 {
+        // A growing kind's file may be longer than its region (payload
+        // blocks past it): map only the region.
+        let grown = kind.grows() && h.size >= HEADER_LEN as u64 && h.size < len as u64;
+        if h.size != len as u64 && !grown {
             return Err(incompatible("size", len, h.size));
         }
+        let len = if grown {
+            let size = h.size as usize;
+            map = MmapOptions::new()
+                .len(size)
+                .map_raw(&file)
+                .map_err(|e| Error::Io(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+            base = map.as_ptr();
+            // SAFETY: the new mapping is `size >= HEADER_LEN` bytes.
+            if unsafe { Header::snapshot(base) }.size != h.size {
+                return Err(incompatible("size", size, h.size));
+            }
+            size
+        } else {
+            len
+        };
         if let Some(p) = payload_size {
             if p + HEADER_LEN != len {
                 return Err(incompatible("payload size", p, len - HEADER_LEN));

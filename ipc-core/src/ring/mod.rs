@@ -2,6 +2,7 @@
 //! and consumers) under `Queue`, [`spsc`] (variable frames) under `Pipe`.
 //! Both block by spinning briefly, then sleeping on a futex ([`wait`]).
 
+pub(crate) mod blocks;
 pub(crate) mod mpmc;
 pub(crate) mod spsc;
 pub(crate) mod wait;

@@ -5,7 +5,7 @@
 //! # Memory
 //! ```text
 //! MpmcHeader | procs: [u64; PROCS] | slot 0 | slot 1 | ...
-//! slot i:  state: u64 | len: u32 | pad: u32 | data[slot_size]
+//! slot i:  state: u64 | len: u32 | kind: u32 | data[slot_size]
 //! procs[k]: packed (pid, start time) of a process using the ring, 0 = free
 //! ```
 //!
@@ -62,6 +62,10 @@ use crate::{Error, Result};
 
 /// Bytes before the first slot's data.
 const SLOT_HEADER: usize = 16;
+
+/// Most bytes of a dead consumer's message that [`Mpmc::recover`] hands
+/// back (enough for a block descriptor).
+pub(crate) const LOST_MAX: usize = 64;
 
 /// Processes that may use one ring at the same time.
 pub(crate) const PROCS: usize = 1024;
@@ -134,7 +138,9 @@ struct SlotHeader {
     /// `seq << 23 | tag`: see the module docs.
     state: AtomicU64,
     len: AtomicU32,
-    _pad: AtomicU32,
+    /// What the bytes are, for the ring's user (a queue: inline message
+    /// or block descriptor); written and read with `len`.
+    kind: AtomicU32,
 }
 
 /// A handle to a ring in mapped memory. Geometry is copied out and
@@ -442,7 +448,7 @@ impl Mpmc {
     /// entry: alive, gone (pid and start time no longer run), or unknown
     /// (the tag names no registered process: garbage).
     #[cfg(not(loom))]
-    fn judge(&self, tag: u32) -> Claimant {
+    pub fn judge(&self, tag: u32) -> Claimant {
         use crate::sys::proc::TaskId;
         let Some(k) = (tag as usize).checked_sub(1).filter(|&k| k < PROCS) else {
             return Claimant::Unknown;
@@ -462,13 +468,20 @@ impl Mpmc {
     /// (checked by the caller; refused here otherwise).
     #[inline]
     pub fn try_push(&self, bytes: &[u8], me: u32) -> Push {
-        self.push_dying_at::<0>(bytes, me)
+        self.push_dying_at::<0>(bytes, 0, me)
+    }
+
+    /// [`Mpmc::try_push`], labelling the message with `kind` (handed to
+    /// the reader of [`Mpmc::try_pop`]).
+    #[inline]
+    pub fn try_push_kind(&self, bytes: &[u8], kind: u32, me: u32) -> Push {
+        self.push_dying_at::<0>(bytes, kind, me)
     }
 
     /// [`Mpmc::try_push`], returning early at crash point `DIE` (0: never;
     /// 1: after the claim; 2: after moving the position; 3: after the
     /// copy), so the loom model can kill a producer at every step.
-    fn push_dying_at<const DIE: u8>(&self, bytes: &[u8], me: u32) -> Push {
+    fn push_dying_at<const DIE: u8>(&self, bytes: &[u8], kind: u32, me: u32) -> Push {
         if bytes.len() > self.slot_size || me == 0 || me >= TOMB {
             return Push::Broken;
         }
@@ -507,6 +520,8 @@ impl Mpmc {
                         }
                         // Relaxed: published by the Release below.
                         slot.len.store(bytes.len() as u32, Ordering::Relaxed);
+                        // Relaxed: as `len`.
+                        slot.kind.store(kind, Ordering::Relaxed);
                         // SAFETY: we hold slot `i` until the state store; the
                         // data area holds slot_size >= bytes.len() bytes.
                         unsafe {
@@ -558,9 +573,14 @@ impl Mpmc {
     /// tombstone that consumers skip), or a consumer that died mid-read
     /// (its message died with it; the slot is freed). Called by blocked
     /// callers every 100 ms.
+    ///
+    /// `lost(bytes, kind)` is called with the message of a slot freed from
+    /// a dead consumer (read before the freeing CAS, passed only if that
+    /// CAS won), so the ring's user can release what the message names.
+    /// At most [`LOST_MAX`] bytes are passed.
     #[cfg(not(loom))]
-    pub fn recover(&self) -> Recovered {
-        let r = self.recover_with(|tag| self.judge(tag));
+    pub fn recover(&self, lost: impl FnMut(&[u8], u32)) -> Recovered {
+        let r = self.recover_with(|tag| self.judge(tag), lost);
         match r {
             Recovered::Nothing => {}
             Recovered::Freed => crate::trace::event!(WARN, "queue slot recovered from a process that died holding it"),
@@ -570,7 +590,11 @@ impl Mpmc {
     }
 
     /// [`Mpmc::recover`], with `judge(tag)` deciding whether a claimant is gone.
-    fn recover_with(&self, judge: impl Fn(u32) -> Claimant) -> Recovered {
+    fn recover_with(
+        &self,
+        judge: impl Fn(u32) -> Claimant,
+        mut lost: impl FnMut(&[u8], u32),
+    ) -> Recovered {
         let h = self.header();
         let mut out = Recovered::Nothing;
         let mut note = |c: Claimant| {
@@ -625,6 +649,19 @@ impl Mpmc {
                 t => judge(t),
             };
             if diff(w, full) == 0 && c != Claimant::Alive {
+                // The dead consumer's message, copied while the slot is
+                // still claimed (nobody writes a claimed slot), for `lost`.
+                // Relaxed: ordered by the Acquire of the state above.
+                let len = (slot.len.load(Ordering::Relaxed) as usize).min(self.slot_size);
+                // Relaxed: as `len`.
+                let kind = slot.kind.load(Ordering::Relaxed);
+                let mut buf = [0u8; LOST_MAX];
+                let n = len.min(LOST_MAX);
+                // SAFETY: the slot's data holds slot_size >= n bytes; the
+                // slot is claimed (by the dead), so nobody writes it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(self.data(p % self.cap), buf.as_mut_ptr(), n)
+                };
                 advance(&h.dequeue_pos.0, p);
                 // AcqRel: takes over the dead claim, and publishes the free
                 // slot to the next producer's Acquire load of the state.
@@ -639,6 +676,10 @@ impl Mpmc {
                     .is_ok()
                 {
                     note(c);
+                    // A tombstone held no message.
+                    if tag != TOMB {
+                        lost(&buf[..n], kind);
+                    }
                 }
             }
         }
@@ -646,10 +687,11 @@ impl Mpmc {
     }
 
     /// Dequeues a message if one is ready, claiming it as `me` and handing
-    /// `read` a pointer to the data and its validated length; `read` must
+    /// `read` a pointer to the data, its validated length and its kind
+    /// (unvalidated: any value a producer, or garbage, wrote); `read` must
     /// copy what it needs.
     #[inline]
-    pub fn try_pop<R>(&self, me: u32, read: impl FnOnce(*const u8, usize) -> R) -> Pop<R> {
+    pub fn try_pop<R>(&self, me: u32, read: impl FnOnce(*const u8, usize, u32) -> R) -> Pop<R> {
         self.pop_dying_at::<0, R>(me, read)
     }
 
@@ -659,7 +701,7 @@ impl Mpmc {
     fn pop_dying_at<const DIE: u8, R>(
         &self,
         me: u32,
-        read: impl FnOnce(*const u8, usize) -> R,
+        read: impl FnOnce(*const u8, usize, u32) -> R,
     ) -> Pop<R> {
         if me == 0 || me >= TOMB {
             return Pop::Broken;
@@ -698,8 +740,10 @@ impl Mpmc {
                         }
                         // Relaxed: ordered by the Acquire of the state above.
                         let len = slot.len.load(Ordering::Relaxed);
+                        // Relaxed: as `len`.
+                        let kind = slot.kind.load(Ordering::Relaxed);
                         let out = if len as usize <= self.slot_size {
-                            Pop::Item(read(self.data(i), len as usize))
+                            Pop::Item(read(self.data(i), len as usize, kind))
                         } else {
                             Pop::Corrupt(len)
                         };
@@ -853,7 +897,7 @@ mod loom_tests {
             .map(|i| SlotHeader {
                 state: AtomicU64::new(pack(2 * i, 0)),
                 len: AtomicU32::new(0),
-                _pad: AtomicU32::new(0),
+                kind: AtomicU32::new(0),
             })
             .collect();
         let mut data = vec![0u8; cap as usize * 8];
@@ -894,7 +938,7 @@ mod loom_tests {
         }
     }
 
-    fn read_byte(p: *const u8, _: usize) -> u8 {
+    fn read_byte(p: *const u8, _: usize, _: u32) -> u8 {
         // SAFETY: every message in these models is one byte, readable while
         // the slot is held.
         unsafe { p.read() }
@@ -907,7 +951,7 @@ mod loom_tests {
                 Pop::Item(v) => return v,
                 Pop::Corrupt(_) | Pop::Broken => panic!("corrupt"),
                 Pop::Empty => {
-                    r.recover_with(|t| judge(&dead, t));
+                    r.recover_with(|t| judge(&dead, t), |_, _| ());
                     loom::thread::yield_now();
                 }
             }
@@ -917,7 +961,7 @@ mod loom_tests {
     /// Pushes one byte as `me`, recovering dead claims while the ring is full.
     fn push_recovering(r: &Mpmc, v: u8, me: u32, dead: &[AtomicBool]) {
         while r.try_push(&[v], me) != Push::Done {
-            r.recover_with(|t| judge(&dead, t));
+            r.recover_with(|t| judge(&dead, t), |_, _| ());
             loom::thread::yield_now();
         }
     }
@@ -972,7 +1016,7 @@ mod loom_tests {
             let dying = {
                 let (r, dead) = (r.clone(), dead.clone());
                 loom::thread::spawn(move || {
-                    assert_eq!(r.push_dying_at::<DIE>(&[9], 1), Push::Done);
+                    assert_eq!(r.push_dying_at::<DIE>(&[9], 0, 1), Push::Done);
                     dead[1].store(true, Ordering::SeqCst);
                 })
             };
@@ -985,7 +1029,7 @@ mod loom_tests {
             dying.join().unwrap();
             // The dead producer's slot is a tombstone (or recovered into one
             // on the next try): the ring holds nothing else.
-            r.recover_with(|t| judge(&dead, t));
+            r.recover_with(|t| judge(&dead, t), |_, _| ());
             assert!(matches!(r.try_pop(3, read_byte), Pop::Empty));
         });
     }

@@ -111,6 +111,55 @@ pub fn seal_size(file: &File) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Seals a [`memfd_sealable`] file against shrinking and further seals,
+/// leaving it free to grow (a queue's file grows for its payload blocks):
+/// a grown file never takes pages from under a mapping.
+pub fn seal_shrink(file: &File) -> Result<(), Errno> {
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl(F_ADD_SEALS) on a descriptor we own, with an int argument.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Allocates `len` bytes at `offset` of `file` (`fallocate` mode 0),
+/// extending its size if the range ends past it and never shrinking it,
+/// so concurrent growers cannot undo each other. `ENOSPC` when the file
+/// system is full; `EINTR` is retried.
+pub fn allocate(file: &File, offset: u64, len: u64) -> Result<(), Errno> {
+    let off = libc::off_t::try_from(offset).map_err(|_| Errno::EFBIG)?;
+    let len = libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
+    loop {
+        // SAFETY: fallocate on a descriptor we own, with a non-negative range.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, off, len) } == 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Gives back the pages of `len` bytes at `offset` of `file`, keeping its
+/// size (`FALLOC_FL_PUNCH_HOLE`); the range reads as zeros afterwards.
+pub fn punch(file: &File, offset: u64, len: u64) -> Result<(), Errno> {
+    let off = libc::off_t::try_from(offset).map_err(|_| Errno::EFBIG)?;
+    let len = libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    loop {
+        // SAFETY: fallocate on a descriptor we own, with a non-negative range.
+        if unsafe { libc::fallocate(file.as_raw_fd(), mode, off, len) } == 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
 /// The seals of `file` (`F_SEAL_*` bits; 0 for a file that cannot be sealed).
 pub fn seals(file: &File) -> Result<i32, Errno> {
     // SAFETY: fcntl(F_GET_SEALS) on a descriptor we own; no argument.

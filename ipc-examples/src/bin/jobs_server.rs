@@ -190,7 +190,7 @@ impl Server {
             }
             // The gap: a job taken from the queue by a process that died
             // before writing it on the board.
-            if self.ledger.next == self.ledger.total && self.run.jobs.qsize() == 0 {
+            if self.ledger.next == self.ledger.total && self.run.jobs.is_empty() {
                 let now: BTreeSet<u32> =
                     self.ledger.outstanding.difference(&held).copied().collect();
                 unheld = match unheld.take() {
@@ -271,7 +271,7 @@ impl Server {
     fn feed(&mut self, job_ms: u32) -> ipc_core::Result<()> {
         let l = &mut self.ledger;
         while l.next < l.total {
-            match self.run.jobs.put_nowait(&Job::new(l.next, job_ms)) {
+            match self.run.jobs.try_put(&Job::new(l.next, job_ms)) {
                 Ok(()) => {
                     l.outstanding.insert(l.next);
                     l.next += 1;
@@ -292,7 +292,7 @@ impl Server {
                 Err(Error::Timeout | Error::Empty) => return Ok(()),
                 Err(e) => return Err(e),
             }
-            r = self.run.results.get_nowait();
+            r = self.run.results.try_get();
         }
     }
 

@@ -28,7 +28,7 @@ fn demo2((q, done): (Queue<u32>, Event)) -> ipc_core::Result<()> {
             Err(e) => return Err(e),
         }
         std::thread::sleep(Duration::from_millis(10));
-        if done.is_set() && q.empty() {
+        if done.is_set() && q.is_empty() {
             break;
         }
     }

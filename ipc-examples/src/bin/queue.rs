@@ -16,7 +16,7 @@ fn demo2(q: Queue<u32>) {
     while let Ok(v) = q.get_timeout(Duration::from_secs(5)) {
         println!("{v}");
         std::thread::sleep(Duration::from_millis(20));
-        if q.empty() {
+        if q.is_empty() {
             break;
         }
     }
