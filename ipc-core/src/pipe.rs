@@ -50,6 +50,24 @@ const PEER_CHECK: Duration = Duration::from_millis(50);
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Pipe {
+    _private: (),
+}
+
+/// Configures a [`Pipe`]: direction and ring capacity. Made by
+/// [`Pipe::builder`].
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::pipe::{Pipe, PipeBuilder};
+/// let b: PipeBuilder = Pipe::builder().duplex(false).capacity(64 * 1024);
+/// let (r, w) = b.build()?;
+/// w.send(&5u16)?;
+/// assert_eq!(r.recv::<u16>()?, 5);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct PipeBuilder {
     duplex: bool,
     capacity: usize,
 }
@@ -101,13 +119,15 @@ impl Pipe {
     /// assert_eq!(r.recv_bytes()?.len(), 900_000);
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
-    pub fn builder() -> Pipe {
-        Pipe {
+    pub fn builder() -> PipeBuilder {
+        PipeBuilder {
             duplex: true,
             capacity: DEFAULT_CAPACITY,
         }
     }
+}
 
+impl PipeBuilder {
     /// Both ends can send (default `true`).
     pub fn duplex(mut self, duplex: bool) -> Self {
         self.duplex = duplex;
