@@ -475,3 +475,91 @@ pub(super) fn take_start<S: Sink>(rx: &Spsc, sink: &mut S) -> Result<Start<S::Ou
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipe::Pipe;
+    use std::sync::atomic::AtomicU64;
+
+    /// Pushes a raw piece as a hostile writer would (no checks above the ring).
+    fn push(c: &Connection, piece: Piece, data: &[u8]) {
+        let cache = AtomicU64::new(0);
+        assert!(c.tx().unwrap().try_push_piece(piece, data, &cache).unwrap());
+    }
+
+    fn pipe() -> (Connection, Connection) {
+        Pipe::builder()
+            .capacity(4096)
+            .max_message_size(1 << 20)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn hostile_piece_headers_are_corrupt_and_the_pipe_flows_on() {
+        let (a, b) = pipe();
+        let cases: [(&str, Vec<(Piece, Vec<u8>)>); 4] = [
+            // A total beyond the cap: refused before any allocation.
+            (
+                "total",
+                vec![(Piece::First { total: u64::MAX }, vec![1; 8])],
+            ),
+            // A total smaller than the first piece.
+            ("total", vec![(Piece::First { total: 4 }, vec![1; 8])]),
+            // A continuation past the total.
+            (
+                "past its message",
+                vec![
+                    (Piece::First { total: 1500 }, vec![1; 1000]),
+                    (Piece::More, vec![2; 1000]),
+                ],
+            ),
+            // An empty continuation (which could otherwise spin for ever).
+            (
+                "past its message",
+                vec![
+                    (Piece::First { total: 1500 }, vec![1; 1000]),
+                    (Piece::More, vec![]),
+                ],
+            ),
+        ];
+        for (what, frames) in cases {
+            for (p, d) in &frames {
+                push(&a, *p, d);
+            }
+            let e = b.recv_bytes().unwrap_err();
+            assert!(matches!(&e, Error::Corrupt(m) if m.contains(what)), "{e}");
+            a.send_bytes(b"ok").unwrap();
+            assert_eq!(b.recv_bytes().unwrap(), b"ok");
+        }
+    }
+
+    #[test]
+    fn stray_continuations_are_skipped() {
+        let (a, b) = pipe();
+        push(&a, Piece::More, &[9; 100]);
+        push(&a, Piece::More, &[9; 100]);
+        a.send_bytes(b"next").unwrap();
+        assert_eq!(b.recv_bytes().unwrap(), b"next");
+    }
+
+    #[test]
+    fn first_pieces_end_on_a_quarter_of_the_ring() {
+        let (a, b) = Pipe::builder().capacity(1 << 16).build().unwrap();
+        let tx = a.tx().unwrap();
+        for small in [0usize, 8, 100, 4000, 16_000] {
+            a.send_bytes(&vec![1; small]).unwrap();
+            b.recv_bytes().unwrap();
+            let n = first_len(tx);
+            let end = tx.head_offset() + 16 + n as u64;
+            let quarter = tx.capacity() / 4;
+            // Either it ends on a boundary, or it wraps to start at 0.
+            assert!(
+                end % quarter == 0 || n as u64 + 16 == quarter,
+                "{small}: {end}"
+            );
+            assert!(n + 8 <= Spsc::max_payload(tx.capacity()));
+        }
+    }
+}
