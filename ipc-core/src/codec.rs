@@ -163,7 +163,7 @@ impl Scratch {
         buf.clear();
         let room = len
             .checked_add(SLACK)
-            .ok_or(Error::InvalidArgument("message too large"))?;
+            .ok_or_else(|| Error::InvalidArgument("message too large"))?;
         buf.try_reserve_exact(room)
             .map_err(|_| Error::Io(nix::errno::Errno::ENOMEM))?;
         let start = placement(buf.as_ptr() as usize, src as usize);

@@ -264,9 +264,8 @@ impl Connection {
     fn tx(&self) -> Result<&Spsc> {
         self.tx
             .map(|i| &self.rings.rings[i])
-            .ok_or(Error::InvalidArgument(
-                "this end of a one-way pipe cannot send",
-            ))
+            // Lazily: an eager `Error` costs its drop on every call.
+            .ok_or_else(|| Error::InvalidArgument("this end of a one-way pipe cannot send"))
     }
 
     /// The sending ring, if a message of `size` bytes is within the cap.
@@ -284,9 +283,7 @@ impl Connection {
     fn rx(&self) -> Result<&Spsc> {
         self.rx
             .map(|i| &self.rings.rings[i])
-            .ok_or(Error::InvalidArgument(
-                "this end of a one-way pipe cannot receive",
-            ))
+            .ok_or_else(|| Error::InvalidArgument("this end of a one-way pipe cannot receive"))
     }
 
     /// Whether every copy of the other end is closed (dropped, or its
@@ -339,8 +336,11 @@ impl Connection {
 
     fn send_bytes_deadline(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
         let tx = self.tx_for(bytes.len())?;
-        // Relaxed: a per-handle counter that only paces the peer check.
-        let n = self.sends.fetch_add(1, Ordering::Relaxed);
+        // Relaxed (both): a per-handle counter that only paces the peer
+        // check; a plain load and store (no locked RMW on the hot path),
+        // since an increment lost to a concurrent sender only shifts it.
+        let n = self.sends.load(Ordering::Relaxed);
+        self.sends.store(n.wrapping_add(1), Ordering::Relaxed);
         if n % 64 == 0 {
             self.check_peer()?;
         }
