@@ -161,9 +161,10 @@ impl Scratch {
             .with(|b| b.borrow_mut().take())
             .unwrap_or_default();
         buf.clear();
-        let room = len
-            .checked_add(SLACK)
-            .ok_or_else(|| Error::InvalidArgument("message too large"))?;
+        // A match, not `ok_or`: an eager `Error` costs its drop on every call.
+        let Some(room) = len.checked_add(SLACK) else {
+            return Err(Error::InvalidArgument("message too large"));
+        };
         buf.try_reserve_exact(room)
             .map_err(|_| Error::Io(nix::errno::Errno::ENOMEM))?;
         let start = placement(buf.as_ptr() as usize, src as usize);
@@ -231,6 +232,15 @@ impl Scratch {
     }
 }
 
+/// Validates and deserializes an aligned buffer.
+///
+/// # Errors
+/// [`Error::Corrupt`] if the bytes are not a valid archived `T`.
+pub fn decode<T: Message>(bytes: &AlignedVec) -> Result<T> {
+    rkyv::from_bytes::<T, rancor::Error>(bytes)
+        .map_err(|e| Error::Corrupt(format!("invalid message: {e}")))
+}
+
 #[cfg(test)]
 mod scratch_tests {
     use super::*;
@@ -256,13 +266,4 @@ mod scratch_tests {
         assert_eq!(s.bytes(), &bytes[..]);
         assert_eq!(s.decode::<Vec<u32>>().unwrap(), vec![3u32; 1000]);
     }
-}
-
-/// Validates and deserializes an aligned buffer.
-///
-/// # Errors
-/// [`Error::Corrupt`] if the bytes are not a valid archived `T`.
-pub fn decode<T: Message>(bytes: &AlignedVec) -> Result<T> {
-    rkyv::from_bytes::<T, rancor::Error>(bytes)
-        .map_err(|e| Error::Corrupt(format!("invalid message: {e}")))
 }

@@ -262,10 +262,13 @@ impl Drop for EndGuard<'_> {
 
 impl Connection {
     fn tx(&self) -> Result<&Spsc> {
-        self.tx
-            .map(|i| &self.rings.rings[i])
-            // Lazily: an eager `Error` costs its drop on every call.
-            .ok_or_else(|| Error::InvalidArgument("this end of a one-way pipe cannot send"))
+        // A match, not `ok_or`: an eager `Error` costs its drop on every call.
+        match self.tx {
+            Some(i) => Ok(&self.rings.rings[i]),
+            None => Err(Error::InvalidArgument(
+                "this end of a one-way pipe cannot send",
+            )),
+        }
     }
 
     /// The sending ring, if a message of `size` bytes is within the cap.
@@ -281,9 +284,12 @@ impl Connection {
     }
 
     fn rx(&self) -> Result<&Spsc> {
-        self.rx
-            .map(|i| &self.rings.rings[i])
-            .ok_or_else(|| Error::InvalidArgument("this end of a one-way pipe cannot receive"))
+        match self.rx {
+            Some(i) => Ok(&self.rings.rings[i]),
+            None => Err(Error::InvalidArgument(
+                "this end of a one-way pipe cannot receive",
+            )),
+        }
     }
 
     /// Whether every copy of the other end is closed (dropped, or its

@@ -499,7 +499,8 @@ mod tests {
     #[test]
     fn hostile_piece_headers_are_corrupt_and_the_pipe_flows_on() {
         let (a, b) = pipe();
-        let cases: [(&str, Vec<(Piece, Vec<u8>)>); 4] = [
+        type Frames = Vec<(Piece, Vec<u8>)>;
+        let cases: [(&str, Frames); 4] = [
             // A total beyond the cap: refused before any allocation.
             (
                 "total",
