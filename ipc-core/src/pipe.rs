@@ -18,18 +18,24 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::codec::{self, Message, Scratch};
+use crate::codec::{self, Message};
 use crate::region::{Kind, Region};
-use crate::ring::spsc::{Frame, Spsc};
+use crate::ring::spsc::{Spsc, MAX_MESSAGE_LIMIT};
 use crate::ring::wait::{Stop, WaitPoint};
 use crate::sync::raw_lock::{Acquired, RawLock};
 use crate::{Error, Result};
 
 #[cfg(feature = "tokio")]
 mod aio;
+mod frames;
+
+use frames::{ToScratch, ToSlice, ToVec};
 
 /// Default ring size per direction: 256 KiB.
 pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+
+/// Default cap on one message: 1 GiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 30;
 
 /// How often a blocked call checks whether the peer is gone.
 const PEER_CHECK: Duration = Duration::from_millis(50);
@@ -50,8 +56,27 @@ const PEER_CHECK: Duration = Duration::from_millis(50);
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Pipe {
+    _private: (),
+}
+
+/// Configures a [`Pipe`]: direction and ring capacity. Made by
+/// [`Pipe::builder`].
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::pipe::{Pipe, PipeBuilder};
+/// let b: PipeBuilder = Pipe::builder().duplex(false).capacity(64 * 1024);
+/// let (r, w) = b.build()?;
+/// w.send(&5u16)?;
+/// assert_eq!(r.recv::<u16>()?, 5);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct PipeBuilder {
     duplex: bool,
     capacity: usize,
+    max_message_size: usize,
 }
 
 #[derive(Debug)]
@@ -64,8 +89,10 @@ struct Rings {
 /// One end of a [`Pipe`] (Python's `multiprocessing.connection.Connection`).
 ///
 /// `send`/`recv` carry `rkyv` messages; `send_bytes`/`recv_bytes` carry raw
-/// bytes. Messages larger than the pipe's ring are refused with
-/// [`Error::MessageTooLarge`].
+/// bytes. Messages of any size up to the pipe's cap
+/// ([`PipeBuilder::max_message_size`], 1 GiB by default) travel: one that
+/// does not fit one frame of the ring streams through it in pieces. Past
+/// the cap, [`Error::MessageTooLarge`].
 #[derive(Debug)]
 pub struct Connection {
     rings: Arc<Rings>,
@@ -91,7 +118,7 @@ impl Pipe {
         Pipe::builder().duplex(duplex).build()
     }
 
-    /// A builder to set the ring capacity.
+    /// A builder to set the direction, ring capacity and message cap.
     ///
     /// # Examples
     ///
@@ -101,13 +128,16 @@ impl Pipe {
     /// assert_eq!(r.recv_bytes()?.len(), 900_000);
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
-    pub fn builder() -> Pipe {
-        Pipe {
+    pub fn builder() -> PipeBuilder {
+        PipeBuilder {
             duplex: true,
             capacity: DEFAULT_CAPACITY,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
+}
 
+impl PipeBuilder {
     /// Both ends can send (default `true`).
     pub fn duplex(mut self, duplex: bool) -> Self {
         self.duplex = duplex;
@@ -115,17 +145,43 @@ impl Pipe {
     }
 
     /// Bytes buffered per direction, rounded up to a power of two (minimum
-    /// 4 KiB); also bounds the largest message.
+    /// 4 KiB, default 256 KiB). Messages up to about half of it travel in
+    /// one frame; larger ones stream through in pieces.
     pub fn capacity(mut self, bytes: usize) -> Self {
         self.capacity = bytes;
+        self
+    }
+
+    /// The largest message either end sends or accepts, in bytes (default
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`], 1 GiB); past it, sends fail with
+    /// [`Error::MessageTooLarge`]. A receiver allocates at most this much
+    /// for one message, whatever the shared memory claims.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{pipe::Pipe, Error};
+    /// let (a, b) = Pipe::builder().capacity(4096).max_message_size(10_000).build()?;
+    /// a.send_bytes(&[1u8; 10_000])?; // streams through the 4 KiB ring
+    /// assert_eq!(b.recv_bytes()?, [1u8; 10_000]);
+    /// assert!(matches!(a.send_bytes(&[1u8; 10_001]), Err(Error::MessageTooLarge { .. })));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
         self
     }
 
     /// Creates the connected pair.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an absurd capacity, [`Error::Io`].
+    /// [`Error::InvalidArgument`] for an absurd capacity or a zero message
+    /// cap, [`Error::Io`].
     pub fn build(self) -> Result<(Connection, Connection)> {
+        if self.max_message_size == 0 {
+            return Err(Error::InvalidArgument("pipe message cap must be positive"));
+        }
+        let max_message = (self.max_message_size as u64).min(MAX_MESSAGE_LIMIT);
         let cap = self
             .capacity
             .max(4096)
@@ -141,7 +197,7 @@ impl Pipe {
                 // SAFETY: ring i occupies [i*per, (i+1)*per) of the zeroed,
                 // 128-aligned payload, private until published, and the
                 // region outlives the rings (both kept in `Rings`).
-                rings.push(unsafe { Spsc::init(r.payload().add(i * per), cap) }?);
+                rings.push(unsafe { Spsc::init(r.payload().add(i * per), cap, max_message) }?);
             }
             Ok(())
         })?;
@@ -206,29 +262,34 @@ impl Drop for EndGuard<'_> {
 
 impl Connection {
     fn tx(&self) -> Result<&Spsc> {
-        self.tx
-            .map(|i| &self.rings.rings[i])
-            .ok_or(Error::InvalidArgument(
+        // A match, not `ok_or`: an eager `Error` costs its drop on every call.
+        match self.tx {
+            Some(i) => Ok(&self.rings.rings[i]),
+            None => Err(Error::InvalidArgument(
                 "this end of a one-way pipe cannot send",
-            ))
+            )),
+        }
     }
 
-    /// The sending ring, if a message of `size` bytes fits in it.
+    /// The sending ring, if a message of `size` bytes is within the cap.
     fn tx_for(&self, size: usize) -> Result<&Spsc> {
         let tx = self.tx()?;
-        let max = Spsc::max_payload(tx.capacity());
-        if size > max {
-            return Err(Error::MessageTooLarge { size, max });
+        if size as u64 > tx.max_message() {
+            return Err(Error::MessageTooLarge {
+                size,
+                max: tx.max_message() as usize,
+            });
         }
         Ok(tx)
     }
 
     fn rx(&self) -> Result<&Spsc> {
-        self.rx
-            .map(|i| &self.rings.rings[i])
-            .ok_or(Error::InvalidArgument(
+        match self.rx {
+            Some(i) => Ok(&self.rings.rings[i]),
+            None => Err(Error::InvalidArgument(
                 "this end of a one-way pipe cannot receive",
-            ))
+            )),
+        }
     }
 
     /// Whether every copy of the other end is closed (dropped, or its
@@ -249,9 +310,9 @@ impl Connection {
         }
     }
 
-    /// Largest message this end can send, in bytes.
+    /// Largest message this end can send, in bytes (the pipe's cap).
     pub fn max_message_size(&self) -> usize {
-        self.tx().map_or(0, |t| Spsc::max_payload(t.capacity()))
+        self.tx().map_or(0, |t| t.max_message() as usize)
     }
 
     /// Sends an `rkyv`-encoded message, waiting for room if the ring is full.
@@ -281,10 +342,16 @@ impl Connection {
 
     fn send_bytes_deadline(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
         let tx = self.tx_for(bytes.len())?;
-        // Relaxed: a per-handle counter that only paces the peer check.
-        let n = self.sends.fetch_add(1, Ordering::Relaxed);
+        // Relaxed (both): a per-handle counter that only paces the peer
+        // check; a plain load and store (no locked RMW on the hot path),
+        // since an increment lost to a concurrent sender only shifts it.
+        let n = self.sends.load(Ordering::Relaxed);
+        self.sends.store(n.wrapping_add(1), Ordering::Relaxed);
         if n % 64 == 0 {
             self.check_peer()?;
+        }
+        if bytes.len() > Spsc::max_payload(tx.capacity()) {
+            return self.send_pieces(tx, bytes, deadline);
         }
         let h = tx.header();
         let r = h.space_ready.0.wait_until(
@@ -303,15 +370,9 @@ impl Connection {
             Some(PEER_CHECK),
             || self.check_peer(),
         );
-        match r {
-            Ok(Ok(())) => {
-                h.data_ready.0.notify(1);
-                Ok(())
-            }
-            Ok(Err(e)) => Err(e),
-            Err(Stop::Timeout) => Err(self.check_peer().err().unwrap_or(Error::Timeout)),
-            Err(Stop::Check(e)) => Err(e),
-        }
+        self.sent_or(r)?;
+        h.data_ready.0.notify(1);
+        Ok(())
     }
 
     /// Receives and decodes a message, waiting as long as needed.
@@ -320,15 +381,16 @@ impl Connection {
     /// [`Error::PeerClosed`] once the peer is gone and everything it sent
     /// was received; [`Error::Corrupt`] for invalid bytes.
     pub fn recv<T: Message>(&self) -> Result<T> {
-        self.recv_raw(None, usize::MAX)?.decode()
+        self.recv_into(None, &mut ToScratch(None))?.decode()
     }
 
-    /// As [`recv`](Self::recv), waiting at most `timeout`.
+    /// As [`recv`](Self::recv), waiting at most `timeout` for a message to
+    /// begin (one that has begun is received whole).
     ///
     /// # Errors
     /// [`Error::Timeout`], and as [`recv`](Self::recv).
     pub fn recv_timeout<T: Message>(&self, timeout: Duration) -> Result<T> {
-        self.recv_raw(Some(Instant::now() + timeout), usize::MAX)?
+        self.recv_into(Some(Instant::now() + timeout), &mut ToScratch(None))?
             .decode()
     }
 
@@ -337,7 +399,7 @@ impl Connection {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        Ok(self.recv_raw(None, usize::MAX)?.into_vec())
+        self.recv_into(None, &mut ToVec(Vec::new()))
     }
 
     /// Receives one message into `buf`, returning its length. If it does
@@ -347,59 +409,7 @@ impl Connection {
     /// # Errors
     /// [`Error::MessageTooLarge`], and as [`recv`](Self::recv).
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        let s = self.recv_raw(None, buf.len())?.into_vec();
-        buf[..s.len()].copy_from_slice(&s);
-        Ok(s.len())
-    }
-
-    fn recv_raw(&self, deadline: Option<Instant>, max: usize) -> Result<Scratch> {
-        let rx = self.rx()?;
-        let h = rx.header();
-        let r = h.data_ready.0.wait_until(
-            || {
-                // Look before locking: spinning on plain loads keeps the
-                // lock's cache line quiet until there is something to take.
-                if !rx.has_data() {
-                    return None;
-                }
-                let _g = match EndGuard::lock(&h.pop_lock.0, deadline) {
-                    Ok(g) => g,
-                    Err(e) => return Some(Err(e)),
-                };
-                let copy = |p, n| {
-                    // SAFETY: the ring hands us `n` readable bytes of a frame
-                    // we own until this closure returns.
-                    unsafe { Scratch::copy_from(p, n) }
-                };
-                match rx.try_pop(|n| n <= max, copy) {
-                    Ok(Frame::Item(s)) => Some(Ok(s)),
-                    Ok(Frame::TooLarge(n)) => Some(Err(Error::MessageTooLarge { size: n, max })),
-                    Ok(Frame::Empty) => None,
-                    Err(e) => Some(Err(e)),
-                }
-            },
-            deadline,
-            Some(PEER_CHECK),
-            || self.check_peer(),
-        );
-        match r {
-            Ok(Ok(s)) => {
-                h.space_ready.0.notify(1);
-                Ok(s)
-            }
-            Ok(Err(e)) => Err(e),
-            // Even a short timeout reports a peer that is already gone.
-            Err(Stop::Timeout) if !rx.has_data() && self.peer_closed() => Err(Error::PeerClosed),
-            Err(Stop::Timeout) => Err(Error::Timeout),
-            // The peer is gone: deliver anything it sent before dying.
-            Err(Stop::Check(e)) => {
-                if rx.has_data() {
-                    self.recv_raw(deadline, max)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        self.recv_into(None, &mut ToSlice(buf))
     }
 
     /// Whether a message is ready, waiting at most `timeout` (zero: just

@@ -122,7 +122,11 @@ fn oversized_messages_are_refused_everywhere() {
         q.try_put(&"x".repeat(100)),
         Err(Error::MessageTooLarge { .. })
     ));
-    let (a, _b) = Pipe::builder().capacity(4096).build().unwrap();
+    let (a, _b) = Pipe::builder()
+        .capacity(4096)
+        .max_message_size(4096)
+        .build()
+        .unwrap();
     assert!(matches!(
         a.send(&vec![0u8; 10_000]),
         Err(Error::MessageTooLarge { .. })

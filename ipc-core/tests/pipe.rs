@@ -122,19 +122,32 @@ fn wraparound_with_mixed_sizes_preserves_every_byte() {
 }
 
 #[test]
-fn message_larger_than_the_ring_is_refused() {
-    let (a, _b) = Pipe::builder().capacity(4096).build().unwrap();
-    let e = a.send_bytes(&[0u8; 5000]).unwrap_err();
+fn messages_past_the_cap_are_refused_and_larger_than_the_ring_stream() {
+    let (a, b) = Pipe::builder()
+        .capacity(4096)
+        .max_message_size(6000)
+        .build()
+        .unwrap();
+    let e = a.send_bytes(&[0u8; 6001]).unwrap_err();
     assert!(
-        matches!(e, Error::MessageTooLarge { size: 5000, .. }),
+        matches!(
+            e,
+            Error::MessageTooLarge {
+                size: 6001,
+                max: 6000
+            }
+        ),
         "{e}"
     );
-    assert_eq!(a.max_message_size(), 2048 - 8);
-    a.send_bytes(&[1u8; 2040]).unwrap();
-    assert!(matches!(
-        a.send_bytes(&[1u8; 2041]),
-        Err(Error::MessageTooLarge { .. })
-    ));
+    assert_eq!(a.max_message_size(), 6000);
+    // Larger than the 4 KiB ring: streams through in pieces.
+    let big: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
+    let kid = fork_with(&b, |b| {
+        let got = b.recv_bytes().unwrap();
+        i32::from(got != (0..6000u32).map(|i| i as u8).collect::<Vec<u8>>())
+    });
+    a.send_bytes(&big).unwrap();
+    join_ok(kid);
 }
 
 #[test]
@@ -189,7 +202,7 @@ fn largest_messages_fit_at_every_ring_position() {
     // Regression (review finding 1): a frame larger than the space on both
     // sides of the write position used to wait forever on an empty ring.
     let (a, b) = Pipe::builder().capacity(4096).build().unwrap();
-    let max = a.max_message_size();
+    let max = 2048 - 8; // the largest message one frame of a 4 KiB ring holds
     for first in [8usize, 1000, 2000, 2040] {
         a.send_bytes(&vec![1u8; first]).unwrap();
         assert_eq!(b.recv_bytes().unwrap().len(), first);

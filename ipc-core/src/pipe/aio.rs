@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use super::frames::{take_start, Rest, Start, ToScratch};
 use super::{Connection, EndGuard};
 use crate::aio::{self, Check, Keep};
-use crate::codec::{self, Message, Scratch};
-use crate::ring::spsc::Frame;
+use crate::codec::{self, Message};
+use crate::ring::spsc::Spsc;
 use crate::{Error, Result};
 
 /// Whether the read side of a liveness pipe hung up (the peer is gone).
@@ -36,7 +37,9 @@ impl Connection {
     }
 
     /// Receives and decodes a message without blocking the thread (see
-    /// the README's "async").
+    /// the README's "async"). A message too large for one frame is
+    /// awaited until its first piece arrives, then received whole on the
+    /// calling thread while its sender streams the rest.
     ///
     /// Cancel safe: a dropped `recv_async` has taken no message.
     ///
@@ -57,36 +60,39 @@ impl Connection {
         let rx = self.rx()?;
         let h = rx.header();
         let keep = self.keep();
-        let s: Scratch = aio::wait_point(&h.data_ready.0, &keep, Some(self.peer_check()?), || {
-            if !rx.has_data() {
-                return self.peer_closed().then_some(Err(Error::PeerClosed));
+        let mut sink = ToScratch(None);
+        loop {
+            let (start, g) =
+                aio::wait_point(&h.data_ready.0, &keep, Some(self.peer_check()?), || {
+                    if !rx.has_data() {
+                        return self.peer_closed().then_some(Err(Error::PeerClosed));
+                    }
+                    let g = match EndGuard::lock(&h.pop_lock.0, None) {
+                        Ok(g) => g,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    match take_start(rx, &mut sink) {
+                        Ok(Start::Nothing) => None,
+                        Ok(s) => Some(Ok((s, g))),
+                        Err(e) => Some(Err(e)),
+                    }
+                })
+                .await?;
+            h.space_ready.0.notify(1);
+            match start {
+                Start::Whole(s) => return s.decode(),
+                Start::Partial { total, got } => match self.take_rest(rx, &mut sink, total, got)? {
+                    Rest::Done(s) => return s.decode(),
+                    Rest::Abandoned => drop(g),
+                },
+                Start::Nothing => {}
             }
-            let _g = match EndGuard::lock(&h.pop_lock.0, None) {
-                Ok(g) => g,
-                Err(e) => return Some(Err(e)),
-            };
-            let copy = |p, n| {
-                // SAFETY: the ring hands us `n` readable bytes of a frame we
-                // own until this closure returns.
-                unsafe { Scratch::copy_from(p, n) }
-            };
-            match rx.try_pop(|_| true, copy) {
-                Ok(Frame::Item(s)) => Some(Ok(s)),
-                Ok(Frame::TooLarge(n)) => Some(Err(Error::MessageTooLarge {
-                    size: n,
-                    max: usize::MAX,
-                })),
-                Ok(Frame::Empty) => None,
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await?;
-        h.space_ready.0.notify(1);
-        s.decode()
+        }
     }
 
     /// Sends an `rkyv`-encoded message, waiting for room without blocking
-    /// the thread.
+    /// the thread. A message too large for one frame is streamed on the
+    /// calling thread (it blocks while the receiver drains the ring).
     ///
     /// Cancel safe: a dropped `send_async` has sent nothing.
     ///
@@ -107,6 +113,9 @@ impl Connection {
         let bytes = codec::encode_with(msg, <[u8]>::to_vec)?;
         let tx = self.tx_for(bytes.len())?;
         self.check_peer()?;
+        if bytes.len() > Spsc::max_payload(tx.capacity()) {
+            return self.send_pieces(tx, &bytes, None);
+        }
         let h = tx.header();
         let keep = self.keep();
         aio::wait_point(&h.space_ready.0, &keep, Some(self.peer_check()?), || {
