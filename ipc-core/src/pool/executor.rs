@@ -6,8 +6,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::{Core, Done, Failure};
+use super::core::{Core, Done};
 use super::pool::PoolBuilder;
+use super::task::Failure;
 use super::task::{encode, Code};
 use crate::codec::Message;
 use crate::process::{StartMethod, TargetOutput};

@@ -16,6 +16,7 @@ mod executor;
 mod pool;
 #[doc(hidden)]
 pub mod remote;
+mod supervisor;
 mod task;
 mod worker;
 
