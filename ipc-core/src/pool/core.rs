@@ -1,7 +1,8 @@
 //! The machinery shared by `Pool` and `ProcessPoolExecutor`: a task queue
-//! and a reply queue in shared memory, a table of outstanding results, and
-//! a supervisor thread that starts workers, replaces or mourns dead ones,
-//! and dispatches replies when no caller is waiting for them.
+//! and a reply queue in shared memory and a table of outstanding results.
+//! The threads that start and watch the workers (the supervisor, which
+//! replaces or mourns dead ones and dispatches replies when no caller is
+//! waiting for them, and the feeder) live in `supervisor.rs`, above this.
 //!
 //! Callers waiting for a result pop replies themselves (the reply queue is
 //! MPMC), so a round trip needs no thread hand-off; the supervisor only
@@ -14,11 +15,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::supervisor::{feed_tasks, supervise, Waiting};
 use super::task::{unsent, Body, Failure, Parts, Reply, Task, PART_OVERHEAD, STOP};
 use crate::process::target::Outcome;
 use crate::process::StartMethod;
@@ -94,7 +94,8 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub fn start(cfg: Config) -> Result<Arc<Core>> {
+    /// A pool's shared state and queues, with no thread or worker yet.
+    pub(super) fn new(cfg: Config) -> Result<Core> {
         if cfg.processes == 0 {
             return Err(Error::InvalidArgument("a pool needs at least one process"));
         }
@@ -109,7 +110,7 @@ impl Core {
             .max_message_size(cfg.max_message_size.max(4 * PART_OVERHEAD))
             .build()?;
         let inflight = RawArray::new(&vec![0u64; cfg.processes])?;
-        let core = Arc::new(Core {
+        Ok(Core {
             cfg,
             tasks,
             replies,
@@ -124,32 +125,7 @@ impl Core {
             outbox_ready: Condvar::new(),
             feeder_quit: AtomicBool::new(false),
             pids: Mutex::new(Vec::new()),
-        });
-        let c2 = core.clone();
-        let h = std::thread::Builder::new()
-            .name("ipc-pool-feeder".into())
-            .spawn(move || feed_tasks(c2))
-            .map_err(crate::process::target::io)?;
-        *core.feeder.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
-        // Workers are started by the supervisor thread, which lives as long
-        // as the pool: their parent-death signal follows that thread.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let c2 = core.clone();
-        let h = std::thread::Builder::new()
-            .name("ipc-pool-supervisor".into())
-            .spawn(move || supervise(c2, tx))
-            .map_err(crate::process::target::io)?;
-        *core.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
-        match rx.recv() {
-            Ok(Ok(())) => Ok(core),
-            Ok(Err(e)) => {
-                core.terminate();
-                Err(e)
-            }
-            Err(_) => Err(Error::BrokenPool(
-                "the pool supervisor failed to start".into(),
-            )),
-        }
+        })
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
@@ -544,24 +520,23 @@ impl Core {
         self.closing.store(true, Ordering::Release);
         self.stop_when_drained(&mut st);
     }
+}
 
-    /// After `close`: lets workers finish the queue, then stop; waits.
-    pub fn join(&self) -> Result<()> {
-        if !self.closing.load(Ordering::Acquire) {
-            return Err(Error::InvalidArgument("close() the pool before join()"));
-        }
-        // The STOPs follow the tasks (the executor's go once its pending
-        // list drains, as replies the supervisor dispatches make room), so
-        // the supervisor ends once every worker took one.
-        self.join_supervisor();
-        Ok(())
+/// Counts a thread as popping replies itself while alive (also when it
+/// unwinds), so the supervisor leaves the reply queue to it.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        // Relaxed: a hint for the supervisor (it re-checks every 10 ms).
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
     }
+}
 
-    /// Kills the workers at once; outstanding tasks fail with `BrokenPool`.
-    pub fn terminate(&self) {
-        self.closing.store(true, Ordering::Release);
-        // Release: pairs with the Acquire in `supervise` and `feed_tasks`.
-        self.terminate.store(true, Ordering::Release);
-        self.join_supervisor();
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        // Relaxed: as in `new`.
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

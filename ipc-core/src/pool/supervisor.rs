@@ -3,11 +3,11 @@
 //! for, moving the outbox into the task queue, breaking the pool, and
 //! shutting it all down.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::core::Core;
+use super::core::{Config, Core};
 use super::task::{unsent, Failure, Task, STOP};
 use super::worker::{worker_main, WorkerCtx};
 use crate::process::Process;
@@ -15,6 +15,57 @@ use crate::queue::Queue;
 use crate::{Error, Result};
 
 impl Core {
+    /// Creates the queues, starts the feeder and the supervisor (which
+    /// starts the workers) and waits for the workers to be started.
+    pub fn start(cfg: Config) -> Result<Arc<Core>> {
+        let core = Arc::new(Core::new(cfg)?);
+        let c2 = core.clone();
+        let h = std::thread::Builder::new()
+            .name("ipc-pool-feeder".into())
+            .spawn(move || feed_tasks(c2))
+            .map_err(crate::process::target::io)?;
+        *core.feeder.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        // Workers are started by the supervisor thread, which lives as long
+        // as the pool: their parent-death signal follows that thread.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c2 = core.clone();
+        let h = std::thread::Builder::new()
+            .name("ipc-pool-supervisor".into())
+            .spawn(move || supervise(c2, tx))
+            .map_err(crate::process::target::io)?;
+        *core.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        match rx.recv() {
+            Ok(Ok(())) => Ok(core),
+            Ok(Err(e)) => {
+                core.terminate();
+                Err(e)
+            }
+            Err(_) => Err(Error::BrokenPool(
+                "the pool supervisor failed to start".into(),
+            )),
+        }
+    }
+
+    /// After `close`: lets workers finish the queue, then stop; waits.
+    pub fn join(&self) -> Result<()> {
+        if !self.closing.load(Ordering::Acquire) {
+            return Err(Error::InvalidArgument("close() the pool before join()"));
+        }
+        // The STOPs follow the tasks (the executor's go once its pending
+        // list drains, as replies the supervisor dispatches make room), so
+        // the supervisor ends once every worker took one.
+        self.join_supervisor();
+        Ok(())
+    }
+
+    /// Kills the workers at once; outstanding tasks fail with `BrokenPool`.
+    pub fn terminate(&self) {
+        self.closing.store(true, Ordering::Release);
+        // Release: pairs with the Acquire in `supervise` and `feed_tasks`.
+        self.terminate.store(true, Ordering::Release);
+        self.join_supervisor();
+    }
+
     /// Fails every task without a result (and drops pending ones) with
     /// `BrokenPool(msg)`; with `mark`, also marks the pool broken (once).
     pub(super) fn fail_outstanding(&self, msg: &str, mark: bool) {
@@ -65,25 +116,6 @@ impl Core {
         self.fail_outstanding("the pool was terminated", false);
         self.tasks.close();
         self.replies.close();
-    }
-}
-
-/// Counts a thread as popping replies itself while alive (also when it
-/// unwinds), so the supervisor leaves the reply queue to it.
-pub(super) struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    pub(super) fn new(n: &'a AtomicUsize) -> Self {
-        // Relaxed: a hint for the supervisor (it re-checks every 10 ms).
-        n.fetch_add(1, Ordering::Relaxed);
-        Waiting(n)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        // Relaxed: as in `new`.
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
