@@ -12,10 +12,12 @@
 mod aio;
 mod core;
 mod executor;
+mod imap;
 #[allow(clippy::module_inception)]
 mod pool;
 #[doc(hidden)]
 pub mod remote;
+mod result;
 mod supervisor;
 mod task;
 mod worker;
@@ -24,4 +26,6 @@ pub use executor::{
     as_completed, wait, AnyFuture, AsCompleted, DoneAndNotDone, ExecutorBuilder, ExecutorMap,
     Future, FutureKey, FutureSource, ProcessPoolExecutor, ReturnWhen,
 };
-pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
+pub use imap::IMap;
+pub use pool::{Pool, PoolBuilder};
+pub use result::AsyncResult;
