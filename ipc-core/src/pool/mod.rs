@@ -12,6 +12,7 @@
 mod aio;
 mod core;
 mod executor;
+mod future;
 mod imap;
 #[allow(clippy::module_inception)]
 mod pool;
@@ -22,9 +23,10 @@ mod supervisor;
 mod task;
 mod worker;
 
-pub use executor::{
-    as_completed, wait, AnyFuture, AsCompleted, DoneAndNotDone, ExecutorBuilder, ExecutorMap,
-    Future, FutureKey, FutureSource, ProcessPoolExecutor, ReturnWhen,
+pub use executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor};
+pub use future::{
+    as_completed, wait, AnyFuture, AsCompleted, DoneAndNotDone, Future, FutureKey, FutureSource,
+    ReturnWhen,
 };
 pub use imap::IMap;
 pub use pool::{Pool, PoolBuilder};
