@@ -10,7 +10,8 @@ use crate::codec::Message;
 use crate::process::TargetOutput;
 use crate::{Error, Result};
 
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+/// The iterator of [`Pool::imap`](super::Pool::imap) and
+/// [`Pool::imap_unordered`](super::Pool::imap_unordered).
 pub struct IMap<'p, A, R: TargetOutput, I> {
     /// Borrowed from the [`Pool`](super::Pool) that made the iterator.
     core: &'p Core,
