@@ -60,8 +60,9 @@ impl ExecutorBuilder {
         self
     }
     /// Replace each worker after this many calls (Python's `max_tasks_per_child`).
+    #[doc(alias = "maxtasksperchild")]
     pub fn max_tasks_per_child(mut self, n: u64) -> Self {
-        self.inner = self.inner.maxtasksperchild(n);
+        self.inner = self.inner.max_tasks_per_child(n);
         self
     }
     /// Run `f(arg)` once in each worker first.

@@ -48,7 +48,7 @@ impl std::fmt::Debug for Pool {
 /// ```
 /// use ipc_core::pool::Pool;
 /// fn setup(_: ()) {}
-/// let pool = Pool::builder().processes(2).initializer(setup, ()).maxtasksperchild(100).build()?;
+/// let pool = Pool::builder().processes(2).initializer(setup, ()).max_tasks_per_child(100).build()?;
 /// # Ok::<(), ipc_core::Error>(())
 /// ```
 pub struct PoolBuilder {
@@ -72,7 +72,8 @@ impl PoolBuilder {
         self
     }
     /// Replace each worker after this many tasks (Python's `maxtasksperchild`).
-    pub fn maxtasksperchild(mut self, n: u64) -> Self {
+    #[doc(alias = "maxtasksperchild")]
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
         self.max_tasks = n;
         self
     }
@@ -267,8 +268,22 @@ impl Pool {
     /// `f` over every item, in order (Python's `map`); `chunksize` `None`
     /// picks Python's default (about four chunks per worker).
     ///
+    /// This is also Python's `starmap`: a function of several arguments
+    /// takes them as one tuple, so `map` over tuples is `starmap`.
+    ///
     /// # Errors
     /// The first failing item's error; as [`apply_async`](Self::apply_async).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::pool::Pool;
+    /// fn add((a, b): (u64, u64)) -> u64 { a + b }
+    /// let pool = Pool::new(2)?;
+    /// assert_eq!(pool.map(add, [(1, 2), (3, 4)], None)?, vec![3, 7]); // Python's starmap
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "starmap")]
     pub fn map<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -283,10 +298,12 @@ impl Pool {
         self.map_async(f, items, chunksize)?.get(None)
     }
 
-    /// As [`map`](Self::map) without waiting (Python's `map_async`).
+    /// As [`map`](Self::map) without waiting (Python's `map_async`, and
+    /// `starmap_async` over tuples).
     ///
     /// # Errors
     /// As [`apply_async`](Self::apply_async).
+    #[doc(alias = "starmap_async")]
     pub fn map_async<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -312,6 +329,7 @@ impl Pool {
     /// item is done, `callback` gets all the results in order; or, at the
     /// first failing chunk, `error_callback` gets its error. Exactly one of
     /// them runs, in a pool thread (at once for no items: `callback(vec![])`).
+    /// Over tuples, this is Python's `starmap_async` with callbacks.
     ///
     /// # Errors
     /// As [`apply_async`](Self::apply_async); then neither callback runs.
@@ -329,6 +347,7 @@ impl Pool {
     /// ```
     #[doc(alias = "callback")]
     #[doc(alias = "error_callback")]
+    #[doc(alias = "starmap_async")]
     pub fn map_async_with<A, R, I, C, E>(
         &self,
         f: fn(A) -> R,
@@ -377,79 +396,6 @@ impl Pool {
             ids,
             decode: decode_chunks::<R::Value>,
         })
-    }
-
-    /// `map` for a function of several arguments, given as tuples (Python's
-    /// `starmap`; in Rust the tuple is the one argument).
-    ///
-    /// # Errors
-    /// As [`map`](Self::map).
-    pub fn starmap<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<Vec<R::Value>>
-    where
-        A: Message + Send + 'static,
-        R: TargetOutput,
-        I: IntoIterator<Item = A>,
-    {
-        self.map(f, items, chunksize)
-    }
-
-    /// As [`starmap`](Self::starmap) without waiting.
-    ///
-    /// # Errors
-    /// As [`map_async`](Self::map_async).
-    pub fn starmap_async<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<AsyncResult<Vec<R::Value>>>
-    where
-        A: Message + Send + 'static,
-        R: TargetOutput,
-        I: IntoIterator<Item = A>,
-    {
-        self.map_async(f, items, chunksize)
-    }
-
-    /// As [`map_async_with`](Self::map_async_with), for a function of
-    /// several arguments given as tuples (Python's `starmap_async` with
-    /// `callback` / `error_callback`).
-    ///
-    /// # Errors
-    /// As [`map_async_with`](Self::map_async_with).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ipc_core::pool::Pool;
-    /// fn add((a, b): (u64, u64)) -> u64 { a + b }
-    /// let pool = Pool::new(2)?;
-    /// let (tx, rx) = std::sync::mpsc::channel();
-    /// pool.starmap_async_with(add, [(1, 2), (3, 4)], None, move |v| tx.send(v).unwrap(), |e| panic!("{e}"))?;
-    /// assert_eq!(rx.recv().unwrap(), vec![3, 7]);
-    /// # Ok::<(), ipc_core::Error>(())
-    /// ```
-    pub fn starmap_async_with<A, R, I, C, E>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: Option<usize>,
-        callback: C,
-        error_callback: E,
-    ) -> Result<AsyncResult<Vec<R::Value>>>
-    where
-        A: Message + Send + 'static,
-        R: TargetOutput,
-        I: IntoIterator<Item = A>,
-        C: FnOnce(Vec<R::Value>) + Send + 'static,
-        E: FnOnce(Error) + Send + 'static,
-    {
-        self.map_async_with(f, items, chunksize, callback, error_callback)
     }
 
     /// A lazy, ordered iterator of `f` over `items` (Python's `imap`);

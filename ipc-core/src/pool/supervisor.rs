@@ -220,7 +220,7 @@ pub(super) fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result
             }
             // Replace the worker unless the pool is winding down with
             // nothing left to do (a closed pool still finishes its queue,
-            // even when workers retire after `maxtasksperchild` tasks).
+            // even when workers retire after `max_tasks_per_child` tasks).
             // A worker that took a STOP is not replaced once closing.
             let closing = core.closing.load(Ordering::Acquire);
             let needed = !closing || ((retired || !clean) && core.has_outstanding());
