@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytemuck::Pod;
 
+use super::error::ValueError;
 use crate::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
 use crate::shared::Shared;
@@ -220,6 +221,16 @@ impl<T: Pod> Cells<T> {
 
     /// Runs `f` holding the guarding lock: `external`, or the head's own.
     pub(super) fn locked<R>(&self, external: Option<&Lock>, f: impl FnOnce() -> R) -> Result<R> {
+        self.locked_value(external, f).map_err(Error::from)
+    }
+
+    /// As [`locked`](Self::locked), and an owner death carries `f`'s
+    /// result ([`ValueError::OwnerDied`]).
+    pub(super) fn locked_value<R>(
+        &self,
+        external: Option<&Lock>,
+        f: impl FnOnce() -> R,
+    ) -> std::result::Result<R, ValueError<R>> {
         let lock = external.map_or(&self.head().lock, |l| l.raw_lock());
         if lock.is_owned_by_me() {
             // Held through `get_lock()` by this thread: Python's Value uses
@@ -228,15 +239,15 @@ impl<T: Pod> Cells<T> {
         }
         let died = match lock.lock(None) {
             Acquired::OwnerDied => true,
-            Acquired::Corrupt(i) => return Err(Error::Corrupt(i.describe())),
+            Acquired::Corrupt(i) => return Err(ValueError::Corrupt(i.describe())),
             _ => false,
         };
         let r = f();
         lock.unlock();
         if died {
             // `f` ran and its effect stands; report that the previous
-            // writer may have left the data half-written.
-            return Err(Error::OwnerDied);
+            // writer may have left the data half-written, with the result.
+            return Err(ValueError::OwnerDied(r));
         }
         Ok(r)
     }

@@ -8,6 +8,7 @@
 #[macro_use]
 mod cells;
 mod array;
+mod error;
 mod raw;
 
 use bytemuck::Pod;
@@ -19,6 +20,7 @@ use crate::{Error, Result};
 use cells::Cells;
 
 pub use array::{Array, ArrayBuilder};
+pub use error::ValueError;
 pub use raw::{RawArray, RawValue};
 
 /// A `T` in shared memory guarded by a [`Lock`] (Python's
@@ -26,7 +28,8 @@ pub use raw::{RawArray, RawValue};
 /// [`update`](Value::update) for an atomic read-modify-write.
 ///
 /// If a process died holding the lock, the call still completes and then
-/// reports [`Error::OwnerDied`] once. Calls made while this thread holds
+/// reports the owner's death once: [`ValueError::OwnerDied`] (carrying the
+/// value) from `get` and `update`, [`Error::OwnerDied`] from `set`. Calls made while this thread holds
 /// [`get_lock`](Value::get_lock) do not take the lock again (it behaves as
 /// Python's, which is recursive).
 ///
@@ -164,11 +167,13 @@ impl<T: Pod> Value<T> {
     /// Reads the value under the lock.
     ///
     /// # Errors
-    /// [`Error::OwnerDied`] (the read still happened; it may be torn).
-    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
-    pub fn get(&self) -> Result<T> {
+    /// [`ValueError::OwnerDied`] carrying the value read (the read still
+    /// happened; a writer that died may have left it half-written).
+    /// [`ValueError::Corrupt`] if the lock word in shared memory is garbage.
+    /// Both convert into [`Error`] for `?`.
+    pub fn get(&self) -> std::result::Result<T, ValueError<T>> {
         self.cells
-            .locked(self.external.as_ref(), || self.cells.read(0))
+            .locked_value(self.external.as_ref(), || self.cells.read(0))
     }
 
     /// Writes the value under the lock.
@@ -185,10 +190,11 @@ impl<T: Pod> Value<T> {
     /// race-free form of Python's `v.value += 1`. Returns the new value.
     ///
     /// # Errors
-    /// [`Error::OwnerDied`] (the update still happened).
-    /// [`Error::Corrupt`] if the lock word in shared memory is garbage.
-    pub fn update(&self, f: impl FnOnce(&mut T)) -> Result<T> {
-        self.cells.locked(self.external.as_ref(), || {
+    /// [`ValueError::OwnerDied`] carrying the new value (the update still
+    /// happened). [`ValueError::Corrupt`] if the lock word in shared memory
+    /// is garbage. Both convert into [`Error`] for `?`.
+    pub fn update(&self, f: impl FnOnce(&mut T)) -> std::result::Result<T, ValueError<T>> {
+        self.cells.locked_value(self.external.as_ref(), || {
             let mut x = self.cells.read(0);
             f(&mut x);
             self.cells.write(0, x);
