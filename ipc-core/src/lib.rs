@@ -8,7 +8,7 @@
 //! Layers, bottom up: each module uses only those above it in this list
 //! (the `layers` test below reads the `crate::` paths of every file and
 //! keeps this true):
-//! 1. [`sys`]: the raw OS calls;
+//! 1. `sys`: the raw OS calls (hidden: unsupported outside the workspace);
 //! 2. [`travel`]: what a handle becomes to travel (its token, the
 //!    keep-alive of anonymous regions); uses `sys`;
 //! 3. [`region`]: one mapped segment; uses `travel` for its locator;
@@ -22,7 +22,7 @@
 //! 10. [`pool`];
 //! 11. `inspect` (the `ipc` command's reader, hidden).
 //!
-//! Any layer may use the leaves [`error`], [`tuning`] and the internal
+//! Any layer may use the leaves [`error`], `tuning` and the internal
 //! `atomic` and `trace`, and the `tokio` glue `aio` (which uses `sys` and
 //! `ring`'s wait policy).
 //!
@@ -73,11 +73,13 @@ mod sync {
     mod raw_condition;
     pub(crate) mod raw_lock;
 }
+#[doc(hidden)] // unsupported outside the workspace (see its module doc)
 pub mod sys;
 mod trace;
 #[cfg(not(loom))]
 pub mod travel;
 #[cfg(not(loom))]
+#[doc(hidden)] // unsupported outside the workspace (see its module doc)
 pub mod tuning;
 #[cfg(not(loom))]
 pub mod value;
