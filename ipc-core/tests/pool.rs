@@ -441,7 +441,7 @@ fn len(v: Vec<u8>) -> u64 {
 }
 
 #[test]
-fn close_join_finishes_the_queue_even_when_workers_retire() {
+fn close_join_replaces_workers_that_retire_and_finishes_the_queue() {
     // Regression (review): retired workers were not replaced after close.
     let p = Pool::builder()
         .processes(1)
@@ -461,7 +461,7 @@ fn close_join_finishes_the_queue_even_when_workers_retire() {
 }
 
 #[test]
-fn executor_shutdown_with_retiring_workers_completes() {
+fn executor_shutdown_wait_does_not_hang_when_workers_retire_after_max_tasks_per_child() {
     // Regression (review): shutdown(wait) hung with max_tasks_per_child.
     let ex = ProcessPoolExecutor::builder()
         .max_workers(1)
