@@ -32,9 +32,8 @@ use redis::Value;
 use crate::conn::{Conn, Endpoint, Timeouts};
 use crate::keys::{self, PoolKeys};
 use crate::{Error, Result};
-
-use ctx::*;
-use tasks::*;
+use ctx::{member, read_config, Ctx};
+use tasks::{complete, read_tasks};
 
 /// Serves the pool `name` at `url` with `processes` local worker
 /// processes (an [`ipc_core::pool::Pool`]), until

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use ipc_core::pool::Pool;
 use redis::Value;
 
+use super::ctx::{
+    execute, lock, member, read_config, Ctx, Job, Msg, PoolCfg, GIVE_UP, REPLY_TTL_MS,
+};
 use crate::conn::{reply, Conn};
 use crate::keys::{self, lua, PoolKeys, GROUP};
 use crate::wire::{self, Outcome};
 use crate::{Error, Result};
-
-use super::ctx::*;
 
 /// The reader thread: takes new tasks while there is room.
 pub(super) fn read_tasks(ctx: &Ctx, pool: &Pool, tx: &Sender<Msg>, mut conn: Conn) {
