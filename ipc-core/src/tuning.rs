@@ -1,4 +1,8 @@
 //! Process-wide tuning knobs.
+//!
+//! Hidden from the docs and unsupported outside this workspace: it is
+//! public only because the benches and ipc-manager use it, and it may
+//! change in any release.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ipc_core::queue::Queue;
 use ipc_core::sync::{Condition, Event, Lock, LockError, RLock};
-use ipc_core::value::Value;
+use ipc_core::value::{Value, ValueError};
 use ipc_core::Error;
 
 #[test]
@@ -115,8 +115,48 @@ fn value_whose_writer_died_reports_owner_died_once() {
     });
     assert!(held.wait_timeout(Duration::from_secs(10)));
     kill_and_reap(kid);
-    assert!(matches!(v.get(), Err(Error::OwnerDied)));
+    assert!(matches!(v.get(), Err(ValueError::OwnerDied(_))));
     assert_eq!(v.get().unwrap(), 6);
+}
+
+/// Regression: `Value::get` reported `OwnerDied` and dropped the value it
+/// had read under the lock, so the caller had to read again (and could
+/// meet another death). The error now carries the value, as
+/// `LockError::OwnerDied` carries the guard; `update` carries the new value.
+#[test]
+fn value_get_after_holder_sigkilled_returns_the_value_it_read_with_owner_died() {
+    let v = Value::new(5u32).unwrap();
+    let w = Value::new(10u64).unwrap();
+    let held = Event::new().unwrap();
+    let (v2, w2, h2) = (v.clone(), w.clone(), held.clone());
+    let kid = fork_child(move || {
+        let (lv, lw) = (v2.get_lock(), w2.get_lock());
+        let _gv = lv.acquire().unwrap();
+        let _gw = lw.acquire().unwrap();
+        v2.set_unlocked(6);
+        w2.set_unlocked(20);
+        h2.set();
+        std::thread::sleep(Duration::from_secs(60));
+        0
+    });
+    assert!(held.wait_timeout(Duration::from_secs(10)));
+    kill_and_reap(kid);
+    match v.get() {
+        Err(ValueError::OwnerDied(x)) => assert_eq!(x, 6),
+        other => panic!("expected OwnerDied(6), got {other:?}"),
+    }
+    match w.update(|x| *x += 1) {
+        Err(ValueError::OwnerDied(x)) => assert_eq!(x, 21),
+        other => panic!("expected OwnerDied(21), got {other:?}"),
+    }
+    // Reported once; the value stands.
+    assert_eq!(v.get().unwrap(), 6);
+    assert_eq!(w.get().unwrap(), 21);
+    // It converts into the crate's error for `?`.
+    assert!(matches!(
+        Error::from(ValueError::OwnerDied(0u8)),
+        Error::OwnerDied
+    ));
 }
 
 #[test]

@@ -170,7 +170,9 @@ fn value_and_array_calls_with_a_garbage_word_are_corrupt_not_a_hang() {
         let n = vn.clone();
         in_child(what, move || {
             let v = Value::<u64>::open(&n).unwrap();
-            corrupt(v.get()) && corrupt(v.set(1)) && corrupt(v.update(|x| *x += 1))
+            corrupt(v.get().map_err(Error::from))
+                && corrupt(v.set(1))
+                && corrupt(v.update(|x| *x += 1).map_err(Error::from))
         });
         let an = unique("garbage-array");
         let a = Array::create(&an, &[1u32, 2, 3]).unwrap();
@@ -205,7 +207,7 @@ fn lock_word_naming_a_live_thread_that_never_recorded_itself_is_corrupt() {
         let v = Value::<u32>::open(&n).unwrap();
         let t = Instant::now();
         // Not before the grace period: a live holder gets its chance.
-        corrupt(v.get()) && t.elapsed() >= Duration::from_millis(900)
+        corrupt(v.get().map_err(Error::from)) && t.elapsed() >= Duration::from_millis(900)
     });
     let ln = unique("garbage-unrecorded-lock");
     let l = Lock::create(&ln).unwrap();

@@ -91,12 +91,9 @@ fn apply_map_starmap_and_async_results() {
         pool.map(square, Vec::<u64>::new(), None).unwrap(),
         Vec::<u64>::new()
     );
-    assert_eq!(
-        pool.starmap(add, [(1, 2), (3, 4)], None).unwrap(),
-        vec![3, 7]
-    );
+    assert_eq!(pool.map(add, [(1, 2), (3, 4)], None).unwrap(), vec![3, 7]);
     let m = pool.map_async(square, 1..=3u64, None).unwrap();
-    let s = pool.starmap_async(add, [(5, 5)], None).unwrap();
+    let s = pool.map_async(add, [(5, 5)], None).unwrap();
     assert_eq!(m.get(None).unwrap(), vec![1, 4, 9]);
     assert_eq!(s.get(None).unwrap(), vec![10]);
     let slow = pool.apply_async(nap, 500).unwrap();
@@ -198,10 +195,10 @@ fn initializer_runs_once_per_worker() {
 }
 
 #[test]
-fn maxtasksperchild_recycles_workers() {
+fn max_tasks_per_child_recycles_workers() {
     let pool = Pool::builder()
         .processes(1)
-        .maxtasksperchild(2)
+        .max_tasks_per_child(2)
         .build()
         .unwrap();
     let pids: Vec<u32> = (0..6).map(|_| pool.apply(pid, ()).unwrap()).collect();
@@ -444,11 +441,11 @@ fn len(v: Vec<u8>) -> u64 {
 }
 
 #[test]
-fn close_join_finishes_the_queue_even_when_workers_retire() {
+fn close_join_replaces_workers_that_retire_and_finishes_the_queue() {
     // Regression (review): retired workers were not replaced after close.
     let p = Pool::builder()
         .processes(1)
-        .maxtasksperchild(1)
+        .max_tasks_per_child(1)
         .build()
         .unwrap();
     let rs: Vec<_> = (0..4u64)
@@ -464,7 +461,7 @@ fn close_join_finishes_the_queue_even_when_workers_retire() {
 }
 
 #[test]
-fn executor_shutdown_with_retiring_workers_completes() {
+fn executor_shutdown_wait_does_not_hang_when_workers_retire_after_max_tasks_per_child() {
     // Regression (review): shutdown(wait) hung with max_tasks_per_child.
     let ex = ProcessPoolExecutor::builder()
         .max_workers(1)

@@ -89,7 +89,7 @@ fn map_async_returns_while_the_task_queue_is_full() {
     assert!(!r.ready() && !held.ready(), "the worker is still held");
     let p = pool.clone();
     let s = returns("starmap_async", move || {
-        p.starmap_async(add, (0..2_000u64).map(|i| (i, 1)), Some(1))
+        p.map_async(add, (0..2_000u64).map(|i| (i, 1)), Some(1))
             .unwrap()
     });
     let p = pool.clone();
@@ -403,7 +403,7 @@ fn map_async_with_runs_the_callback_once_with_every_result_in_order() {
 
     let got = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
-    pool.starmap_async_with(
+    pool.map_async_with(
         add,
         [(1, 2), (3, 4)],
         None,

@@ -56,7 +56,7 @@ pub struct RedisPool {
 /// # let url = redis.url();
 /// # let _w = ipc_redis::testing::Worker::start(&url, "jobs", 1).unwrap();
 /// let pool = ipc_redis::RedisPool::connect(&url, "jobs")?;
-/// let r = pool.starmap_async(add, [(1, 2), (3, 4)], None)?;
+/// let r = pool.map_async(add, [(1, 2), (3, 4)], None)?; // Python's starmap_async
 /// assert!(r.wait(None));
 /// assert!(r.ready() && r.successful()?);
 /// assert_eq!(r.get(None)?, vec![3, 7]);
@@ -217,10 +217,13 @@ impl RedisPool {
 
     /// `f` over every item, in order (Python's `map`); `chunksize` `None`
     /// picks Python's default (about four chunks per live worker process).
+    /// Over tuples, this is Python's `starmap` (a function of several
+    /// arguments takes them as one tuple).
     ///
     /// # Errors
     /// The first failing chunk's error; as
     /// [`apply_async`](Self::apply_async).
+    #[doc(alias = "starmap")]
     pub fn map<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -235,10 +238,12 @@ impl RedisPool {
         self.map_async(f, items, chunksize)?.get(None)
     }
 
-    /// As [`map`](Self::map) without waiting (Python's `map_async`).
+    /// As [`map`](Self::map) without waiting (Python's `map_async`, and
+    /// `starmap_async` over tuples).
     ///
     /// # Errors
     /// As [`apply_async`](Self::apply_async).
+    #[doc(alias = "starmap_async")]
     pub fn map_async<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -267,43 +272,6 @@ impl RedisPool {
             ids,
             decode: decode_chunks::<R::Value>,
         })
-    }
-
-    /// `map` for a function of several arguments, given as tuples (Python's
-    /// `starmap`; in Rust the tuple is the one argument).
-    ///
-    /// # Errors
-    /// As [`map`](Self::map).
-    pub fn starmap<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<Vec<R::Value>>
-    where
-        A: Message + Send + 'static,
-        R: TargetOutput,
-        I: IntoIterator<Item = A>,
-    {
-        self.map(f, items, chunksize)
-    }
-
-    /// As [`starmap`](Self::starmap) without waiting.
-    ///
-    /// # Errors
-    /// As [`map_async`](Self::map_async).
-    pub fn starmap_async<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<AsyncResult<Vec<R::Value>>>
-    where
-        A: Message + Send + 'static,
-        R: TargetOutput,
-        I: IntoIterator<Item = A>,
-    {
-        self.map_async(f, items, chunksize)
     }
 
     /// A lazy, ordered iterator of `f` over `items` (Python's `imap`):

@@ -1,7 +1,8 @@
 //! The machinery shared by `Pool` and `ProcessPoolExecutor`: a task queue
-//! and a reply queue in shared memory, a table of outstanding results, and
-//! a supervisor thread that starts workers, replaces or mourns dead ones,
-//! and dispatches replies when no caller is waiting for them.
+//! and a reply queue in shared memory and a table of outstanding results.
+//! The threads that start and watch the workers (the supervisor, which
+//! replaces or mourns dead ones and dispatches replies when no caller is
+//! waiting for them, and the feeder) live in `supervisor.rs`, above this.
 //!
 //! Callers waiting for a result pop replies themselves (the reply queue is
 //! MPMC), so a round trip needs no thread hand-off; the supervisor only
@@ -14,62 +15,23 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::task::{Body, Parts, Reply, Task, PART_OVERHEAD, STOP};
-use super::worker::{worker_main, WorkerCtx};
+use super::task::{unsent, Body, Failure, Parts, Reply, Task, PART_OVERHEAD, STOP};
 use crate::process::target::Outcome;
-use crate::process::{Process, StartMethod};
+use crate::process::StartMethod;
 use crate::queue::Queue;
 use crate::value::RawArray;
 use crate::{Error, Result};
-
-/// Why a task has no value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Failure {
-    Panicked(String),
-    Failed(String),
-    Setup(String),
-    WorkerDied(u64),
-    Broken(String),
-    /// A reply read from shared memory was invalid.
-    Corrupt(String),
-    Cancelled,
-}
-
-impl Failure {
-    pub fn to_error(&self) -> Error {
-        let name = "pool worker".to_owned();
-        match self {
-            Failure::Panicked(m) => Error::Panicked {
-                name,
-                message: m.clone(),
-            },
-            Failure::Failed(m) => Error::TargetFailed {
-                name,
-                message: m.clone(),
-            },
-            Failure::Setup(m) => Error::Exited {
-                name,
-                code: 1,
-                detail: Some(m.clone()),
-            },
-            Failure::WorkerDied(pid) => Error::WorkerDied { pid: *pid },
-            Failure::Broken(m) => Error::BrokenPool(m.clone()),
-            Failure::Corrupt(m) => Error::Corrupt(m.clone()),
-            Failure::Cancelled => Error::Cancelled,
-        }
-    }
-}
 
 pub(crate) type Done = std::result::Result<Vec<u8>, Failure>;
 pub(crate) type Callback = Box<dyn FnOnce(&Done) + Send>;
 
 #[derive(Default)]
-struct Slot {
-    result: Option<Done>,
+pub(super) struct Slot {
+    pub(super) result: Option<Done>,
     callback: Option<Callback>,
     /// Handed to a worker queue (the executor's "running").
     queued: bool,
@@ -91,48 +53,49 @@ pub(crate) struct Config {
 }
 
 #[derive(Default)]
-struct State {
-    slots: HashMap<u64, Slot>,
+pub(super) struct State {
+    pub(super) slots: HashMap<u64, Slot>,
     /// Executor only: tasks not yet handed to the worker queue.
-    pending: VecDeque<Task>,
+    pub(super) pending: VecDeque<Task>,
     /// Tasks (and STOPs) handed over but waiting for room in the task
     /// queue, oldest first; the feeder thread puts them.
-    outbox: VecDeque<Task>,
+    pub(super) outbox: VecDeque<Task>,
     /// The feeder holds a task taken from `outbox` and not yet put: a new
     /// task may not overtake it.
-    feeding: bool,
+    pub(super) feeding: bool,
     /// One STOP per worker was handed over (once closing and drained).
-    stops_sent: bool,
+    pub(super) stops_sent: bool,
     /// Replies arriving in parts, by task id.
-    parts: HashMap<u64, Parts>,
+    pub(super) parts: HashMap<u64, Parts>,
     /// Tasks handed over (in the outbox, the worker queue, or running).
-    in_queue: usize,
-    broken: Option<String>,
+    pub(super) in_queue: usize,
+    pub(super) broken: Option<String>,
 }
 
 pub(crate) struct Core {
     pub cfg: Config,
-    tasks: Queue<Task>,
-    replies: Queue<Reply>,
-    inflight: RawArray<u64>,
-    state: Mutex<State>,
-    next_id: AtomicU64,
+    pub(super) tasks: Queue<Task>,
+    pub(super) replies: Queue<Reply>,
+    pub(super) inflight: RawArray<u64>,
+    pub(super) state: Mutex<State>,
+    pub(super) next_id: AtomicU64,
     /// Threads waiting for results (they pop replies themselves).
-    waiters: AtomicUsize,
+    pub(super) waiters: AtomicUsize,
     /// Set under the state lock (so no task is handed over after the STOPs).
-    closing: AtomicBool,
-    terminate: AtomicBool,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
-    feeder: Mutex<Option<JoinHandle<()>>>,
+    pub(super) closing: AtomicBool,
+    pub(super) terminate: AtomicBool,
+    pub(super) supervisor: Mutex<Option<JoinHandle<()>>>,
+    pub(super) feeder: Mutex<Option<JoinHandle<()>>>,
     /// Signalled when the outbox gets a task or the feeder must quit.
-    outbox_ready: Condvar,
-    feeder_quit: AtomicBool,
+    pub(super) outbox_ready: Condvar,
+    pub(super) feeder_quit: AtomicBool,
     /// Worker pids, for tests and `Pool::pids`.
-    pids: Mutex<Vec<u32>>,
+    pub(super) pids: Mutex<Vec<u32>>,
 }
 
 impl Core {
-    pub fn start(cfg: Config) -> Result<Arc<Core>> {
+    /// A pool's shared state and queues, with no thread or worker yet.
+    pub(super) fn new(cfg: Config) -> Result<Core> {
         if cfg.processes == 0 {
             return Err(Error::InvalidArgument("a pool needs at least one process"));
         }
@@ -147,7 +110,7 @@ impl Core {
             .max_message_size(cfg.max_message_size.max(4 * PART_OVERHEAD))
             .build()?;
         let inflight = RawArray::new(&vec![0u64; cfg.processes])?;
-        let core = Arc::new(Core {
+        Ok(Core {
             cfg,
             tasks,
             replies,
@@ -162,35 +125,10 @@ impl Core {
             outbox_ready: Condvar::new(),
             feeder_quit: AtomicBool::new(false),
             pids: Mutex::new(Vec::new()),
-        });
-        let c2 = core.clone();
-        let h = std::thread::Builder::new()
-            .name("ipc-pool-feeder".into())
-            .spawn(move || feed_tasks(c2))
-            .map_err(crate::process::target::io)?;
-        *core.feeder.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
-        // Workers are started by the supervisor thread, which lives as long
-        // as the pool: their parent-death signal follows that thread.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let c2 = core.clone();
-        let h = std::thread::Builder::new()
-            .name("ipc-pool-supervisor".into())
-            .spawn(move || supervise(c2, tx))
-            .map_err(crate::process::target::io)?;
-        *core.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
-        match rx.recv() {
-            Ok(Ok(())) => Ok(core),
-            Ok(Err(e)) => {
-                core.terminate();
-                Err(e)
-            }
-            Err(_) => Err(Error::BrokenPool(
-                "the pool supervisor failed to start".into(),
-            )),
-        }
+        })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -282,7 +220,7 @@ impl Core {
     /// Executor: hands pending tasks over while fewer than `processes + 1`
     /// are queued or running (as Python's call queue); then, if closing,
     /// the STOPs.
-    fn feed(&self) {
+    pub(super) fn feed(&self) {
         loop {
             let mut failed = Vec::new();
             {
@@ -363,7 +301,7 @@ impl Core {
 
     /// Records a task's result (unless it already has one) and runs its
     /// callback; for the executor, then hands over more pending tasks.
-    fn complete(&self, id: u64, done: Done, from_worker: bool) {
+    pub(super) fn complete(&self, id: u64, done: Done, from_worker: bool) {
         self.record(id, done, from_worker);
         if self.cfg.executor {
             self.feed();
@@ -372,7 +310,7 @@ impl Core {
 
     /// Records a task's result (unless it already has one), runs its
     /// callback. `from_worker`: the task had been handed over.
-    fn record(&self, id: u64, done: Done, from_worker: bool) {
+    pub(super) fn record(&self, id: u64, done: Done, from_worker: bool) {
         let cb = {
             let mut st = self.lock();
             if from_worker {
@@ -403,7 +341,7 @@ impl Core {
     }
 
     /// Pops and dispatches one reply, waiting at most `slice`.
-    fn drive(&self, slice: Duration) -> bool {
+    pub(super) fn drive(&self, slice: Duration) -> bool {
         match self.replies.get_timeout(slice) {
             Ok(r) => {
                 self.dispatch(r);
@@ -561,7 +499,7 @@ impl Core {
     }
 
     /// Whether some task has no result yet.
-    fn has_outstanding(&self) -> bool {
+    pub(super) fn has_outstanding(&self) -> bool {
         let st = self.lock();
         !st.pending.is_empty() || st.slots.values().any(|s| s.result.is_none())
     }
@@ -582,78 +520,6 @@ impl Core {
         self.closing.store(true, Ordering::Release);
         self.stop_when_drained(&mut st);
     }
-
-    /// After `close`: lets workers finish the queue, then stop; waits.
-    pub fn join(&self) -> Result<()> {
-        if !self.closing.load(Ordering::Acquire) {
-            return Err(Error::InvalidArgument("close() the pool before join()"));
-        }
-        // The STOPs follow the tasks (the executor's go once its pending
-        // list drains, as replies the supervisor dispatches make room), so
-        // the supervisor ends once every worker took one.
-        self.join_supervisor();
-        Ok(())
-    }
-
-    /// Fails every task without a result (and drops pending ones) with
-    /// `BrokenPool(msg)`; with `mark`, also marks the pool broken (once).
-    fn fail_outstanding(&self, msg: &str, mark: bool) {
-        let ids: Vec<u64> = {
-            let mut st = self.lock();
-            if mark {
-                if st.broken.is_some() {
-                    return;
-                }
-                st.broken = Some(msg.to_owned());
-            }
-            st.pending.clear();
-            st.outbox.retain(|t| t.id == STOP);
-            st.slots
-                .iter()
-                .filter(|(_, s)| s.result.is_none())
-                .map(|(i, _)| *i)
-                .collect()
-        };
-        for id in ids {
-            self.record(id, Err(Failure::Broken(msg.to_owned())), false);
-        }
-        if self.cfg.executor {
-            // Closing: the STOPs may go now that nothing is pending.
-            self.feed();
-        }
-    }
-
-    /// Kills the workers at once; outstanding tasks fail with `BrokenPool`.
-    pub fn terminate(&self) {
-        self.closing.store(true, Ordering::Release);
-        // Release: pairs with the Acquire in `supervise` and `feed_tasks`.
-        self.terminate.store(true, Ordering::Release);
-        self.join_supervisor();
-    }
-
-    fn join_supervisor(&self) {
-        let h = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(h) = h {
-            let _ = h.join();
-        }
-        // No worker is left to take what the feeder holds.
-        // Release: pairs with the Acquire in `feed_tasks`.
-        self.feeder_quit.store(true, Ordering::Release);
-        drop(self.lock()); // a feeder between its check and its wait sees the flag
-        self.outbox_ready.notify_all();
-        let h = self.feeder.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = h {
-            let _ = h.join();
-        }
-        // Whatever is still outstanding will never complete.
-        self.fail_outstanding("the pool was terminated", false);
-        self.tasks.close();
-        self.replies.close();
-    }
 }
 
 /// Counts a thread as popping replies itself while alive (also when it
@@ -672,216 +538,5 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         // Relaxed: as in `new`.
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn start_worker(core: &Core, index: usize) -> Result<Process<Result<bool, String>>> {
-    let ctx = WorkerCtx {
-        tasks: core.tasks.clone(),
-        replies: core.replies.clone(),
-        inflight: core.inflight.clone(),
-        index: index as u32,
-        max_tasks: core.cfg.max_tasks,
-        init: core.cfg.init.as_ref().map(|t| Task {
-            id: 0,
-            tramp: t.tramp,
-            target: t.target,
-            args: t.args.clone(),
-        }),
-    };
-    let mut p = Process::builder()
-        .name(format!("PoolWorker-{}", index + 1))
-        .daemon(true)
-        .start_method(core.cfg.method)
-        .target_fn(worker_main, ctx);
-    p.start()?;
-    Ok(p)
-}
-
-/// The supervisor thread: starts workers, watches them, dispatches
-/// replies nobody waits for, and shuts everything down.
-fn supervise(core: Arc<Core>, started: std::sync::mpsc::Sender<Result<()>>) {
-    let n = core.cfg.processes;
-    let mut workers: Vec<Option<Process<Result<bool, String>>>> = Vec::with_capacity(n);
-    for i in 0..n {
-        match start_worker(&core, i) {
-            Ok(p) => workers.push(Some(p)),
-            Err(e) => {
-                for p in workers.iter_mut().flatten() {
-                    let _ = p.kill();
-                    let _ = p.join();
-                }
-                let _ = started.send(Err(e));
-                return;
-            }
-        }
-    }
-    let record = |w: &[Option<Process<Result<bool, String>>>]| {
-        *core.pids.lock().unwrap_or_else(|p| p.into_inner()) =
-            w.iter().flatten().filter_map(|p| p.pid()).collect();
-    };
-    record(&workers);
-    let _ = started.send(Ok(()));
-    loop {
-        // Acquire: pairs with the Release in `terminate`.
-        if core.terminate.load(Ordering::Acquire) {
-            for p in workers.iter_mut().flatten() {
-                let _ = p.kill();
-            }
-            for p in workers.iter_mut().flatten() {
-                let _ = p.join();
-            }
-            return;
-        }
-        // Relaxed: a hint; a wrong guess costs at most one 10 ms slice.
-        if core.waiters.load(Ordering::Relaxed) == 0 {
-            core.drive(Duration::from_millis(10));
-        } else {
-            let fds: Vec<_> = workers
-                .iter()
-                .flatten()
-                .filter_map(|p| p.sentinel())
-                .collect();
-            let _ = crate::process::wait(&fds, Some(Duration::from_millis(10)));
-        }
-        // Reap and handle workers that exited.
-        let mut changed = false;
-        #[allow(clippy::needless_range_loop)] // `i` also indexes `inflight`
-        for i in 0..n {
-            let exited = workers[i].as_mut().is_some_and(|p| !p.is_alive());
-            if !exited {
-                continue;
-            }
-            changed = true;
-            let mut p = workers[i].take().expect("checked above");
-            let code = p.exitcode().unwrap_or(-1);
-            let retired = matches!(p.join(), Ok(true));
-            // Replies a worker sent before dying are delivered first.
-            while core.drive(Duration::ZERO) {}
-            let task = core.inflight.get(i).unwrap_or(0);
-            let _ = core.inflight.set(i, 0);
-            let pid = p.pid().unwrap_or(0) as u64;
-            let clean = code == 0 && task == 0;
-            if !clean && !retired {
-                crate::trace::event!(WARN, pid, exit_code = code, task, "pool worker died");
-            }
-            if task != 0 && task != STOP {
-                core.complete(task, Err(Failure::WorkerDied(pid)), true);
-            }
-            if core.cfg.executor && !clean {
-                break_pool(
-                    &core,
-                    format!("a worker process (pid {pid}) terminated abruptly"),
-                );
-            }
-            // Replace the worker unless the pool is winding down with
-            // nothing left to do (a closed pool still finishes its queue,
-            // even when workers retire after `maxtasksperchild` tasks).
-            // A worker that took a STOP is not replaced once closing.
-            let closing = core.closing.load(Ordering::Acquire);
-            let needed = !closing || ((retired || !clean) && core.has_outstanding());
-            if needed && core.broken().is_none() {
-                match start_worker(&core, i) {
-                    Ok(np) => {
-                        crate::trace::event!(
-                            INFO,
-                            old_pid = pid,
-                            new_pid = np.pid(),
-                            "pool worker replaced"
-                        );
-                        workers[i] = Some(np);
-                    }
-                    Err(e) => break_pool(&core, format!("could not replace a worker: {e}")),
-                }
-            }
-        }
-        if changed {
-            record(&workers);
-        }
-        if core.closing.load(Ordering::Acquire) && workers.iter().all(|w| w.is_none()) {
-            while core.drive(Duration::ZERO) {}
-            return;
-        }
-    }
-}
-
-/// Why a task that could not be handed to the workers failed.
-fn unsent(e: &Error) -> Failure {
-    Failure::Broken(format!("the task could not be handed to the workers: {e}"))
-}
-
-/// The feeder thread: moves the outbox into the task queue, oldest first,
-/// waiting for room as long as needed (workers make room as they take
-/// tasks; replies are drained by waiting callers and the supervisor, so a
-/// worker blocked on a full reply queue cannot hold it up). A task it
-/// cannot put fails its result.
-fn feed_tasks(core: Arc<Core>) {
-    // Acquire: pairs with the Release stores in `join_supervisor` and
-    // `terminate`.
-    let quit =
-        || core.feeder_quit.load(Ordering::Acquire) || core.terminate.load(Ordering::Acquire);
-    loop {
-        let task = {
-            let mut st = core.lock();
-            loop {
-                if quit() {
-                    return;
-                }
-                if let Some(t) = st.outbox.pop_front() {
-                    st.feeding = true;
-                    break t;
-                }
-                st = core
-                    .outbox_ready
-                    .wait(st)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-        };
-        let r = loop {
-            match core.tasks.try_put(&task) {
-                Err(Error::Full) if !quit() => wait_for_room(&core.tasks, &quit),
-                other => break other,
-            }
-        };
-        core.lock().feeding = false;
-        match r {
-            // Quitting: `join_supervisor` fails what is left, this included.
-            Err(_) if quit() => return,
-            Err(e) if task.id != STOP => core.complete(task.id, Err(unsent(&e)), true),
-            _ => {}
-        }
-    }
-}
-
-/// Sleeps until the workers have taken half of a full task queue (or
-/// `quit`), so the feeder refills it in batches rather than with one
-/// wake-up per task taken. Naps start at 50 µs while the workers make
-/// progress and double up to 10 ms while they do not (long tasks).
-fn wait_for_room(tasks: &Queue<Task>, quit: &dyn Fn() -> bool) {
-    const NAP: Duration = Duration::from_micros(50);
-    let half = tasks.capacity() / 2;
-    let mut nap = NAP;
-    let mut last = tasks.len();
-    while last > half && !quit() {
-        std::thread::sleep(nap);
-        let now = tasks.len();
-        nap = if now < last {
-            NAP
-        } else {
-            (nap * 2).min(Duration::from_millis(10))
-        };
-        last = now;
-    }
-}
-
-/// Marks the pool broken and fails every outstanding task (Python's
-/// `BrokenProcessPool`).
-fn break_pool(core: &Core, msg: String) {
-    #[cfg(feature = "tracing")]
-    let first = core.broken().is_none();
-    core.fail_outstanding(&msg, true);
-    #[cfg(feature = "tracing")]
-    if first {
-        crate::trace::event!(ERROR, reason = %msg, "process pool broken");
     }
 }

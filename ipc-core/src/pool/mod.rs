@@ -12,15 +12,22 @@
 mod aio;
 mod core;
 mod executor;
+mod future;
+mod imap;
 #[allow(clippy::module_inception)]
 mod pool;
 #[doc(hidden)]
 pub mod remote;
+mod result;
+mod supervisor;
 mod task;
 mod worker;
 
-pub use executor::{
-    as_completed, wait, AnyFuture, AsCompleted, DoneAndNotDone, ExecutorBuilder, ExecutorMap,
-    Future, FutureKey, FutureSource, ProcessPoolExecutor, ReturnWhen,
+pub use executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor};
+pub use future::{
+    as_completed, wait, AnyFuture, AsCompleted, DoneAndNotDone, Future, FutureKey, FutureSource,
+    ReturnWhen,
 };
-pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
+pub use imap::IMap;
+pub use pool::{Pool, PoolBuilder};
+pub use result::AsyncResult;

@@ -1,11 +1,10 @@
 //! `Pool` (Python's `multiprocessing.Pool`).
 
-use std::collections::VecDeque;
-use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use super::core::{Callback, Config, Core, Done};
+use super::imap::IMap;
+use super::result::{decode_chunks, decode_one, AsyncResult, MapCallbacks};
 use super::task::{encode, Code};
 use crate::codec::Message;
 use crate::process::{cpu_count, get_start_method, StartMethod, TargetOutput};
@@ -49,7 +48,7 @@ impl std::fmt::Debug for Pool {
 /// ```
 /// use ipc_core::pool::Pool;
 /// fn setup(_: ()) {}
-/// let pool = Pool::builder().processes(2).initializer(setup, ()).maxtasksperchild(100).build()?;
+/// let pool = Pool::builder().processes(2).initializer(setup, ()).max_tasks_per_child(100).build()?;
 /// # Ok::<(), ipc_core::Error>(())
 /// ```
 pub struct PoolBuilder {
@@ -73,7 +72,8 @@ impl PoolBuilder {
         self
     }
     /// Replace each worker after this many tasks (Python's `maxtasksperchild`).
-    pub fn maxtasksperchild(mut self, n: u64) -> Self {
+    #[doc(alias = "maxtasksperchild")]
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
         self.max_tasks = n;
         self
     }
@@ -129,150 +129,6 @@ impl Default for PoolBuilder {
             queue_capacity: 1024,
             max_message_size: 1 << 20,
         }
-    }
-}
-
-/// The result of an `apply_async` or `map_async` (Python's `AsyncResult`).
-pub struct AsyncResult<T> {
-    core: Arc<Core>,
-    ids: Vec<u64>,
-    decode: fn(Vec<Done>) -> Result<T>,
-}
-
-impl<T> std::fmt::Debug for AsyncResult<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncResult")
-            .field("tasks", &self.ids.len())
-            .finish()
-    }
-}
-
-fn decode_one<T: Message>(mut d: Vec<Done>) -> Result<T> {
-    match d.pop() {
-        Some(Ok(b)) => crate::process::target::value(&b),
-        Some(Err(f)) => Err(f.to_error()),
-        None => Err(Error::BrokenPool("no result".into())),
-    }
-}
-
-fn decode_chunks<T: Message>(d: Vec<Done>) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    for c in d {
-        match c {
-            Ok(b) => out.extend(crate::process::target::value::<Vec<T>>(&b)?),
-            Err(f) => return Err(f.to_error()),
-        }
-    }
-    Ok(out)
-}
-
-impl<T> AsyncResult<T> {
-    /// Waits for the result (Python's `get(timeout)`).
-    ///
-    /// # Errors
-    /// [`Error::Timeout`]; the task's own error ([`Error::Panicked`],
-    /// [`Error::TargetFailed`]); [`Error::WorkerDied`]; [`Error::BrokenPool`].
-    pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        match self.core.wait_all(&self.ids, deadline) {
-            Some(d) => (self.decode)(d),
-            None => Err(Error::Timeout),
-        }
-    }
-
-    /// Waits until ready, at most `timeout`; returns whether it is.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        self.core
-            .wait_all(&self.ids, timeout.map(|t| Instant::now() + t))
-            .is_some()
-    }
-
-    /// Whether the result has arrived.
-    pub fn ready(&self) -> bool {
-        self.ids.iter().all(|i| self.core.is_done(*i))
-    }
-
-    /// Whether it completed without error.
-    ///
-    /// # Errors
-    /// [`Error::NotStarted`] if it is not ready yet (Python raises `ValueError`).
-    pub fn successful(&self) -> Result<bool> {
-        if !self.ready() {
-            return Err(Error::NotStarted);
-        }
-        Ok(self
-            .ids
-            .iter()
-            .all(|i| matches!(self.core.result_of(*i), Some(Ok(_)))))
-    }
-}
-
-impl<T> Drop for AsyncResult<T> {
-    fn drop(&mut self) {
-        self.core.forget(&self.ids);
-    }
-}
-
-type MapCallback<T> = Box<dyn FnOnce(Vec<T>) + Send>;
-type ErrorCallback = Box<dyn FnOnce(Error) + Send>;
-
-/// The callbacks of one `map_async_with`, fed by its chunks' callbacks.
-struct MapCallbacks<T> {
-    /// Each done chunk's encoded results, by chunk index.
-    chunks: Vec<Option<Vec<u8>>>,
-    left: usize,
-    /// Both `None` once one of them ran (or the map was refused).
-    callback: Option<MapCallback<T>>,
-    error_callback: Option<ErrorCallback>,
-}
-
-impl<T: Message> MapCallbacks<T> {
-    fn chunk_done(agg: &Mutex<Self>, i: usize, d: &Done) {
-        let mut a = agg.lock().unwrap_or_else(|p| p.into_inner());
-        match d {
-            Ok(b) => {
-                if a.chunks.get(i).is_some_and(|c| c.is_none()) {
-                    a.chunks[i] = Some(b.clone());
-                    a.left -= 1;
-                }
-                let last = a.left == 0;
-                drop(a);
-                if last {
-                    Self::finish(agg);
-                }
-            }
-            Err(f) => {
-                // The first error wins (Python calls error_callback at the
-                // first failed chunk); the success callback never runs.
-                a.callback = None;
-                a.chunks.clear();
-                let e = a.error_callback.take();
-                drop(a);
-                if let Some(e) = e {
-                    e(f.to_error());
-                }
-            }
-        }
-    }
-
-    /// All chunks are in: decode them and run the callback (or, if a
-    /// result does not decode, the error callback). User code runs outside
-    /// the lock.
-    fn finish(agg: &Mutex<Self>) {
-        let mut a = agg.lock().unwrap_or_else(|p| p.into_inner());
-        let (Some(cb), Some(ecb)) = (a.callback.take(), a.error_callback.take()) else {
-            return;
-        };
-        let chunks = std::mem::take(&mut a.chunks);
-        drop(a);
-        let mut out = Vec::new();
-        for c in chunks.into_iter().flatten() {
-            match crate::process::target::value::<Vec<T>>(&c) {
-                Ok(v) => out.extend(v),
-                Err(e) => return ecb(e),
-            }
-        }
-        cb(out);
     }
 }
 
@@ -412,8 +268,22 @@ impl Pool {
     /// `f` over every item, in order (Python's `map`); `chunksize` `None`
     /// picks Python's default (about four chunks per worker).
     ///
+    /// This is also Python's `starmap`: a function of several arguments
+    /// takes them as one tuple, so `map` over tuples is `starmap`.
+    ///
     /// # Errors
     /// The first failing item's error; as [`apply_async`](Self::apply_async).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::pool::Pool;
+    /// fn add((a, b): (u64, u64)) -> u64 { a + b }
+    /// let pool = Pool::new(2)?;
+    /// assert_eq!(pool.map(add, [(1, 2), (3, 4)], None)?, vec![3, 7]); // Python's starmap
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    #[doc(alias = "starmap")]
     pub fn map<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -428,10 +298,12 @@ impl Pool {
         self.map_async(f, items, chunksize)?.get(None)
     }
 
-    /// As [`map`](Self::map) without waiting (Python's `map_async`).
+    /// As [`map`](Self::map) without waiting (Python's `map_async`, and
+    /// `starmap_async` over tuples).
     ///
     /// # Errors
     /// As [`apply_async`](Self::apply_async).
+    #[doc(alias = "starmap_async")]
     pub fn map_async<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -457,6 +329,7 @@ impl Pool {
     /// item is done, `callback` gets all the results in order; or, at the
     /// first failing chunk, `error_callback` gets its error. Exactly one of
     /// them runs, in a pool thread (at once for no items: `callback(vec![])`).
+    /// Over tuples, this is Python's `starmap_async` with callbacks.
     ///
     /// # Errors
     /// As [`apply_async`](Self::apply_async); then neither callback runs.
@@ -474,6 +347,7 @@ impl Pool {
     /// ```
     #[doc(alias = "callback")]
     #[doc(alias = "error_callback")]
+    #[doc(alias = "starmap_async")]
     pub fn map_async_with<A, R, I, C, E>(
         &self,
         f: fn(A) -> R,
@@ -524,79 +398,6 @@ impl Pool {
         })
     }
 
-    /// `map` for a function of several arguments, given as tuples (Python's
-    /// `starmap`; in Rust the tuple is the one argument).
-    ///
-    /// # Errors
-    /// As [`map`](Self::map).
-    pub fn starmap<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<Vec<R::Value>>
-    where
-        A: Message + Send + 'static,
-        R: TargetOutput,
-        I: IntoIterator<Item = A>,
-    {
-        self.map(f, items, chunksize)
-    }
-
-    /// As [`starmap`](Self::starmap) without waiting.
-    ///
-    /// # Errors
-    /// As [`map_async`](Self::map_async).
-    pub fn starmap_async<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: Option<usize>,
-    ) -> Result<AsyncResult<Vec<R::Value>>>
-    where
-        A: Message + Send + 'static,
-        R: TargetOutput,
-        I: IntoIterator<Item = A>,
-    {
-        self.map_async(f, items, chunksize)
-    }
-
-    /// As [`map_async_with`](Self::map_async_with), for a function of
-    /// several arguments given as tuples (Python's `starmap_async` with
-    /// `callback` / `error_callback`).
-    ///
-    /// # Errors
-    /// As [`map_async_with`](Self::map_async_with).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ipc_core::pool::Pool;
-    /// fn add((a, b): (u64, u64)) -> u64 { a + b }
-    /// let pool = Pool::new(2)?;
-    /// let (tx, rx) = std::sync::mpsc::channel();
-    /// pool.starmap_async_with(add, [(1, 2), (3, 4)], None, move |v| tx.send(v).unwrap(), |e| panic!("{e}"))?;
-    /// assert_eq!(rx.recv().unwrap(), vec![3, 7]);
-    /// # Ok::<(), ipc_core::Error>(())
-    /// ```
-    pub fn starmap_async_with<A, R, I, C, E>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: Option<usize>,
-        callback: C,
-        error_callback: E,
-    ) -> Result<AsyncResult<Vec<R::Value>>>
-    where
-        A: Message + Send + 'static,
-        R: TargetOutput,
-        I: IntoIterator<Item = A>,
-        C: FnOnce(Vec<R::Value>) + Send + 'static,
-        E: FnOnce(Error) + Send + 'static,
-    {
-        self.map_async_with(f, items, chunksize, callback, error_callback)
-    }
-
     /// A lazy, ordered iterator of `f` over `items` (Python's `imap`);
     /// items are submitted as the iterator advances (default chunksize 1).
     pub fn imap<A, R, I>(
@@ -610,7 +411,7 @@ impl Pool {
         R: TargetOutput,
         I: IntoIterator<Item = A>,
     {
-        IMap::new(self, f, items.into_iter(), chunksize, true)
+        IMap::new(&self.core, f, items.into_iter(), chunksize, true)
     }
 
     /// As [`imap`](Self::imap), yielding results as they complete (Python's
@@ -626,7 +427,7 @@ impl Pool {
         R: TargetOutput,
         I: IntoIterator<Item = A>,
     {
-        IMap::new(self, f, items.into_iter(), chunksize, false)
+        IMap::new(&self.core, f, items.into_iter(), chunksize, false)
     }
 
     /// No more tasks (Python's `close`).
@@ -653,106 +454,5 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.core.terminate();
-    }
-}
-
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
-pub struct IMap<'p, A, R: TargetOutput, I> {
-    pool: &'p Pool,
-    code: Result<Code>,
-    input: I,
-    chunksize: usize,
-    ordered: bool,
-    in_flight: VecDeque<u64>,
-    ready: VecDeque<Result<R::Value>>,
-    _a: PhantomData<fn(A)>,
-}
-
-impl<'p, A, R, I> IMap<'p, A, R, I>
-where
-    A: Message + Send + 'static,
-    R: TargetOutput,
-    I: Iterator<Item = A>,
-{
-    fn new(pool: &'p Pool, f: fn(A) -> R, input: I, chunksize: usize, ordered: bool) -> Self {
-        IMap {
-            pool,
-            code: Code::chunk(f),
-            input,
-            chunksize: chunksize.max(1),
-            ordered,
-            in_flight: VecDeque::new(),
-            ready: VecDeque::new(),
-            _a: PhantomData,
-        }
-    }
-
-    /// Keeps about two chunks per worker in flight.
-    fn top_up(&mut self) -> Result<()> {
-        let code = *self
-            .code
-            .as_ref()
-            .map_err(|e| Error::TargetNotFound(e.to_string()))?;
-        while self.in_flight.len() < self.pool.core.cfg.processes * 2 {
-            let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let id = self.pool.core.new_id();
-            self.pool
-                .core
-                .submit(code.task(id, encode(&chunk)?), None)?;
-            self.in_flight.push_back(id);
-        }
-        Ok(())
-    }
-
-    fn collect(&mut self, id: u64) {
-        let d = self.pool.core.wait_all(&[id], None).unwrap_or_default();
-        match decode_chunks::<R::Value>(d) {
-            Ok(v) => self.ready.extend(v.into_iter().map(Ok)),
-            Err(e) => self.ready.push_back(Err(e)),
-        }
-        self.pool.core.forget(&[id]);
-    }
-}
-
-impl<A, R: TargetOutput, I> Drop for IMap<'_, A, R, I> {
-    fn drop(&mut self) {
-        let ids: Vec<u64> = self.in_flight.iter().copied().collect();
-        self.pool.core.forget(&ids);
-    }
-}
-
-impl<A, R, I> Iterator for IMap<'_, A, R, I>
-where
-    A: Message + Send + 'static,
-    R: TargetOutput,
-    I: Iterator<Item = A>,
-{
-    type Item = Result<R::Value>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(r) = self.ready.pop_front() {
-                return Some(r);
-            }
-            if let Err(e) = self.top_up() {
-                return Some(Err(e));
-            }
-            if self.in_flight.is_empty() {
-                return None;
-            }
-            let id = if self.ordered {
-                self.in_flight.pop_front()?
-            } else {
-                let ids: Vec<u64> = self.in_flight.iter().copied().collect();
-                let done = self.pool.core.wait_any(&ids, None);
-                let first = *done.first()?;
-                self.in_flight.retain(|i| *i != first);
-                first
-            };
-            self.collect(id);
-        }
     }
 }

@@ -211,6 +211,49 @@ pub(crate) fn run(t: &Task) -> Outcome {
     crate::process::image::run_trampoline(tramp, target, &t.args, &mut || {})
 }
 
+/// Why a task has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Panicked(String),
+    Failed(String),
+    Setup(String),
+    WorkerDied(u64),
+    Broken(String),
+    /// A reply read from shared memory was invalid.
+    Corrupt(String),
+    Cancelled,
+}
+
+impl Failure {
+    pub fn to_error(&self) -> Error {
+        let name = "pool worker".to_owned();
+        match self {
+            Failure::Panicked(m) => Error::Panicked {
+                name,
+                message: m.clone(),
+            },
+            Failure::Failed(m) => Error::TargetFailed {
+                name,
+                message: m.clone(),
+            },
+            Failure::Setup(m) => Error::Exited {
+                name,
+                code: 1,
+                detail: Some(m.clone()),
+            },
+            Failure::WorkerDied(pid) => Error::WorkerDied { pid: *pid },
+            Failure::Broken(m) => Error::BrokenPool(m.clone()),
+            Failure::Corrupt(m) => Error::Corrupt(m.clone()),
+            Failure::Cancelled => Error::Cancelled,
+        }
+    }
+}
+
+/// Why a task that could not be handed to the workers failed.
+pub(crate) fn unsent(e: &Error) -> Failure {
+    Failure::Broken(format!("the task could not be handed to the workers: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,16 @@
 //! user; anonymous regions are `memfd`s, inherited across `fork` and gone
 //! with the last process that maps them, so they can never leak.
 //!
+//! The supported surface is naming, creating, opening, listing and
+//! collecting regions (Python's `shared_memory.SharedMemory` lifecycle);
+//! their bytes are reached through the typed objects built on them (for a
+//! plain byte buffer, Python's `SharedMemory.buf`, a
+//! [`RawArray<u8>`](crate::value::RawArray)). The raw internals (the
+//! `payload()` pointer, the descriptor, adoption, locators, the header
+//! constants) are `#[doc(hidden)]`: they are public only for the other
+//! crates of this workspace (ipc-manager, ipc-cli, the benches) and are
+//! unsupported outside it; they may change in any release.
+//!
 //! # Examples
 //!
 //! ```
@@ -23,8 +33,12 @@ mod header;
 mod name;
 
 pub use gc::RegionInfo;
-pub use header::{type_tag, Kind, HEADER_LEN, MAGIC, VERSION};
-pub use name::{shm_name, validate_name};
+pub use header::Kind;
+#[doc(hidden)] // internal: for the workspace crates only
+pub use header::{type_tag, HEADER_LEN, MAGIC, VERSION};
+#[doc(hidden)] // internal: for the workspace crates only
+pub use name::shm_name;
+pub use name::validate_name;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -105,6 +119,7 @@ impl RegionBuilder {
         self
     }
     /// Sets an optional name.
+    #[doc(hidden)] // internal: for the workspace crates only
     pub fn maybe_name(mut self, name: Option<String>) -> Self {
         self.name = name;
         self
@@ -337,6 +352,7 @@ impl Region {
     /// named region, `/proc/<pid>/fd/<fd>` for an anonymous one (a
     /// duplicate this process keeps open until the receiver has opened it,
     /// or for [`KEEP_ALIVE`](crate::travel::KEEP_ALIVE)).
+    #[doc(hidden)] // internal: for the workspace crates only
     pub fn locator(&self) -> String {
         use std::os::fd::AsFd;
         match &self.name {
@@ -351,6 +367,7 @@ impl Region {
     /// # Errors
     /// As [`Region::open_with`]; [`Error::NotFound`] if the process that
     /// held an anonymous region is gone.
+    #[doc(hidden)] // internal: for the workspace crates only
     pub fn open_locator(
         locator: &str,
         kind: Kind,
@@ -511,6 +528,7 @@ impl Region {
     }
 
     /// Pointer to the first payload byte (cache-line aligned).
+    #[doc(hidden)] // internal: for the workspace crates only
     pub fn payload(&self) -> *mut u8 {
         // SAFETY: HEADER_LEN < mapping length, checked at create/open.
         unsafe { self.map.as_mut_ptr().add(HEADER_LEN) }
@@ -563,6 +581,7 @@ impl Region {
     /// assert!(adopter.is_creator());
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
+    #[doc(hidden)] // internal: for the workspace crates only
     pub fn adopt(&mut self) -> Result<()> {
         if self.name.is_none() {
             return Err(Error::InvalidArgument("only a named region can be adopted"));
@@ -579,6 +598,7 @@ impl Region {
     /// Keeps the name after the creator drops the region (it is unlinked by
     /// default). A kept region is removed by [`Region::unlink`] or [`Region::gc`]
     /// once its creator is dead and nobody maps it.
+    #[doc(hidden)] // internal: for the workspace crates only
     pub fn set_unlink_on_drop(&mut self, unlink: bool) {
         self.unlink_on_drop = unlink;
     }
@@ -714,11 +734,13 @@ impl Region {
     /// assert!(Region::gc_candidates()?.iter().all(|i| i.name != name));
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
+    #[doc(hidden)] // internal: for the workspace crates only
     pub fn gc_candidates() -> Result<Vec<RegionInfo>> {
         gc::candidates()
     }
 
     /// The descriptor behind the mapping.
+    #[doc(hidden)] // internal: for the workspace crates only
     pub fn file(&self) -> &File {
         &self.file
     }

@@ -1,6 +1,10 @@
 //! The only place that makes raw OS calls: futexes, shared-memory
 //! descriptors and process identity. Small safe functions, each with its
 //! error mapped.
+//!
+//! Hidden from the docs and unsupported outside this workspace: it is
+//! public only because ipc-manager, ipc-cli and the examples use it, and it
+//! may change in any release.
 
 #[cfg(not(loom))]
 pub mod fork_local;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use ipc_core::region::Region;
 use ipc_core::sys::proc::TaskId;
+use ipc_core::value::ValueError;
 use ipc_core::Error;
 use ipc_examples::cli::{catch_interrupt, interrupted, Opts};
 use ipc_examples::jobs::{Board, Done, Job, Jobs, Names, Slot, DEFAULT_NAME, GRACE};
@@ -232,9 +233,10 @@ impl Server {
             .map(|(j, why)| format!("#{j} ({why})"))
             .collect();
         let count = match self.run.count.get() {
-            Err(Error::OwnerDied) => self.run.count.get(),
-            r => r,
-        }?;
+            // A worker died bumping it: the value read under the lock stands.
+            Err(ValueError::OwnerDied(n)) => n,
+            r => r?,
+        };
         println!(
             "server {pid}: all {} jobs accounted for: {} done, {} lost{}; the counter the workers bump says {count}",
             l.total,

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use ipc_core::value::ValueError;
 use ipc_core::Error;
 use ipc_examples::cli::{wait_for, Opts};
 use ipc_examples::jobs::{Done, Jobs, Names, DEFAULT_NAME};
@@ -142,8 +143,8 @@ fn work(pid: u32, run: &Jobs, extra: Duration) -> Result<u32, Failure> {
         // The counter before the result, so that a server holding every
         // result reads the full count.
         if let Err(e) = run.count.update(|c| *c += 1) {
-            if !matches!(e, Error::OwnerDied) {
-                break Err(e.into());
+            if !matches!(e, ValueError::OwnerDied(_)) {
+                break Err(Error::from(e).into());
             }
         }
         // The result before clearing the board: see `ipc_examples::jobs`.

@@ -1,253 +1,25 @@
-//! A worker: reads tasks from the pool's stream in the consumer group,
-//! runs them in a local `ipc_core::pool::Pool`, pushes each reply and
-//! acknowledges its entry in one transaction.
-//!
-//! Threads: the reader (`XREADGROUP`, only while a local process is free
-//! or about to be) and the completer (this thread: writes replies and
-//! acknowledgements in batches, and every third of the visibility
-//! timeout refreshes the running tasks' idle time, beats its heartbeat,
-//! reads the pool's settings and claims (`XAUTOCLAIM`) the tasks of
-//! workers that died).
-//!
-//! Delivery is at least once: a task whose worker died runs again; one
-//! delivered more than `max_deliveries` times fails with `WorkerDied`. A
-//! local process killed under a task leaves the task unacknowledged, so
-//! it is claimed again like any dead worker's.
+//! The worker's task loop: the reader thread, running and completing
+//! tasks, the periodic tick, and claiming (`XAUTOCLAIM`) the tasks of
+//! workers that died.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ipc_core::pool::remote::Code;
 use ipc_core::pool::Pool;
 use redis::Value;
 
-use crate::conn::{reply, Conn, Endpoint, Timeouts};
+use super::ctx::{
+    execute, lock, member, read_config, Ctx, Job, Msg, PoolCfg, GIVE_UP, REPLY_TTL_MS,
+};
+use crate::conn::{reply, Conn};
 use crate::keys::{self, lua, PoolKeys, GROUP};
 use crate::wire::{self, Outcome};
 use crate::{Error, Result};
 
-/// How long reply lists live after their last reply (a client that died
-/// leaves its list behind for this long).
-const REPLY_TTL_MS: u64 = 24 * 3600 * 1000;
-
-/// How long a worker retries a lost connection before it gives up.
-const GIVE_UP: Duration = Duration::from_secs(4);
-
-/// The argument of the local pool's task: a remote task's code and
-/// argument.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
-struct Job {
-    tramp: i64,
-    target: i64,
-    args: Vec<u8>,
-}
-
-/// Runs in a local pool process: the task, its failures as values.
-fn execute(job: Job) -> std::result::Result<Outcome, std::convert::Infallible> {
-    let code = Code::from_offsets(job.tramp, job.target);
-    Ok(match ipc_core::pool::remote::run(code, &job.args) {
-        Ok(b) => Outcome::Ok(b),
-        Err(ipc_core::Error::TargetFailed { message, .. }) => Outcome::Failed(message),
-        Err(ipc_core::Error::Panicked { message, .. }) => Outcome::Panicked(message),
-        Err(ipc_core::Error::Exited { detail, .. }) => Outcome::Setup(detail.unwrap_or_default()),
-        Err(e) => Outcome::Setup(e.to_string()),
-    })
-}
-
-/// What the completer writes.
-enum Msg {
-    /// Push the reply, acknowledge and delete the entry.
-    Reply {
-        entry: String,
-        key: String,
-        reply: wire::Reply,
-    },
-    /// Acknowledge and delete an entry that cannot be answered (garbage).
-    Drop { entry: String },
-    /// The local process died under it: leave it to be claimed again.
-    Forget { entry: String },
-    /// Nothing to write: look at the reader's fatal error now.
-    Wake,
-}
-
-/// Settings the clients publish.
-#[derive(Debug, Clone, Copy)]
-struct PoolCfg {
-    visibility: Duration,
-    max_deliveries: u64,
-    stop: i64,
-}
-
-struct Ctx {
-    keys: PoolKeys,
-    exe: &'static str,
-    consumer: String,
-    /// Tasks read and not yet answered at most (running + waiting locally).
-    cap: usize,
-    inflight: Mutex<HashSet<String>>,
-    room: Condvar,
-    stop: AtomicBool,
-    fatal: Mutex<Option<Error>>,
-    cfg: Mutex<PoolCfg>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Ctx {
-    fn stopping(&self) -> bool {
-        // Acquire: pairs with the Release stores in `serve_worker` and the
-        // reader.
-        self.stop.load(Ordering::Acquire)
-    }
-
-    fn finish(&self, entry: &str) {
-        lock(&self.inflight).remove(entry);
-        self.room.notify_all();
-    }
-
-    fn fail(&self, e: Error) {
-        lock(&self.fatal).get_or_insert(e);
-        // Release: pairs with the Acquire in `stopping`.
-        self.stop.store(true, Ordering::Release);
-        self.room.notify_all();
-    }
-
-    fn warn(&self, what: &str) {
-        eprintln!(
-            "ipc-redis worker {} ({}): {what}",
-            self.consumer, self.keys.tasks
-        );
-    }
-}
-
-/// Serves the pool `name` at `url` with `processes` local worker
-/// processes (an [`ipc_core::pool::Pool`]), until
-/// [`stop_workers`](crate::stop_workers) is called for the pool (then it
-/// finishes the tasks it holds and returns `Ok`) or Redis is lost for
-/// more than a few seconds (`Err`). Start it on any host, in a build of
-/// the same program as the clients; or use the CLI form through
-/// [`init`](crate::init).
-///
-/// # Errors
-/// [`Error::Unreachable`] (naming the URL), [`Error::Auth`],
-/// [`Error::ConnectionLost`]; what starting the local pool returns.
-///
-/// # Examples
-///
-/// ```
-/// fn double(x: u32) -> u32 { 2 * x }
-/// ipc_redis::init();
-/// # let redis = ipc_redis::testing::Redis::start().unwrap();
-/// # let url = redis.url();
-/// let u = url.clone();
-/// let worker = std::thread::spawn(move || ipc_redis::serve_worker(&u, "jobs", 1));
-/// let pool = ipc_redis::RedisPool::connect(&url, "jobs")?;
-/// assert_eq!(pool.apply(double, 21)?, 42);
-/// ipc_redis::stop_workers(&url, "jobs")?;
-/// worker.join().unwrap()?;
-/// # Ok::<(), ipc_redis::Error>(())
-/// ```
-pub fn serve_worker(url: &str, name: &str, processes: usize) -> Result<()> {
-    if processes == 0 {
-        return Err(Error::Core(ipc_core::Error::InvalidArgument(
-            "a worker needs at least one process",
-        )));
-    }
-    let ep = Endpoint::new(url, Timeouts::default())?;
-    let keys = PoolKeys::new(name)?;
-    let exe = crate::executable_identity()?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    let consumer = format!("{host}:{}:{}", std::process::id(), &keys::random_id()[..8]);
-    let mut conn = Conn::connected(ep.clone())?;
-    keys::ensure_group(&mut conn, &keys)?;
-    let cfg = read_config(&mut conn, &keys)?;
-    let rconn = Conn::connected(ep.clone())?;
-    let pool = Arc::new(Pool::new(processes).map_err(Error::Core)?);
-    let ctx = Arc::new(Ctx {
-        keys,
-        exe,
-        consumer,
-        cap: processes * 2,
-        inflight: Mutex::new(HashSet::new()),
-        room: Condvar::new(),
-        stop: AtomicBool::new(false),
-        fatal: Mutex::new(None),
-        cfg: Mutex::new(cfg),
-    });
-    let (tx, rx) = mpsc::channel();
-    let reader = {
-        let (ctx, pool, tx) = (ctx.clone(), pool.clone(), tx.clone());
-        std::thread::Builder::new()
-            .name("ipc-redis-worker-reader".into())
-            .spawn(move || read_tasks(&ctx, &pool, &tx, rconn))
-            .map_err(|e| crate::io_error(&e))?
-    };
-    let r = complete(&ctx, &pool, &tx, &rx, &mut conn, cfg.stop);
-
-    // Release: pairs with the Acquire in `stopping`.
-    ctx.stop.store(true, Ordering::Release);
-    ctx.room.notify_all();
-    let _ = reader.join();
-    let _ = conn.run::<Value>(
-        redis::cmd("ZREM")
-            .arg(&ctx.keys.workers)
-            .arg(member(&ctx, processes)),
-    );
-    drop(pool);
-    r
-}
-
-fn member(ctx: &Ctx, processes: usize) -> String {
-    format!("{processes}|{}", ctx.consumer)
-}
-
-/// Asks every worker of the pool `name` to stop: each finishes the tasks
-/// it holds, then [`serve_worker`] returns `Ok` (the CLI form exits 0).
-/// Workers started later are not affected.
-///
-/// # Errors
-/// Redis errors.
-///
-/// # Examples
-///
-/// See [`serve_worker`].
-pub fn stop_workers(url: &str, name: &str) -> Result<()> {
-    let keys = PoolKeys::new(name)?;
-    let mut conn = Conn::connected(Endpoint::new(url, Timeouts::default())?)?;
-    conn.run::<Value>(redis::cmd("HINCRBY").arg(&keys.config).arg("stop").arg(1))?;
-    Ok(())
-}
-
-fn read_config(conn: &mut Conn, keys: &PoolKeys) -> Result<PoolCfg> {
-    let v: Vec<Option<String>> = conn.run(
-        redis::cmd("HMGET")
-            .arg(&keys.config)
-            .arg("visibility_ms")
-            .arg("max_deliveries")
-            .arg("stop"),
-    )?;
-    let num = |i: usize, d: i64| {
-        v.get(i)
-            .and_then(|s| s.as_deref())
-            .and_then(|s| s.parse::<i64>().ok())
-            .unwrap_or(d)
-    };
-    Ok(PoolCfg {
-        visibility: Duration::from_millis(num(0, 30_000).clamp(1, 86_400_000) as u64),
-        max_deliveries: num(1, 3).max(1) as u64,
-        stop: num(2, 0),
-    })
-}
-
 /// The reader thread: takes new tasks while there is room.
-fn read_tasks(ctx: &Ctx, pool: &Pool, tx: &Sender<Msg>, mut conn: Conn) {
+pub(super) fn read_tasks(ctx: &Ctx, pool: &Pool, tx: &Sender<Msg>, mut conn: Conn) {
     let mut lost_since: Option<Instant> = None;
     while !ctx.stopping() {
         let free = {
@@ -312,7 +84,7 @@ fn read_tasks(ctx: &Ctx, pool: &Pool, tx: &Sender<Msg>, mut conn: Conn) {
 }
 
 /// The entries of an `XREADGROUP` reply (one stream).
-fn stream_entries(v: Value) -> Result<Vec<reply::Entry>> {
+pub(super) fn stream_entries(v: Value) -> Result<Vec<reply::Entry>> {
     let mut out = Vec::new();
     for s in reply::array(v)? {
         let mut s = reply::array(s)?.into_iter();
@@ -329,7 +101,7 @@ fn stream_entries(v: Value) -> Result<Vec<reply::Entry>> {
 /// Checks one delivered entry and starts it (or answers it at once).
 /// `deliveries` counts this one; `prev` is the pid of the worker that
 /// held it before (0: none or unknown).
-fn handle(
+pub(super) fn handle(
     ctx: &Ctx,
     pool: &Pool,
     tx: &Sender<Msg>,
@@ -458,7 +230,7 @@ fn handle(
 }
 
 /// The completer: writes replies, and does the periodic work.
-fn complete(
+pub(super) fn complete(
     ctx: &Ctx,
     pool: &Pool,
     tx: &Sender<Msg>,
@@ -558,7 +330,7 @@ fn complete(
 }
 
 /// Writes a batch in one transaction.
-fn write(ctx: &Ctx, conn: &mut Conn, batch: &[Msg]) -> Result<()> {
+pub(super) fn write(ctx: &Ctx, conn: &mut Conn, batch: &[Msg]) -> Result<()> {
     let mut p = redis::pipe();
     p.atomic();
     let tasks = &ctx.keys.tasks;
@@ -583,7 +355,7 @@ fn write(ctx: &Ctx, conn: &mut Conn, batch: &[Msg]) -> Result<()> {
 
 /// The periodic work: settings, heartbeat, refresh of the running tasks,
 /// and claiming dead workers' tasks while there is room.
-fn tick(
+pub(super) fn tick(
     ctx: &Ctx,
     pool: &Pool,
     tx: &Sender<Msg>,
@@ -625,16 +397,16 @@ fn tick(
 
 /// A third of the visibility timeout, within 50 ms to 2 s (so a stop
 /// request or a lost Redis is seen within 2 s).
-fn tick_interval(cfg: &PoolCfg) -> Duration {
+pub(super) fn tick_interval(cfg: &PoolCfg) -> Duration {
     (cfg.visibility / 3).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
-type Claimed = (String, Vec<(Vec<u8>, Vec<u8>)>, u64, u64);
+pub(super) type Claimed = (String, Vec<(Vec<u8>, Vec<u8>)>, u64, u64);
 
 /// Claims up to `n` tasks idle for the visibility timeout (their worker
 /// died, or lost its connection), with their delivery counts (this
 /// delivery included) and previous holders' pids.
-fn claim(ctx: &Ctx, conn: &mut Conn, cfg: &PoolCfg, n: usize) -> Result<Vec<Claimed>> {
+pub(super) fn claim(ctx: &Ctx, conn: &mut Conn, cfg: &PoolCfg, n: usize) -> Result<Vec<Claimed>> {
     let idle = cfg.visibility.as_millis() as u64;
     let pending = reply::array(
         conn.run(
@@ -707,7 +479,7 @@ fn claim(ctx: &Ctx, conn: &mut Conn, cfg: &PoolCfg, n: usize) -> Result<Vec<Clai
     Ok(out)
 }
 
-fn deliveries_of(conn: &mut Conn, keys: &PoolKeys, id: &str) -> Result<u64> {
+pub(super) fn deliveries_of(conn: &mut Conn, keys: &PoolKeys, id: &str) -> Result<u64> {
     let p = reply::array(
         conn.run(
             redis::cmd("XPENDING")
@@ -728,58 +500,4 @@ fn deliveries_of(conn: &mut Conn, keys: &PoolKeys, id: &str) -> Result<u64> {
         .transpose()?
         .unwrap_or(1);
     Ok(count.max(1) as u64)
-}
-
-/// The CLI form: `--ipc-worker URL NAME [--ipc-processes N]` anywhere in
-/// the arguments.
-pub(crate) fn from_args() {
-    let args: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let Some(i) = args.iter().position(|a| a == "--ipc-worker") else {
-        return;
-    };
-    let usage =
-        "usage: --ipc-worker redis://[user[:password]@]host[:port][/db] NAME [--ipc-processes N]";
-    let (Some(url), Some(name)) = (args.get(i + 1), args.get(i + 2)) else {
-        eprintln!("{usage}");
-        std::process::exit(2);
-    };
-    let processes = match args.iter().position(|a| a == "--ipc-processes") {
-        None => ipc_core::process::cpu_count(),
-        Some(j) => match args.get(j + 1).and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) if n > 0 => n,
-            _ => {
-                eprintln!("{usage}");
-                std::process::exit(2);
-            }
-        },
-    };
-    let code = match serve_worker(url, name, processes) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!(
-                "ipc-redis worker for {name:?} at {}: {e}",
-                crate::conn::redact(url)
-            );
-            1
-        }
-    };
-    std::process::exit(code);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn execute_reports_a_task_it_cannot_locate_instead_of_jumping() {
-        // Offsets far outside the executable's code.
-        let out = execute(Job {
-            tramp: i64::MAX / 2,
-            target: -(i64::MAX / 2),
-            args: Vec::new(),
-        });
-        assert!(matches!(out, Ok(Outcome::Setup(m)) if m.contains("not in this executable")));
-    }
 }
