@@ -490,7 +490,11 @@ fn executor_shutdown_wait_does_not_hang_when_workers_retire_after_max_tasks_per_
 #[test]
 fn oversized_argument_is_refused_and_the_executor_keeps_working() {
     // Regression (review): a too-large task leaked its slot and wedged the executor.
-    let ex = ProcessPoolExecutor::new(1).unwrap();
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_message_size(1 << 20)
+        .build()
+        .unwrap();
     for _ in 0..2 {
         assert!(matches!(
             ex.submit(len, vec![0u8; 2 << 20]),

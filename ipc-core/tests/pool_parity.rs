@@ -314,6 +314,17 @@ fn pool_delivers_a_2_mib_result_intact() {
 }
 
 #[test]
+fn pool_delivers_a_result_larger_than_its_message_cap_in_parts() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_message_size(64 << 10)
+        .build()
+        .unwrap();
+    let v = pool.apply(big_vec, TWO_MIB).unwrap();
+    assert!(v == pattern(TWO_MIB as usize), "2 MiB result altered");
+}
+
+#[test]
 fn pool_reports_a_2_mib_error_as_the_tasks_own_error() {
     let pool = Pool::new(2).unwrap();
     match pool.apply(big_err, TWO_MIB) {

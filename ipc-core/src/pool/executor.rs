@@ -65,6 +65,11 @@ impl ExecutorBuilder {
         self.inner = self.inner.max_tasks_per_child(n);
         self
     }
+    /// Largest encoded task argument, as [`PoolBuilder::max_message_size`].
+    pub fn max_message_size(mut self, n: usize) -> Self {
+        self.inner = self.inner.max_message_size(n);
+        self
+    }
     /// Run `f(arg)` once in each worker first.
     pub fn initializer<A: Message + Send + 'static, R: TargetOutput>(
         mut self,

@@ -86,10 +86,11 @@ impl PoolBuilder {
         self.init = Some(Code::single(f).and_then(|c| Ok(c.task(0, encode(&arg)?))));
         self
     }
-    /// Largest encoded task argument (default 1 MiB; a larger one is
-    /// refused with [`Error::MessageTooLarge`]). Results and errors have
-    /// no such limit: one that does not fit in a message of this size is
-    /// sent in parts.
+    /// Largest encoded task argument (default the queue's cap,
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`](crate::queue::DEFAULT_MAX_MESSAGE_SIZE),
+    /// 1 GiB; a larger one is refused with [`Error::MessageTooLarge`]).
+    /// Arguments and results past a ring slot travel out of line; a result
+    /// or error past this size is sent in parts.
     pub fn max_message_size(mut self, n: usize) -> Self {
         self.max_message_size = n;
         self
@@ -127,7 +128,7 @@ impl Default for PoolBuilder {
             max_tasks: 0,
             init: None,
             queue_capacity: 1024,
-            max_message_size: 1 << 20,
+            max_message_size: crate::queue::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
