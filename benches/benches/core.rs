@@ -9,6 +9,14 @@
 //!   against a raw futex sleep/wake ping-pong.
 //! * `lock`, `value`: uncontended operations.
 //! * `throughput/queue_4k`: one-way 4 KiB messages through a Queue.
+//! * `throughput/queue_4k_pair_1`, `throughput/queue_4k_pair_2`: issue 10's
+//!   4 KiB mystery: two producer/consumer pairs one after the other in this
+//!   process (its first group, so pair 1 is the process's first pair); a
+//!   fix shows as the two within ~20 % of each other. For a clean reading
+//!   run them alone: `cargo bench -p benches --bench core -- queue_4k_pair`.
+//! * `bulk/<case>/<size>`: one-way throughput, one producer and one forked
+//!   consumer, 64 B to 16 MiB, for ipc Queue, Pipe and the loan API against the OS pipe and memcpy (the ceiling)
+//!   in the same group (`cargo bench -p benches --bench core -- bulk`).
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -18,8 +26,11 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use benches::bulk::{self, Bulk};
 use benches::Peer;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use ipc_core::pipe::Pipe;
 use ipc_core::queue::Queue;
 use ipc_core::region::{Kind, Region};
@@ -301,6 +312,87 @@ fn throughput(c: &mut Criterion) {
     data.close();
 }
 
+/// One 4 KiB pair as in `ipc-examples/examples/throughput_repro.rs`: its
+/// own queues and its own message buffer, dropped before the next pair.
+fn queue_4k_pair(c: &mut Criterion, id: &str) {
+    let data = Queue::<Vec<u8>>::builder()
+        .capacity(256)
+        .max_message_size(8192)
+        .build()
+        .unwrap();
+    let done = Queue::<u64>::new(4).unwrap();
+    let (d2, done2) = (data.clone(), done.clone());
+    let peer = Peer::spawn(move || {
+        let mut n = 0u64;
+        while let Ok(m) = d2.get() {
+            if m.is_empty() {
+                if done2.put(&n).is_err() {
+                    break;
+                }
+                n = 0;
+            } else {
+                n += m.len() as u64;
+            }
+        }
+    });
+    let msg = vec![0xabu8; 4096];
+    let mut g = c.benchmark_group("throughput");
+    g.throughput(Throughput::Bytes(4096));
+    g.bench_function(id, |bn| {
+        bn.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                data.put(&msg).unwrap();
+            }
+            data.put(&Vec::new()).unwrap();
+            assert_eq!(done.get().unwrap(), iters * 4096);
+            t.elapsed()
+        })
+    });
+    g.finish();
+    data.close();
+    drop(peer);
+}
+
+/// Issue 10's mystery: the second pair used to run 5–7× slower per message.
+fn two_pairs(c: &mut Criterion) {
+    queue_4k_pair(c, "queue_4k_pair_1");
+    queue_4k_pair(c, "queue_4k_pair_2");
+}
+
+/// Times `iters` messages of one bulk case.
+fn bulk_case(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    size: usize,
+    mut case: impl Bulk,
+) {
+    g.throughput(Throughput::Bytes(size as u64));
+    g.bench_function(BenchmarkId::new(name, bulk::label(size)), |bn| {
+        bn.iter_custom(|iters| {
+            let t = Instant::now();
+            case.run(iters);
+            t.elapsed()
+        })
+    });
+}
+
+fn bulk_throughput(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bulk");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for size in bulk::SIZES {
+        bulk_case(&mut g, "os_pipe", size, bulk::os_pipe(size));
+        bulk_case(&mut g, "ipc_queue", size, bulk::ipc_queue(size));
+        bulk_case(&mut g, "ipc_pipe", size, bulk::ipc_pipe(size));
+        bulk_case(&mut g, "ipc_loan", size, bulk::ipc_loan(size));
+        bulk_case(&mut g, "memcpy", size, bulk::Memcpy::new(size));
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -309,8 +401,13 @@ fn config() -> Criterion {
 }
 
 criterion_group! {
+    name = pairs;
+    config = config();
+    targets = two_pairs
+}
+criterion_group! {
     name = benches;
     config = config();
-    targets = rtt, rtt_sleeping, uncontended, throughput
+    targets = rtt, rtt_sleeping, uncontended, throughput, bulk_throughput
 }
-criterion_main!(benches);
+criterion_main!(pairs, benches);

@@ -1,5 +1,11 @@
 //! Helpers shared by the benchmarks: a forked peer process that is killed
-//! and reaped when dropped, so a benchmark never leaves a stray process.
+//! and reaped when dropped, so a benchmark never leaves a stray process;
+//! the bulk one-way cases ([`bulk`]) and, with the `iceoryx2` feature, the
+//! iceoryx2 peer (`ice`).
+
+pub mod bulk;
+#[cfg(feature = "iceoryx2")]
+pub mod ice;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,6 +17,8 @@ use nix::unistd::{fork, ForkResult, Pid};
 #[derive(Debug)]
 pub struct Peer {
     pid: Pid,
+    /// Set once `join_timeout` has reaped the child: its pid may be reused.
+    reaped: bool,
 }
 
 /// Pins the calling thread to `cpu` (if the machine has it); returns
@@ -48,7 +56,10 @@ impl Peer {
         pin_to(0);
         // SAFETY: the child runs only `f` and then `_exit`s.
         match unsafe { fork() }.expect("fork") {
-            ForkResult::Parent { child } => Peer { pid: child },
+            ForkResult::Parent { child } => Peer {
+                pid: child,
+                reaped: false,
+            },
             ForkResult::Child => {
                 pin_to(1);
                 // SAFETY: prctl with a valid signal number.
@@ -61,10 +72,31 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Waits up to `timeout` for the child to exit by itself (so that it
+    /// can clean up, e.g. iceoryx2's node files), then kills and reaps it.
+    pub fn join_timeout(mut self, timeout: std::time::Duration) {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus};
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                    self.reaped = true;
+                    break;
+                }
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = kill(self.pid, Signal::SIGKILL);
-        let _ = waitpid(self.pid, None);
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
         unpin();
     }
 }

@@ -6,15 +6,21 @@
 //! pipe and socketpair baselines; the raw shared-memory spin ping-pong (the
 //! hardware floor); the peers a Rust user would otherwise pick (`raw_sync`'s
 //! mutex, `shared_memory`'s region); and, when `python3` is present,
-//! Python's `multiprocessing` equivalents (`benches/compare.py`). It writes
-//! `target/compare/report.md` (medians, p99 and ratios) and
-//! `target/compare/chart.svg`.
+//! Python's `multiprocessing` equivalents (`benches/compare.py`). It also
+//! measures bulk one-way throughput (64 B to 16 MiB: OS pipe, ipc Queue,
+//! ipc Pipe, the loan API, memcpy) and, with
+//! `--features iceoryx2`, iceoryx2 0.10's publish-subscribe (copy-out and
+//! zero-copy read) and polling round trip:
+//! `cargo run --release -p benches --features iceoryx2 --bin compare`.
+//! It writes `target/compare/report.md` (medians, p99, ratios and the bulk
+//! table in GB/s) and `target/compare/chart.svg`.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use benches::bulk::{self, Bulk};
 use benches::Peer;
 use ipc_core::pipe::Pipe;
 use ipc_core::pool::{Pool, ProcessPoolExecutor};
@@ -36,7 +42,26 @@ const SAMPLES: usize = 100;
 const STOP: u64 = u64::MAX;
 
 /// Times `op(batch)` SAMPLES times, with the batch sized to ~1 ms.
-fn measure(group: &'static str, name: &str, mut op: impl FnMut(u64)) -> Row {
+fn measure(group: &'static str, name: &str, op: impl FnMut(u64)) -> Row {
+    let (median, p99) = sample(SAMPLES, op);
+    let row = Row {
+        group,
+        name: name.to_owned(),
+        median,
+        p99,
+    };
+    eprintln!(
+        "{:<40} {:>12}  p99 {:>12}",
+        row.name,
+        fmt(row.median),
+        fmt(row.p99)
+    );
+    row
+}
+
+/// Median and p99 of `samples` timings of `op(batch)`, in ns per
+/// operation, with the batch grown until it takes at least 0.5 ms.
+fn sample(samples: usize, mut op: impl FnMut(u64)) -> (f64, f64) {
     let mut batch = 1u64;
     loop {
         let t = Instant::now();
@@ -46,7 +71,7 @@ fn measure(group: &'static str, name: &str, mut op: impl FnMut(u64)) -> Row {
         }
         batch *= 2;
     }
-    let mut per: Vec<f64> = (0..SAMPLES)
+    let mut per: Vec<f64> = (0..samples)
         .map(|_| {
             let t = Instant::now();
             op(batch);
@@ -54,19 +79,95 @@ fn measure(group: &'static str, name: &str, mut op: impl FnMut(u64)) -> Row {
         })
         .collect();
     per.sort_by(f64::total_cmp);
-    let row = Row {
-        group,
-        name: name.to_owned(),
-        median: per[per.len() / 2],
-        p99: per[(per.len() * 99 / 100).min(per.len() - 1)],
-    };
+    (
+        per[per.len() / 2],
+        per[(per.len() * 99 / 100).min(per.len() - 1)],
+    )
+}
+
+/// One cell of the bulk table: a case at a size, median ns per message.
+struct BulkRow {
+    size: usize,
+    case: &'static str,
+    median: f64,
+}
+
+impl BulkRow {
+    /// Bytes per nanosecond = GB/s.
+    fn gbps(&self) -> f64 {
+        self.size as f64 / self.median
+    }
+}
+
+/// The bulk table's columns, in order.
+const BULK: [&str; 7] = [
+    "OS pipe",
+    "ipc Queue",
+    "ipc Pipe",
+    "ipc loan",
+    "iceoryx2 copy",
+    "iceoryx2 zero-copy",
+    "memcpy",
+];
+
+/// Samples per bulk cell (each at least 0.5 ms).
+const BULK_SAMPLES: usize = 30;
+
+fn bulk_one(size: usize, case: &'static str, mut b: impl Bulk) -> BulkRow {
+    // Warm-up: cycle through every slot twice, so that no sample pays the
+    // first touch of a buffer page.
+    b.run(2 * bulk::slots(size) as u64);
+    let (median, _) = sample(BULK_SAMPLES, |n| b.run(n));
+    let r = BulkRow { size, case, median };
     eprintln!(
-        "{:<40} {:>12}  p99 {:>12}",
-        row.name,
-        fmt(row.median),
-        fmt(row.p99)
+        "bulk {:<8} {:<20} {:>8.2} GB/s",
+        bulk::label(size),
+        case,
+        r.gbps()
     );
-    row
+    r
+}
+
+/// Every bulk case at every size, all in this run.
+fn bulks() -> Vec<BulkRow> {
+    let mut rows = Vec::new();
+    for size in bulk::SIZES {
+        rows.push(bulk_one(size, "OS pipe", bulk::os_pipe(size)));
+        rows.push(bulk_one(size, "ipc Queue", bulk::ipc_queue(size)));
+        rows.push(bulk_one(size, "ipc Pipe", bulk::ipc_pipe(size)));
+        rows.push(bulk_one(size, "ipc loan", bulk::ipc_loan(size)));
+        #[cfg(feature = "iceoryx2")]
+        {
+            rows.push(bulk_one(
+                size,
+                "iceoryx2 copy",
+                benches::ice::pubsub(size, false),
+            ));
+            rows.push(bulk_one(
+                size,
+                "iceoryx2 zero-copy",
+                benches::ice::pubsub(size, true),
+            ));
+        }
+        rows.push(bulk_one(size, "memcpy", bulk::Memcpy::new(size)));
+    }
+    rows
+}
+
+/// iceoryx2's polling round trip (request on one service, reply on another).
+#[cfg(feature = "iceoryx2")]
+fn iceoryx2_rtt() -> Vec<Row> {
+    let mut rt = benches::ice::RoundTrip::new();
+    vec![measure(
+        "round trip",
+        "iceoryx2 pub/sub, polling (peer)",
+        |n| rt.round_trips(n),
+    )]
+}
+
+#[cfg(not(feature = "iceoryx2"))]
+fn iceoryx2_rtt() -> Vec<Row> {
+    Vec::new()
 }
 
 fn fmt(ns: f64) -> String {
@@ -329,18 +430,25 @@ fn main() {
     // The Queue goes first: a Queue round trip measured after another
     // spinning pair in the same process runs several times slower (an
     // open question, see the README's Performance section).
-    let mut rows = vec![ipc_queue(), raw_spin(), ipc_pipe(), os_pipe(), socketpair()];
+    #[cfg(feature = "iceoryx2")]
+    benches::ice::init();
+    let mut rows = vec![ipc_queue(), raw_spin(), ipc_pipe()];
+    rows.extend(iceoryx2_rtt());
+    rows.extend([os_pipe(), socketpair()]);
     rows.extend(locks());
     rows.push(values());
     rows.extend(manager());
     rows.extend(pools());
     rows.extend(regions());
+    let bulk = bulks();
+    #[cfg(feature = "iceoryx2")]
+    benches::ice::cleanup();
     rows.extend(python());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/compare");
     std::fs::create_dir_all(&dir).unwrap();
-    let md = report(&rows);
+    let md = report(&rows, &bulk);
     std::fs::write(dir.join("report.md"), &md).unwrap();
-    chart(&rows, &dir.join("chart.svg"));
+    chart(&rows, &bulk, &dir.join("chart.svg"));
     println!("{md}");
     println!("written: target/compare/report.md, target/compare/chart.svg");
 }
@@ -351,6 +459,7 @@ fn versus(name: &str) -> (Option<&'static str>, Option<&'static str>) {
     match name {
         "raw shared-memory spin (floor)" | "Unix socketpair" => (Some("OS pipe (baseline)"), None),
         "ipc Pipe" => (Some("OS pipe (baseline)"), Some("Python pipe_rtt")),
+        "iceoryx2 pub/sub, polling (peer)" => (Some("OS pipe (baseline)"), None),
         "ipc Queue" => (Some("OS pipe (baseline)"), Some("Python queue_rtt")),
         "ipc Lock" => (
             Some("raw_sync Mutex (peer)"),
@@ -382,10 +491,98 @@ fn ratio(rows: &[Row], r: &Row, other: Option<&str>) -> String {
     }
 }
 
-fn report(rows: &[Row]) -> String {
+/// The command that produced this report.
+fn command() -> String {
+    let mut features = Vec::new();
+    if cfg!(feature = "iceoryx2") {
+        features.push("iceoryx2");
+    }
+    let features = if features.is_empty() {
+        String::new()
+    } else {
+        format!(" --features {}", features.join(","))
+    };
+    format!("cargo run --release -p benches{features} --bin compare")
+}
+
+fn bulk_cell(bulk: &[BulkRow], size: usize, case: &str) -> Option<f64> {
+    bulk.iter()
+        .find(|b| b.size == size && b.case == case)
+        .map(BulkRow::gbps)
+}
+
+/// The bulk table (GB/s), ratios of ipc to iceoryx2, and the round trips
+/// against iceoryx2 and the floor.
+fn bulk_report(rows: &[Row], bulk: &[BulkRow]) -> String {
+    let mut s = format!(
+        "\n## Bulk one-way throughput (GB/s, higher is better)\n\n\
+         One producer and one forked consumer (pinned to CPUs 0 and 1), one way, \
+         median of {BULK_SAMPLES} batches of at least 0.5 ms, each ending with the \
+         consumer's acknowledgement. Copy modes hand the consumer a fresh `Vec` \
+         (the OS pipe reads into a reused buffer); zero-copy modes read the first \
+         and last byte in place. memcpy is `copy_from_slice` in one process (the \
+         ceiling). iceoryx2: `[u8]` slices, no safe overflow, \
+         `RetryUntilDelivered`; \"–\" is a case not built into this run.\n\n"
+    );
+    s += &format!("| message | {} |\n|---|", BULK.join(" | "));
+    s += &"---:|".repeat(BULK.len());
+    s += "\n";
+    for size in bulk::SIZES {
+        s += &format!("| {} |", bulk::label(size));
+        for case in BULK {
+            match bulk_cell(bulk, size, case) {
+                Some(g) => s += &format!(" {g:.2} |"),
+                None => s += " – |",
+            }
+        }
+        s += "\n";
+    }
+    let pairs = [
+        ("ipc Queue", "iceoryx2 copy"),
+        ("ipc Pipe", "iceoryx2 copy"),
+        ("ipc loan", "iceoryx2 zero-copy"),
+        ("ipc Queue", "OS pipe"),
+        ("ipc Pipe", "OS pipe"),
+    ];
+    s += "\nRatios in this run (ipc ÷ peer, ≥ 1.00 means ipc is at least as fast):\n\n";
+    s += &format!(
+        "| message | {} |\n|---|",
+        pairs.map(|(a, b)| format!("{a} ÷ {b}")).join(" | ")
+    );
+    s += &"---:|".repeat(pairs.len());
+    s += "\n";
+    for size in bulk::SIZES {
+        s += &format!("| {} |", bulk::label(size));
+        for (a, b) in pairs {
+            match (bulk_cell(bulk, size, a), bulk_cell(bulk, size, b)) {
+                (Some(x), Some(y)) => s += &format!(" {:.2} |", x / y),
+                _ => s += " – |",
+            }
+        }
+        s += "\n";
+    }
+    let find = |n: &str| rows.iter().find(|r| r.name == n).map(|r| r.median);
+    let ice = find("iceoryx2 pub/sub, polling (peer)");
+    let floor = find("raw shared-memory spin (floor)");
+    s += "\n## Round trips against iceoryx2 and the floor\n\n\
+          | what | median | ÷ iceoryx2 polling | ÷ raw spin floor |\n|---|---:|---:|---:|\n";
+    for n in [
+        "ipc Queue",
+        "ipc Pipe",
+        "iceoryx2 pub/sub, polling (peer)",
+        "raw shared-memory spin (floor)",
+    ] {
+        let Some(m) = find(n) else { continue };
+        let x = |o: Option<f64>| o.map_or("–".to_owned(), |o| format!("{:.2}×", m / o));
+        s += &format!("| {n} | {} | {} | {} |\n", fmt(m), x(ice), x(floor));
+    }
+    s
+}
+
+fn report(rows: &[Row], bulk: &[BulkRow]) -> String {
     let mut s = String::new();
     let date = std::process::Command::new("date")
-        .arg("+%Y-%m-%d")
+        .arg("+%Y-%m-%d %H:%M %Z")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
@@ -398,8 +595,10 @@ fn report(rows: &[Row]) -> String {
         })
         .unwrap_or_default();
     s += &format!(
-        "Measured {date} on {} CPUs ({cpu}); {SAMPLES} samples each, batches of ~1 ms.\n\n",
-        ipc_core::process::cpu_count()
+        "Measured {date} on {} CPUs ({cpu}) with `{}`; {SAMPLES} samples each, \
+         batches of ~1 ms. One run: the numbers are noisy, compare ratios within it.\n\n",
+        ipc_core::process::cpu_count(),
+        command()
     );
     s += "| group | what | median | p99 | vs baseline or peer | vs Python |\n|---|---|---:|---:|---|---|\n";
     for r in rows {
@@ -414,15 +613,20 @@ fn report(rows: &[Row]) -> String {
             ratio(rows, r, py)
         );
     }
+    s += &bulk_report(rows, bulk);
     s
 }
 
-/// Horizontal bars of the medians, log scale.
-fn chart(rows: &[Row], path: &Path) {
+/// Horizontal bars of the medians, log scale; below them, bulk throughput
+/// per message size, one line per case.
+fn chart(rows: &[Row], bulk: &[BulkRow], path: &Path) {
     use plotters::prelude::*;
     let h = 40 + 22 * rows.len() as u32;
-    let root = SVGBackend::new(path, (900, h)).into_drawing_area();
-    root.fill(&WHITE).unwrap();
+    const BULK_H: u32 = 420;
+    let all = SVGBackend::new(path, (900, h + BULK_H)).into_drawing_area();
+    all.fill(&WHITE).unwrap();
+    let (root, lower) = all.split_vertically(h);
+    bulk_chart(bulk, &lower);
     let max = rows.iter().map(|r| r.median).fold(1.0, f64::max) * 2.0;
     let mut chart = ChartBuilder::on(&root)
         .caption(
@@ -454,5 +658,56 @@ fn chart(rows: &[Row], path: &Path) {
             Rectangle::new([(1.0, i), (r.median.max(1.0), i + 1)], color.filled())
         }))
         .unwrap();
-    root.present().unwrap();
+    all.present().unwrap();
+}
+
+/// GB/s against message size (both log), one line per bulk case.
+fn bulk_chart<DB: plotters::prelude::DrawingBackend>(
+    bulk: &[BulkRow],
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+) {
+    use plotters::prelude::*;
+    let top = bulk.iter().map(BulkRow::gbps).fold(1.0, f64::max) * 2.0;
+    let low = bulk.iter().map(BulkRow::gbps).fold(top, f64::min) / 2.0;
+    let sizes = bulk::SIZES;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "bulk one-way throughput, GB/s (log scale, higher is better)",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0usize..sizes.len() - 1, (low.max(1e-3)..top).log_scale())
+        .unwrap();
+    chart
+        .configure_mesh()
+        .x_labels(sizes.len())
+        .x_label_formatter(&|i| sizes.get(*i).map(|s| bulk::label(*s)).unwrap_or_default())
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .draw()
+        .unwrap();
+    for (k, case) in BULK.iter().enumerate() {
+        let pts: Vec<(usize, f64)> = sizes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| bulk_cell(bulk, *s, case).map(|g| (i, g)))
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let color = Palette99::pick(k).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .unwrap()
+            .label(*case)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .unwrap();
 }
