@@ -231,7 +231,7 @@ impl<T: Pod> LoanQueue<T> {
                 size: len.saturating_mul(std::mem::size_of::<T>()),
                 max: usize::try_from(self.inner.blocks.max_message()).unwrap_or(usize::MAX),
             })?;
-        let me = self.inner.ring.register()?;
+        let me = self.inner.register()?;
         let block = self.inner.block_wait(bytes as u64, me, deadline)?;
         let map = match self.inner.blocks.map(&block) {
             Ok(m) => m,
@@ -279,13 +279,13 @@ impl<T: Pod> LoanQueue<T> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn try_recv(&self) -> Result<Lent<T>> {
-        let me = self.inner.ring.register()?;
+        let me = self.inner.register()?;
         let t = self.inner.try_take_now(me)?;
         self.lent(t, me)
     }
 
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Lent<T>> {
-        let me = self.inner.ring.register()?;
+        let me = self.inner.register()?;
         let t = self.inner.take_wait(me, deadline)?;
         self.lent(t, me)
     }

@@ -236,3 +236,83 @@ fn a_loan_queue_travels_to_a_spawned_style_token_and_back() {
     );
     join_ok(c);
 }
+
+/// The ring's process table starts at payload offset 640: 1024 packed
+/// identities (`tests/crash.rs` has the same layout).
+const PROCS_AT: usize = 640;
+const PROCS: usize = 1024;
+
+/// A dead receiver's tag must not be handed to a new process while a
+/// buffer still names it: with the process table full of dead entries, a
+/// newcomer once took the dead receiver's entry, its buffer then looked
+/// held by a live process and was never recovered.
+#[test]
+fn a_dead_holders_tag_is_not_reused_while_its_buffer_is_unrecovered() {
+    let name = unique("loan-tag-reuse");
+    let q = LoanQueue::<u8>::builder()
+        .name(&name)
+        .capacity(2)
+        .build()
+        .unwrap();
+    let raw = ipc_core::region::Region::open(&name, ipc_core::region::Kind::Queue).unwrap();
+    let flag = shared_flag();
+    // This process is entry 0; the receiver becomes entry 1 and dies
+    // holding its buffer.
+    q.loan(8).unwrap().send().unwrap();
+    let rx = {
+        let name = name.clone();
+        fork_child(move || {
+            let q = LoanQueue::<u8>::open(&name).unwrap();
+            let r = q.recv().unwrap();
+            flag.store(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(60));
+            drop(r);
+            0
+        })
+    };
+    assert!(eventually(Duration::from_secs(20), || flag
+        .load(Ordering::SeqCst)
+        == 1));
+    kill_and_reap(rx);
+    // SAFETY: the table lies within the payload; we play other processes
+    // registering (every other entry: the same dead identity).
+    let dead = unsafe {
+        raw.payload()
+            .add(PROCS_AT + 8)
+            .cast::<u64>()
+            .read_volatile()
+    };
+    assert_ne!(dead, 0, "layout changed");
+    for k in 2..PROCS {
+        // SAFETY: as above.
+        unsafe {
+            raw.payload()
+                .add(PROCS_AT + 8 * k)
+                .cast::<u64>()
+                .write_volatile(dead)
+        };
+    }
+    // A newcomer registers (no free entry: it reuses a dead one) and stays.
+    flag.store(0, Ordering::SeqCst);
+    let newcomer = {
+        let name = name.clone();
+        fork_child(move || {
+            let q = LoanQueue::<u8>::open(&name).unwrap();
+            let _ = q.try_recv();
+            flag.store(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(60));
+            0
+        })
+    };
+    assert!(eventually(Duration::from_secs(20), || flag
+        .load(Ordering::SeqCst)
+        == 1));
+    let freed = all_free(&q);
+    kill_and_reap(newcomer);
+    assert!(
+        freed,
+        "the dead receiver's buffer looked held by the newcomer"
+    );
+    drop((q, raw));
+    assert_gone(&name);
+}

@@ -78,7 +78,7 @@ impl<T: Message> Queue<T> {
     pub async fn put_async(&self, item: &T) -> Result<()> {
         let bytes = codec::encode_with(item, <[u8]>::to_vec)?;
         self.check_put(&bytes)?;
-        let me = self.ring().register()?;
+        let me = self.inner.register()?;
         if bytes.len() > self.ring().slot_size() {
             return self.put_block_async(&bytes, me).await;
         }

@@ -160,6 +160,12 @@ impl Inner {
         unsafe { Blocks::attach(region.payload().add(off), avail, region.file(), total) }
     }
 
+    /// This process's tag in the ring (see `Mpmc::register_with`); a dead
+    /// process's tag is not handed on while a block still names it.
+    pub fn register(&self) -> Result<u32> {
+        self.ring.register_with(|tag| self.blocks.names(tag))
+    }
+
     pub fn hdr(&self) -> &MpmcHeader {
         self.ring.header()
     }
@@ -232,7 +238,7 @@ impl Inner {
         let mut removed = false;
         // Not registered (the table is full): nothing can be taken; the
         // messages stay, and gets still fail with `ShutDown`.
-        let Ok(me) = self.ring.register() else {
+        let Ok(me) = self.register() else {
             return;
         };
         let desc = |p: *const u8, n: usize, kind: u32| {

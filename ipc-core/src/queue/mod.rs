@@ -265,7 +265,7 @@ impl<T: Message> Queue<T> {
     pub fn try_put(&self, item: &T) -> Result<()> {
         codec::encode_with(item, |bytes| {
             self.check_put(bytes)?;
-            let me = self.ring().register()?;
+            let me = self.inner.register()?;
             if bytes.len() > self.ring().slot_size() {
                 return self.put_block(bytes, me, Some(Instant::now()), true);
             }
@@ -327,7 +327,7 @@ impl<T: Message> Queue<T> {
 
     pub(crate) fn put_bytes(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
         self.check_put(bytes)?;
-        let me = self.ring().register()?;
+        let me = self.inner.register()?;
         if bytes.len() > self.ring().slot_size() {
             return self.put_block(bytes, me, deadline, false);
         }
@@ -371,7 +371,7 @@ impl<T: Message> Queue<T> {
     /// ```
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T> {
-        let me = self.ring().register()?;
+        let me = self.inner.register()?;
         self.scratch(self.inner.try_take_now(me)?, me)?.decode()
     }
 
@@ -385,7 +385,7 @@ impl<T: Message> Queue<T> {
 
     #[cfg(feature = "tokio")]
     fn try_get_raw(&self) -> Option<Result<Scratch>> {
-        let me = match self.ring().register() {
+        let me = match self.inner.register() {
             Ok(me) => me,
             Err(e) => return Some(Err(e)),
         };
@@ -399,7 +399,7 @@ impl<T: Message> Queue<T> {
     }
 
     pub(crate) fn get_raw_deadline(&self, deadline: Option<Instant>) -> Result<Scratch> {
-        let me = self.ring().register()?;
+        let me = self.inner.register()?;
         let t = self.inner.take_wait(me, deadline)?;
         self.scratch(t, me)
     }

@@ -612,6 +612,16 @@ impl Blocks {
         Ok(m)
     }
 
+    /// Whether any entry is held under `tag` (so the ring must not give
+    /// that tag to another process yet).
+    pub fn names(&self, tag: u32) -> bool {
+        (0..self.n).any(|i| {
+            // Acquire: pairs with the claims' CAS; a stale view only delays reuse.
+            let w = self.entry(i).state.load(Ordering::Acquire);
+            matches!(st_of(w), WRITING | READING) && tag_of(w) == tag
+        })
+    }
+
     /// The number of entries not `FREE` (for tests and inspection).
     pub fn in_use(&self) -> usize {
         (0..self.n)

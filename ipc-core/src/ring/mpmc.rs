@@ -381,21 +381,26 @@ impl Mpmc {
     /// # Errors
     /// [`Error::TooManyProcesses`] when [`PROCS`] live processes already use
     /// the ring.
+    ///
+    /// The ring's user may record tags elsewhere too (a queue's block
+    /// table does): a dead process's entry is reused only if no slot and
+    /// no `named_elsewhere(tag)` names it, so a claim of the dead is never
+    /// mistaken for one of the living.
     #[cfg(not(loom))]
     #[inline]
-    pub fn register(&self) -> Result<u32> {
+    pub fn register_with(&self, named_elsewhere: impl Fn(u32) -> bool) -> Result<u32> {
         let pid = crate::sys::proc::pid();
         // Relaxed: a cache of this process's own earlier result.
         let c = self.me.load(std::sync::atomic::Ordering::Relaxed);
         if c >> 32 == u64::from(pid) && c as u32 != 0 {
             return Ok(c as u32);
         }
-        self.register_slow(pid)
+        self.register_slow(pid, &named_elsewhere)
     }
 
     #[cfg(not(loom))]
     #[cold]
-    fn register_slow(&self, pid: u32) -> Result<u32> {
+    fn register_slow(&self, pid: u32, named_elsewhere: &dyn Fn(u32) -> bool) -> Result<u32> {
         use crate::sys::proc::TaskId;
         let me = TaskId::current_process().pack();
         let take = |k: usize| {
@@ -428,6 +433,7 @@ impl Mpmc {
             let v = e.load(Ordering::Acquire);
             if !TaskId::unpack(v).is_alive()
                 && !self.named_by_a_slot(k as u32 + 1)
+                && !named_elsewhere(k as u32 + 1)
                 && e.compare_exchange(v, me, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
@@ -464,7 +470,7 @@ impl Mpmc {
     }
 
     /// Enqueues `bytes` if a slot is free, claiming it as `me` (a tag from
-    /// [`Mpmc::register`]). `bytes.len()` must be at most `slot_size`
+    /// [`Mpmc::register_with`]). `bytes.len()` must be at most `slot_size`
     /// (checked by the caller; refused here otherwise).
     #[inline]
     pub fn try_push(&self, bytes: &[u8], me: u32) -> Push {
