@@ -82,7 +82,7 @@ pub fn encode_with<T: Message, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> Resu
     let buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf)
         .map_err(|e| Error::Corrupt(format!("encoding failed: {e}")))?;
     let r = f(&buf);
-    if buf.capacity() <= 1 << 20 {
+    if buf.capacity() <= KEEP {
         ENCODE_BUF.with(|b| *b.borrow_mut() = Some(buf));
     }
     Ok(r)
@@ -147,8 +147,10 @@ pub(crate) struct Scratch {
 const ALIAS_DISTANCE: usize = 2048;
 /// Room for choosing the start: a page, plus up to 15 bytes to align.
 const SLACK: usize = 4096 + 16;
-/// Buffers up to this size are kept for the next message of the thread.
-const KEEP: usize = (1 << 20) + SLACK;
+/// Buffers up to this size (encode and decode each) are kept for the
+/// thread's next message: a fresh buffer per large message costs its page
+/// faults every time (16 MiB messages ran at a third of the speed).
+const KEEP: usize = (32 << 20) + SLACK;
 
 /// Offset into a buffer at `base` where a copy from `src` should land:
 /// 16-aligned, and `(dst - src) % 4096` within 15 bytes below
