@@ -174,11 +174,7 @@ impl ManagerBuilder {
                 // Python returns the exception to the caller).
                 let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.call(req)))
                     .map_err(|p| {
-                    let msg = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let msg = ipc_core::process::panic_message(p.as_ref());
                     format!("the {} method panicked: {msg}", std::any::type_name::<S>())
                 })?;
                 codec::to_vec(&resp).map_err(|e| e.to_string())
