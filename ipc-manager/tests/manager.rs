@@ -76,12 +76,12 @@ fn every_factory_and_proxy_method_from_a_forked_child() -> Result<()> {
         assert_eq!(d.insert(&"b".into(), &3)?, Some(2));
         d.update([(&"c".to_string(), &4u64), (&"d".to_string(), &5u64)])?;
         assert_eq!(d.remove(&"d".into())?, Some(5));
-        assert_eq!(d.pop(&"zz".into())?, None);
+        assert_eq!(d.remove(&"zz".into())?, None);
         assert!(d.contains_key(&"c".into())?);
         assert_eq!(d.setdefault(&"e".into(), &9)?, 9);
         assert_eq!(d.setdefault(&"e".into(), &10)?, 9);
         let l2 = m.get::<ListProxy<String>>("l")?;
-        l2.append(&"second".into())?;
+        l2.push(&"second".into())?;
         l.extend(&["x".to_string(), "y".to_string(), "x".to_string()])?;
         l.insert(0, &"zeroth".into())?;
         l.set(-1, &"last".into())?;

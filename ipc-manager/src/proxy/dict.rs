@@ -117,16 +117,9 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     ///
     /// # Errors
     /// As [`get`](Self::get).
+    #[doc(alias = "pop")]
     pub fn remove(&self, key: &K) -> Result<Option<V>> {
         self.maybe(DictOp::Remove(enc(key)?))
-    }
-
-    /// Same as [`remove`](Self::remove), under Python's name.
-    ///
-    /// # Errors
-    /// As [`get`](Self::get).
-    pub fn pop(&self, key: &K) -> Result<Option<V>> {
-        self.remove(key)
     }
 
     /// Whether `key` is present (Python's `k in d`).

@@ -64,16 +64,9 @@ impl<T: Message> ListProxy<T> {
     ///
     /// # Errors
     /// [`ipc_core::Error::ServerGone`].
+    #[doc(alias = "append")]
     pub fn push(&self, value: &T) -> Result<()> {
         unit(self.op(ListOp::Push(self.val(value)?))?)
-    }
-
-    /// Same as [`push`](Self::push), under Python's name.
-    ///
-    /// # Errors
-    /// As [`push`](Self::push).
-    pub fn append(&self, value: &T) -> Result<()> {
-        self.push(value)
     }
 
     /// Appends every value, in one round trip.
