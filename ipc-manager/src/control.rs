@@ -285,12 +285,12 @@ impl Control {
     }
 
     /// Why the server could not start (state `FAILED`).
-    pub fn start_error(&self) -> Error {
+    pub fn start_error(&self) -> crate::Error {
         // Relaxed: written before the Release of FAILED, which the caller
         // acquired through `server_state`.
         match self.header().start_error.load(Ordering::Relaxed) {
-            0 | u32::MAX => Error::ServerGone,
-            e => Error::Io(Errno::from_raw(e as i32)),
+            0 | u32::MAX => crate::Error::ServerGone,
+            e => Error::Io(Errno::from_raw(e as i32)).into(),
         }
     }
 

@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::{Error, Result};
 use ipc_core::codec;
 use ipc_core::process::{Process, StartMethod};
 use ipc_core::region::{Kind, Region};
 use ipc_core::sys::fork_local::ForkLocal;
 use ipc_core::sys::futex;
 use ipc_core::sys::proc::{self, TaskId};
-use ipc_core::{Error, Result};
+use ipc_core::Error as CoreError;
 
 use crate::client::Conn;
 use crate::control::{self, Control, DEFAULT_BUF, DEFAULT_SLOTS, FAILED, RUNNING, STARTING};
@@ -61,7 +62,7 @@ static OBJECTS: AtomicU64 = AtomicU64::new(0);
 /// let d = mgr.dict::<String, u64>()?;
 /// d.insert(&"apples".to_string(), &3)?;
 /// assert_eq!(d.get(&"apples".to_string())?, Some(3));
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Manager {
@@ -108,7 +109,7 @@ struct Owner {
 /// let c = mgr.custom::<Counter>("Counter")?;
 /// c.call(&2)?;
 /// assert_eq!(c.call(&3)?, 5);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 pub struct ManagerBuilder {
     name: Option<String>,
@@ -138,7 +139,7 @@ impl ManagerBuilder {
     /// let name = format!("doc-builder-{}", std::process::id());
     /// let mgr = Manager::builder().name(&name).slots(8).buffer_size(16 * 1024).start()?;
     /// assert_eq!(mgr.name(), name);
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -198,18 +199,20 @@ impl ManagerBuilder {
             }
         };
         if name.len() > MAX_NAME {
-            return Err(Error::InvalidName {
+            return Err(CoreError::InvalidName {
                 name,
                 reason: "manager names are at most 160 bytes",
-            });
+            }
+            .into());
         }
         if name.contains('.') {
             // Its objects are named `<manager>.<pid>.<n>`: a '.' would let
             // one manager's names match another's.
-            return Err(Error::InvalidName {
+            return Err(CoreError::InvalidName {
                 name,
                 reason: "manager names cannot contain '.'",
-            });
+            }
+            .into());
         }
         // A crashed earlier run may have left regions behind.
         sweep_dead_managers();
@@ -220,8 +223,8 @@ impl ManagerBuilder {
     /// Starts the server in a new (forked) process owned by this one.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`],
-    /// [`Error::InvalidArgument`] for absurd sizes, [`Error::Timeout`] if
+    /// [`ipc_core::Error::AlreadyExists`] if the name is taken, [`ipc_core::Error::InvalidName`],
+    /// [`ipc_core::Error::InvalidArgument`] for absurd sizes, [`ipc_core::Error::Timeout`] if
     /// the server does not come up within 10 s, or the process error.
     pub fn start(self) -> Result<Manager> {
         let (name, mut ctl) = self.control()?;
@@ -236,7 +239,7 @@ impl ManagerBuilder {
                 // No server yet: the region is ours alone to remove.
                 ctl.region_mut().set_unlink_on_drop(true);
                 drop(ctl);
-                return Err(e);
+                return Err(e.into());
             }
         };
         // Relaxed: published by the region's creation, before the fork.
@@ -249,7 +252,7 @@ impl ManagerBuilder {
                 close_inherited_channels(&ctl);
                 let _ = Server::new(ctl, store).run();
             });
-        let started = p.start().and_then(|()| {
+        let started = p.start().map_err(Error::from).and_then(|()| {
             let ctl = Control::open(&name, ipc_core::region::DEFAULT_OPEN_TIMEOUT)?;
             let deadline = Instant::now() + START_TIMEOUT;
             wait_started(&ctl, deadline, || p.is_alive()).map(|()| ctl)
@@ -299,7 +302,7 @@ impl ManagerBuilder {
     /// ```no_run
     /// // A service binary: runs until a client calls `shutdown()`.
     /// ipc_manager::Manager::builder().name("jobs-service").serve()?;
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn serve(self) -> Result<()> {
         let (name, ctl) = self.control()?;
@@ -310,10 +313,10 @@ impl ManagerBuilder {
     }
 }
 
-/// Waits (at most until `deadline`: [`Error::Timeout`]) while the server
+/// Waits (at most until `deadline`: [`ipc_core::Error::Timeout`]) while the server
 /// is starting. The error the server reported if it could not start;
 /// `ServerGone` if it stopped or died, or if `alive` says its process
-/// ended; [`Error::Io`] if its liveness cannot be read (this process is
+/// ended; [`ipc_core::Error::Io`] if its liveness cannot be read (this process is
 /// out of descriptors).
 fn wait_started(ctl: &Control, deadline: Instant, mut alive: impl FnMut() -> bool) -> Result<()> {
     loop {
@@ -324,7 +327,7 @@ fn wait_started(ctl: &Control, deadline: Instant, mut alive: impl FnMut() -> boo
             _ => return Err(Error::ServerGone),
         }
         if Instant::now() >= deadline {
-            return Err(Error::Timeout);
+            return Err(CoreError::Timeout.into());
         }
         let st = &ctl.header().state;
         futex::wait_slice(st, STARTING, Some(deadline), Duration::from_millis(50));
@@ -479,7 +482,7 @@ impl Manager {
     /// ```
     /// let mgr = ipc_manager::Manager::start()?;
     /// assert!(mgr.is_running());
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn start() -> Result<Manager> {
         Manager::builder().start()
@@ -498,7 +501,7 @@ impl Manager {
     /// let mgr = Manager::start_named(&name)?;
     /// let other = Manager::connect(&name)?; // as another program would
     /// assert_eq!(other.name(), mgr.name());
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn start_named(name: &str) -> Result<Manager> {
         Manager::builder().name(name).start()
@@ -520,17 +523,17 @@ impl Manager {
     /// [`connect_timeout`](Manager::connect_timeout).
     ///
     /// # Errors
-    /// [`Error::NotFound`] if there is no such manager,
+    /// [`ipc_core::Error::NotFound`] if there is no such manager,
     /// [`Error::ServerGone`] if its server stopped or died,
-    /// [`Error::Incompatible`]/[`Error::Corrupt`] if the region is not a
+    /// [`ipc_core::Error::Incompatible`]/[`ipc_core::Error::Corrupt`] if the region is not a
     /// valid manager (including one naming a process that is not its
-    /// server), [`Error::Timeout`] if nothing answered in time.
+    /// server), [`ipc_core::Error::Timeout`] if nothing answered in time.
     ///
     /// # Examples
     ///
     /// ```
     /// let err = ipc_manager::Manager::connect("no-such-manager").unwrap_err();
-    /// assert!(matches!(err, ipc_core::Error::NotFound { .. }));
+    /// assert!(matches!(err, ipc_manager::Error::Core(ipc_core::Error::NotFound { .. })));
     /// ```
     pub fn connect(name: &str) -> Result<Manager> {
         Manager::connect_timeout(name, CONNECT_TIMEOUT)
@@ -539,7 +542,7 @@ impl Manager {
     /// As [`connect`](Manager::connect), waiting at most `timeout` for a
     /// server still starting to come up and answer. A control region that
     /// names a live process which never answers (a forged or stale one)
-    /// fails with [`Error::Timeout`] rather than hanging.
+    /// fails with [`ipc_core::Error::Timeout`] rather than hanging.
     ///
     /// # Errors
     /// As [`connect`](Manager::connect).
@@ -553,7 +556,7 @@ impl Manager {
     /// let mgr = Manager::start_named(&name)?;
     /// let other = Manager::connect_timeout(&name, Duration::from_secs(5))?;
     /// assert!(other.is_running());
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Manager> {
         let cached = MANAGERS.with(|m| m.get(name).and_then(Weak::upgrade));
@@ -603,8 +606,8 @@ impl Manager {
     /// let mgr = ipc_manager::Manager::start()?;
     /// let l = mgr.list::<u32>()?;
     /// mgr.shutdown()?;
-    /// assert!(matches!(l.len(), Err(ipc_core::Error::ServerGone)));
-    /// # Ok::<(), ipc_core::Error>(())
+    /// assert!(matches!(l.len(), Err(ipc_manager::Error::ServerGone)));
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn shutdown(&self) -> Result<()> {
         let r = self.inner.call(&Request::Shutdown).map(|_| ());
@@ -624,7 +627,7 @@ impl Manager {
     /// mgr.named("jobs").queue::<u32>(8)?;
     /// mgr.named("done").event()?;
     /// assert_eq!(mgr.names()?, ["done", "jobs"]);
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn names(&self) -> Result<Vec<String>> {
         match self.inner.call(&Request::Names)? {
@@ -640,7 +643,7 @@ impl Manager {
     /// ```
     /// let mgr = ipc_manager::Manager::start()?;
     /// assert!(mgr.server_pid().is_some_and(|p| p != std::process::id()));
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn server_pid(&self) -> Option<u32> {
         let o = self.inner.owner.as_ref()?;
@@ -680,7 +683,7 @@ impl Inner {
         self.call_deadline(req, None)
     }
 
-    /// As `call`, giving up at `deadline` ([`Error::Timeout`]).
+    /// As `call`, giving up at `deadline` ([`ipc_core::Error::Timeout`]).
     pub(crate) fn call_deadline(
         &self,
         req: &Request,

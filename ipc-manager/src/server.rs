@@ -4,9 +4,10 @@
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::Result;
+use ipc_core::codec;
 use ipc_core::sys::futex;
 use ipc_core::sys::proc::TaskId;
-use ipc_core::{codec, Result};
 use rkyv::util::AlignedVec;
 
 use crate::control::{
@@ -89,7 +90,7 @@ impl Server {
                 h.start_error.store(code, Ordering::Relaxed);
                 h.state.store(FAILED, Ordering::Release);
                 futex::wake_all(&h.state);
-                return Err(e);
+                return Err(e.into());
             }
         };
         // Relaxed: published by the Release store of `state` below.
