@@ -69,3 +69,5 @@ pub mod value;
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use process::init;
+#[doc(hidden)]
+pub use ring::wait::Backoff;

@@ -10,11 +10,11 @@ use ipc_core::sys::futex;
 use ipc_core::sys::proc::{self, TaskId};
 use rkyv::util::AlignedVec;
 
-use crate::control::{frame_crc, Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING};
+use crate::control::{
+    frame_crc, mailbox_backoff, Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING,
+};
 use crate::wire::{Request, Response};
 
-/// Yields before sleeping while waiting for an answer.
-const YIELDS: u32 = 64;
 /// How often a sleeping caller checks that the server is still there.
 const SERVER_CHECK: Duration = Duration::from_millis(100);
 
@@ -242,21 +242,12 @@ impl Conn {
         // Acquire: pairs with the server's Release of resp_seq, making the
         // response bytes visible.
         let done = || s.resp_seq.load(Ordering::Acquire) == seq;
-        // Spin about as long as a round trip takes when the server has a
-        // core of its own...
-        for _ in 0..ipc_core::tuning::spin_iterations() / 16 {
+        let mut backoff = mailbox_backoff();
+        while !backoff.is_completed() {
             if done() {
                 return Ok(());
             }
-            std::hint::spin_loop();
-        }
-        // ...then yield: when clients outnumber cores, the server needs the
-        // CPU this thread would burn spinning.
-        for _ in 0..YIELDS {
-            if done() {
-                return Ok(());
-            }
-            std::thread::yield_now();
+            backoff.snooze();
         }
         loop {
             let cur = s.resp_seq.load(Ordering::Acquire);
