@@ -46,6 +46,7 @@ mod crc32c;
 mod error;
 #[doc(hidden)]
 pub mod inspect;
+mod lifecycle;
 mod lookup;
 mod manager;
 mod objects;
