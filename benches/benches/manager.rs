@@ -56,7 +56,7 @@ fn aggregate(c: &mut Criterion) {
         g.bench_function(format!("{clients}_clients"), |b| {
             b.iter_custom(|n| {
                 let per = n.div_ceil(clients).max(1);
-                let mut ps: Vec<Process<ipc_core::Result<()>>> = (0..clients)
+                let mut ps: Vec<Process<ipc_manager::Result<()>>> = (0..clients)
                     .map(|cl| {
                         let d = d.clone();
                         Process::new(move || {

@@ -198,20 +198,6 @@ pub enum Error {
         /// Size of the table.
         max: usize,
     },
-    /// The manager server is gone (it shut down, or died): no request can
-    /// be served. Returned within a second of the server's death.
-    #[error("the manager server is gone")]
-    ServerGone,
-    /// Every client slot of the manager is taken.
-    #[error("the manager has no free client slot (all {max} taken)")]
-    TooManyClients {
-        /// Number of slots.
-        max: usize,
-    },
-    /// The manager server refused a request (for instance an unknown
-    /// custom type); the text says why.
-    #[error("the manager refused the request: {0}")]
-    Refused(String),
     /// An operating-system call failed.
     #[error("system call failed: {0}")]
     Io(#[from] nix::errno::Errno),

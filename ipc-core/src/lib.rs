@@ -160,3 +160,6 @@ mod layers {
         assert!(bad.is_empty(), "layer list out of date: {bad:#?}");
     }
 }
+
+#[doc(hidden)]
+pub use ring::wait::Backoff;

@@ -4,7 +4,7 @@
 use ipc_core::process::Process;
 use ipc_manager::{DictProxy, Manager};
 
-fn main() -> ipc_core::Result<()> {
+fn main() -> ipc_manager::Result<()> {
     ipc_core::init();
     let name = format!("inventory-{}", std::process::id());
     let mgr = Manager::start_named(&name)?; // Python: Manager()

@@ -163,12 +163,12 @@ pub fn interrupted() -> bool {
 /// );
 /// assert!(matches!(r, Err(Error::Timeout)) && said);
 /// ```
-pub fn wait_for<T>(
+pub fn wait_for<T, E: From<Error>>(
     patience: Duration,
-    absent: impl Fn(&Error) -> bool,
+    absent: impl Fn(&E) -> bool,
     on_wait: impl FnOnce(),
-    mut open: impl FnMut() -> ipc_core::Result<T>,
-) -> ipc_core::Result<T> {
+    mut open: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
     let deadline = Instant::now() + patience;
     let mut on_wait = Some(on_wait);
     loop {
@@ -179,7 +179,7 @@ pub fn wait_for<T>(
                     f();
                 }
                 if Instant::now() >= deadline {
-                    return Err(Error::Timeout);
+                    return Err(Error::Timeout.into());
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }

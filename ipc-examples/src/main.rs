@@ -115,7 +115,7 @@ fn pool() -> Res<()> {
     Ok(())
 }
 
-fn fill(d: DictProxy<u32, String>) -> ipc_core::Result<()> {
+fn fill(d: DictProxy<u32, String>) -> ipc_manager::Result<()> {
     for (i, fruit) in ["apple", "banana", "cherry"].into_iter().enumerate() {
         d.insert(&(i as u32), &fruit.to_string())?;
     }

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use ipc_core::process::Process;
 use ipc_manager::Manager;
 
-fn main() -> ipc_core::Result<()> {
+fn main() -> ipc_manager::Result<()> {
     let mgr = Manager::start()?;
     let d = mgr.dict::<u64, u64>()?;
     for clients in [1u64, 2, 4, 8] {
         let ops = 20_000u64;
         let t0 = Instant::now();
-        let mut ps: Vec<Process<ipc_core::Result<()>>> = (0..clients)
+        let mut ps: Vec<Process<ipc_manager::Result<()>>> = (0..clients)
             .map(|c| {
                 let d = d.clone();
                 Process::new(move || {

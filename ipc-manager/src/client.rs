@@ -4,16 +4,17 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::{Error, Result};
+use ipc_core::codec;
 use ipc_core::sys::futex;
 use ipc_core::sys::proc::{self, TaskId};
-use ipc_core::{codec, Error, Result};
 use rkyv::util::AlignedVec;
 
-use crate::control::{frame_crc, Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING};
+use crate::control::{
+    frame_crc, mailbox_backoff, Control, CLOSED, CONT, FREE, LEN_MASK, MORE, RUNNING,
+};
 use crate::wire::{Request, Response};
 
-/// Yields before sleeping while waiting for an answer.
-const YIELDS: u32 = 64;
 /// How often a sleeping caller checks that the server is still there.
 const SERVER_CHECK: Duration = Duration::from_millis(100);
 
@@ -92,22 +93,26 @@ impl Conn {
     }
 
     /// Sends `req` and returns the decoded response, waiting at most until
-    /// `deadline` ([`Error::Timeout`]; the connection is then abandoned).
+    /// `deadline` ([`ipc_core::Error::Timeout`]; the connection is then abandoned).
     pub fn call(&self, req: &Request, deadline: Option<Instant>) -> Result<Response> {
         let mut st = self.lock();
         if self.is_broken() {
-            return Err(Error::Corrupt("manager connection abandoned".into()));
+            return Err(Error::corrupt("manager connection abandoned"));
         }
         st.deadline = deadline;
         let r = codec::encode_with(req, |bytes| self.exchange(&mut st, bytes))?;
         if let Err(e) = r {
-            if matches!(e, Error::Timeout | Error::Corrupt(_)) {
+            if matches!(
+                e,
+                Error::Core(ipc_core::Error::Timeout | ipc_core::Error::Corrupt(_))
+                    | Error::OutOfStep { .. }
+            ) {
                 // Relaxed: read under the same mutex or as a hint.
                 self.broken.store(true, Ordering::Relaxed);
             }
             return Err(e);
         }
-        codec::decode::<Response>(&st.resp)
+        Ok(codec::decode::<Response>(&st.resp)?)
     }
 
     /// Sends arbitrary bytes as a request (tests of a hostile client).
@@ -118,10 +123,10 @@ impl Conn {
             self.round(&mut st, bytes, flags)?;
             st.resp.clear();
             self.read_frame(&mut st)?;
-            return codec::decode::<Response>(&st.resp);
+            return Ok(codec::decode::<Response>(&st.resp)?);
         }
         self.exchange(&mut st, bytes)?;
-        codec::decode::<Response>(&st.resp)
+        Ok(codec::decode::<Response>(&st.resp)?)
     }
 
     /// Marks the slot closed behind this connection's back, as a hostile
@@ -154,7 +159,7 @@ impl Conn {
                 if ack != 0 {
                     return match ack & MORE {
                         0 => Ok(()),
-                        _ => Err(Error::Corrupt("manager did not acknowledge a chunk".into())),
+                        _ => Err(Error::corrupt("manager did not acknowledge a chunk")),
                     };
                 }
             }
@@ -177,7 +182,7 @@ impl Conn {
         let crc = s.resp_crc.load(Ordering::Relaxed);
         let n = (raw & LEN_MASK) as usize;
         if n > self.ctl.buf_len() {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "manager response chunk of {n} bytes exceeds the buffer"
             )));
         }
@@ -194,8 +199,8 @@ impl Conn {
             )
         };
         if frame_crc(st.seq, raw, &st.resp[at..]) != crc {
-            return Err(Error::Corrupt(
-                "a manager response was damaged in the mailbox (CRC mismatch)".into(),
+            return Err(Error::corrupt(
+                "a manager response was damaged in the mailbox (CRC mismatch)",
             ));
         }
         Ok(raw)
@@ -207,9 +212,7 @@ impl Conn {
         let s = ctl.slot(self.slot);
         // Relaxed: a stale owner is caught by the server's check instead.
         if s.owner.load(Ordering::Relaxed) != self.me {
-            return Err(Error::Corrupt(
-                "this process's manager slot was taken over".into(),
-            ));
+            return Err(Error::corrupt("this process's manager slot was taken over"));
         }
         if ctl.stopped() {
             return Err(Error::ServerGone);
@@ -239,21 +242,12 @@ impl Conn {
         // Acquire: pairs with the server's Release of resp_seq, making the
         // response bytes visible.
         let done = || s.resp_seq.load(Ordering::Acquire) == seq;
-        // Spin about as long as a round trip takes when the server has a
-        // core of its own...
-        for _ in 0..ipc_core::tuning::spin_iterations() / 16 {
+        let mut backoff = mailbox_backoff();
+        while !backoff.is_completed() {
             if done() {
                 return Ok(());
             }
-            std::hint::spin_loop();
-        }
-        // ...then yield: when clients outnumber cores, the server needs the
-        // CPU this thread would burn spinning.
-        for _ in 0..YIELDS {
-            if done() {
-                return Ok(());
-            }
-            std::thread::yield_now();
+            backoff.snooze();
         }
         loop {
             let cur = s.resp_seq.load(Ordering::Acquire);
@@ -277,9 +271,7 @@ impl Conn {
             }
             // Relaxed: any value other than ours means the slot is lost.
             if s.owner.load(Ordering::Relaxed) != self.me {
-                return Err(Error::Corrupt(
-                    "this process's manager slot was taken over".into(),
-                ));
+                return Err(Error::corrupt("this process's manager slot was taken over"));
             }
             // While we wait, the server has answered `seq - 1` or is about
             // to answer `seq`, and our request is `seq`: anything else was
@@ -289,14 +281,20 @@ impl Conn {
                 s.resp_seq.load(Ordering::Relaxed),
                 s.req_seq.load(Ordering::Relaxed),
             );
-            if req != seq || (resp != seq && resp != seq.wrapping_sub(1)) {
-                return Err(Error::Corrupt(
-                    "this process's manager mailbox is out of step (written by another process)"
-                        .into(),
-                ));
+            if req != seq {
+                return Err(Error::OutOfStep {
+                    expected: seq,
+                    found: req,
+                });
+            }
+            if resp != seq && resp != seq.wrapping_sub(1) {
+                return Err(Error::OutOfStep {
+                    expected: seq,
+                    found: resp,
+                });
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout);
+                return Err(ipc_core::Error::Timeout.into());
             }
         }
     }

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use ipc_core::region::{Kind, Region};
 use ipc_core::sys::proc::TaskId;
-use ipc_core::{Error, Result};
+use ipc_core::{Backoff, Error, Result};
 use nix::errno::Errno;
 
 /// Layout identity, checked as the region's type tag.
@@ -49,6 +49,24 @@ const MAX_SLOTS: usize = 4096;
 pub(crate) const DEFAULT_BUF: usize = 64 * 1024;
 /// Largest buffer a control region may declare (validation bound).
 const MAX_BUF: usize = 16 << 20;
+
+/// A mailbox waiter (a client awaiting its answer, the idle server) spins
+/// this fraction of the rings' spin budget
+/// ([`tuning::spin_iterations`](ipc_core::tuning::spin_iterations)):
+/// about as long as a round trip takes when the server has a core of its
+/// own.
+const MAILBOX_SPIN_DIVISOR: u32 = 16;
+/// Then it yields this many times before sleeping: when clients outnumber
+/// the cores, the other side needs the CPU a spinning waiter would burn.
+const MAILBOX_YIELDS: u32 = 64;
+
+/// The wait policy of both sides of a mailbox (see `MAILBOX_SPIN_DIVISOR`).
+pub(crate) fn mailbox_backoff() -> Backoff {
+    Backoff::new(
+        ipc_core::tuning::spin_iterations() / MAILBOX_SPIN_DIVISOR,
+        MAILBOX_YIELDS,
+    )
+}
 
 /// Length flag: more chunks of this message follow.
 pub(crate) const MORE: u32 = 1 << 31;
@@ -285,12 +303,12 @@ impl Control {
     }
 
     /// Why the server could not start (state `FAILED`).
-    pub fn start_error(&self) -> Error {
+    pub fn start_error(&self) -> crate::Error {
         // Relaxed: written before the Release of FAILED, which the caller
         // acquired through `server_state`.
         match self.header().start_error.load(Ordering::Relaxed) {
-            0 | u32::MAX => Error::ServerGone,
-            e => Error::Io(Errno::from_raw(e as i32)),
+            0 | u32::MAX => crate::Error::ServerGone,
+            e => Error::Io(Errno::from_raw(e as i32)).into(),
         }
     }
 

@@ -6,9 +6,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::{Error, Result};
 use ipc_core::process::Process;
 use ipc_core::sys::proc::{self, TaskId};
-use ipc_core::{Error, Result};
 
 use crate::control::{Control, RUNNING};
 use crate::Manager;
@@ -57,9 +57,17 @@ fn connect_to_a_forged_control_region_fails_instead_of_hanging() -> Result<()> {
     };
     let short = Some(Duration::from_secs(2));
     let cases = [
-        (bystander_id, None, &["Err(Incompatible"][..]),
-        (init, short, &["Err(Incompatible", "Err(Timeout)"][..]),
-        (TaskId::current_process(), short, &["Err(Timeout)"][..]),
+        (bystander_id, None, &["Err(Core(Incompatible"][..]),
+        (
+            init,
+            short,
+            &["Err(Core(Incompatible", "Err(Core(Timeout))"][..],
+        ),
+        (
+            TaskId::current_process(),
+            short,
+            &["Err(Core(Timeout))"][..],
+        ),
     ];
     for (server, timeout, expect) in cases {
         let name = unique("forged");
@@ -197,5 +205,63 @@ fn a_scribbled_mailbox_never_yields_a_wrong_value() -> Result<()> {
     // The scribbler did hit exchanges in flight (else this proved nothing).
     assert!(!tally[0].ends_with(" 0 errors"), "{}", tally[0]);
     assert!(mgr.is_running());
+    Ok(())
+}
+
+/// A service that says it started, then sleeps `ms` milliseconds in the
+/// server (so a client's exchange stays in flight meanwhile).
+struct Sleepy(ipc_core::sync::Event);
+
+impl crate::Service for Sleepy {
+    type Request = u64;
+    type Response = u64;
+    fn call(&mut self, ms: u64) -> u64 {
+        self.0.set();
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+}
+
+#[test]
+fn an_overwritten_request_sequence_is_out_of_step_not_a_wait() -> Result<()> {
+    // While this process waits for an answer, another process overwrites
+    // its slot's request sequence number: no answer for it can come, and
+    // the call must say so as `OutOfStep` (a variant a caller can match),
+    // then the next call works on a fresh connection.
+    let busy = ipc_core::sync::Event::new()?;
+    let mgr = Manager::builder()
+        .slots(2)
+        .register("Sleepy", {
+            let busy = busy.clone();
+            move || Sleepy(busy.clone())
+        })
+        .start()?;
+    let sleepy = mgr.custom::<Sleepy>("Sleepy")?;
+    let name = mgr.name().to_owned();
+    let mut meddler = Process::new(move || -> Result<u32> {
+        if !busy.wait_timeout(Duration::from_secs(60)) {
+            return Err(ipc_core::Error::Timeout.into());
+        }
+        let ctl = Control::open(&name, Duration::from_secs(2))?;
+        // Slot 0 is the test process's: the only client so far.
+        let s = ctl.slot(0);
+        let forged = s.req_seq.load(Ordering::SeqCst).wrapping_add(1000);
+        s.req_seq.store(forged, Ordering::SeqCst);
+        Ok(forged)
+    });
+    meddler.start()?;
+    // In this process (slot 0); the server answers within 2 s whatever
+    // happens, so no watchdog is needed.
+    let first = sleepy.call(&2000);
+    let forged = meddler.join()?;
+    match first {
+        Err(Error::OutOfStep { expected, found }) => {
+            assert_eq!(found, forged);
+            assert_eq!(expected.wrapping_add(1000), forged);
+        }
+        other => panic!("not OutOfStep: {other:?}"),
+    }
+    // A fresh connection (slot 1) gets its answer.
+    assert_eq!(sleepy.call(&0)?, 0);
     Ok(())
 }

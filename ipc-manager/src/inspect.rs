@@ -71,7 +71,7 @@ pub struct ManagerStats {
 /// assert!(st.server_alive && st.state == "running");
 /// assert!(st.clients.iter().any(|c| c.pid == std::process::id()));
 /// assert_eq!(st.objects.len(), 1);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 pub fn manager(name: &str) -> Result<ManagerStats> {
     let ctl = Control::open(name, std::time::Duration::ZERO)?;

@@ -13,7 +13,7 @@
 //!   memory owned by the server; what the factories return is the
 //!   `ipc_core` object itself, used with no round trip at all.
 //! - Failures are reported, never hung on: a dead server turns every call
-//!   into [`Error::ServerGone`](ipc_core::Error::ServerGone) within a
+//!   into [`Error::ServerGone`] within a
 //!   second; a dead client's slot is reclaimed and a lock it held is
 //!   recovered by the next acquirer with `OwnerDied`; garbage a client
 //!   writes only earns that client an error.
@@ -32,7 +32,7 @@
 //! child.start()?;
 //! child.join()?;
 //! assert_eq!(d.get(&1)?, Some("from the child".to_string()));
-//! # Ok::<(), ipc_core::Error>(())
+//! # Ok::<(), ipc_manager::Error>(())
 //! ```
 
 #[cfg(not(target_os = "linux"))]
@@ -43,8 +43,10 @@ compile_error!(
 mod client;
 mod control;
 mod crc32c;
+mod error;
 #[doc(hidden)]
 pub mod inspect;
+mod lifecycle;
 mod lookup;
 mod manager;
 mod objects;
@@ -60,6 +62,7 @@ mod hardening_tests;
 #[cfg(test)]
 mod tests;
 
+pub use error::{Error, Result};
 pub use ipc_core as core;
 pub use lookup::Hosted;
 pub use manager::{Manager, ManagerBuilder};

@@ -7,7 +7,7 @@ pub(crate) mod sealed {
         #[doc(hidden)]
         fn tag() -> u64;
         #[doc(hidden)]
-        fn from_entry(mgr: &crate::Manager, e: crate::wire::Entry) -> ipc_core::Result<Self>;
+        fn from_entry(mgr: &crate::Manager, e: crate::wire::Entry) -> crate::Result<Self>;
     }
 }
 

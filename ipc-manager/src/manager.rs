@@ -1,20 +1,20 @@
 //! `Manager`: starting, connecting to and stopping a server.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::{Error, Result};
 use ipc_core::codec;
 use ipc_core::process::{Process, StartMethod};
-use ipc_core::region::{Kind, Region};
 use ipc_core::sys::fork_local::ForkLocal;
-use ipc_core::sys::futex;
-use ipc_core::sys::proc::{self, TaskId};
-use ipc_core::{Error, Result};
+use ipc_core::sys::proc;
+use ipc_core::Error as CoreError;
 
 use crate::client::Conn;
-use crate::control::{self, Control, DEFAULT_BUF, DEFAULT_SLOTS, FAILED, RUNNING, STARTING};
+use crate::control::{self, Control, DEFAULT_BUF, DEFAULT_SLOTS};
+use crate::lifecycle::{self, close_inherited_channels, sweep, sweep_dead_managers, wait_started};
 use crate::server::Server;
 use crate::service::Service;
 use crate::store::{Factory, Instance, Store};
@@ -32,9 +32,6 @@ const MAX_NAME: usize = 160;
 /// Managers of this process, by name, so proxies arriving from other
 /// processes share one connection.
 static MANAGERS: ForkLocal<HashMap<String, Weak<Inner>>> = ForkLocal::new();
-/// Managers this process started (stopped at exit if still alive).
-static OWNED: ForkLocal<Vec<Weak<Inner>>> = ForkLocal::new();
-static AT_EXIT: AtomicBool = AtomicBool::new(false);
 static OBJECTS: AtomicU64 = AtomicU64::new(0);
 
 /// A handle to a manager server (Python's `multiprocessing.Manager()`).
@@ -61,7 +58,7 @@ static OBJECTS: AtomicU64 = AtomicU64::new(0);
 /// let d = mgr.dict::<String, u64>()?;
 /// d.insert(&"apples".to_string(), &3)?;
 /// assert_eq!(d.get(&"apples".to_string())?, Some(3));
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Manager {
@@ -108,7 +105,7 @@ struct Owner {
 /// let c = mgr.custom::<Counter>("Counter")?;
 /// c.call(&2)?;
 /// assert_eq!(c.call(&3)?, 5);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 pub struct ManagerBuilder {
     name: Option<String>,
@@ -138,7 +135,7 @@ impl ManagerBuilder {
     /// let name = format!("doc-builder-{}", std::process::id());
     /// let mgr = Manager::builder().name(&name).slots(8).buffer_size(16 * 1024).start()?;
     /// assert_eq!(mgr.name(), name);
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -174,11 +171,7 @@ impl ManagerBuilder {
                 // Python returns the exception to the caller).
                 let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.call(req)))
                     .map_err(|p| {
-                    let msg = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let msg = ipc_core::process::panic_message(p.as_ref());
                     format!("the {} method panicked: {msg}", std::any::type_name::<S>())
                 })?;
                 codec::to_vec(&resp).map_err(|e| e.to_string())
@@ -202,18 +195,20 @@ impl ManagerBuilder {
             }
         };
         if name.len() > MAX_NAME {
-            return Err(Error::InvalidName {
+            return Err(CoreError::InvalidName {
                 name,
                 reason: "manager names are at most 160 bytes",
-            });
+            }
+            .into());
         }
         if name.contains('.') {
             // Its objects are named `<manager>.<pid>.<n>`: a '.' would let
             // one manager's names match another's.
-            return Err(Error::InvalidName {
+            return Err(CoreError::InvalidName {
                 name,
                 reason: "manager names cannot contain '.'",
-            });
+            }
+            .into());
         }
         // A crashed earlier run may have left regions behind.
         sweep_dead_managers();
@@ -224,8 +219,8 @@ impl ManagerBuilder {
     /// Starts the server in a new (forked) process owned by this one.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`],
-    /// [`Error::InvalidArgument`] for absurd sizes, [`Error::Timeout`] if
+    /// [`ipc_core::Error::AlreadyExists`] if the name is taken, [`ipc_core::Error::InvalidName`],
+    /// [`ipc_core::Error::InvalidArgument`] for absurd sizes, [`ipc_core::Error::Timeout`] if
     /// the server does not come up within 10 s, or the process error.
     pub fn start(self) -> Result<Manager> {
         let (name, mut ctl) = self.control()?;
@@ -240,7 +235,7 @@ impl ManagerBuilder {
                 // No server yet: the region is ours alone to remove.
                 ctl.region_mut().set_unlink_on_drop(true);
                 drop(ctl);
-                return Err(e);
+                return Err(e.into());
             }
         };
         // Relaxed: published by the region's creation, before the fork.
@@ -253,7 +248,7 @@ impl ManagerBuilder {
                 close_inherited_channels(&ctl);
                 let _ = Server::new(ctl, store).run();
             });
-        let started = p.start().and_then(|()| {
+        let started = p.start().map_err(Error::from).and_then(|()| {
             let ctl = Control::open(&name, ipc_core::region::DEFAULT_OPEN_TIMEOUT)?;
             let deadline = Instant::now() + START_TIMEOUT;
             wait_started(&ctl, deadline, || p.is_alive()).map(|()| ctl)
@@ -279,14 +274,8 @@ impl ManagerBuilder {
             }),
         });
         MANAGERS.with(|m| m.insert(name, Arc::downgrade(&inner)));
-        OWNED.with(|v| {
-            v.retain(|w| w.strong_count() > 0);
-            v.push(Arc::downgrade(&inner));
-        });
-        if !AT_EXIT.swap(true, Ordering::AcqRel) {
-            // SAFETY: registering a plain extern "C" function.
-            unsafe { libc::atexit(stop_owned_at_exit) };
-        }
+        let owned: Arc<dyn lifecycle::Stop> = inner.clone();
+        lifecycle::stop_at_exit(Arc::downgrade(&owned));
         Ok(Manager { inner })
     }
 
@@ -303,7 +292,7 @@ impl ManagerBuilder {
     /// ```no_run
     /// // A service binary: runs until a client calls `shutdown()`.
     /// ipc_manager::Manager::builder().name("jobs-service").serve()?;
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn serve(self) -> Result<()> {
         let (name, ctl) = self.control()?;
@@ -311,164 +300,6 @@ impl ManagerBuilder {
         // The server's regions (the control region and what it adopted)
         // are unlinked as they drop, when `run` returns.
         Server::new(ctl, store).run()
-    }
-}
-
-/// Waits (at most until `deadline`: [`Error::Timeout`]) while the server
-/// is starting. The error the server reported if it could not start;
-/// `ServerGone` if it stopped or died, or if `alive` says its process
-/// ended; [`Error::Io`] if its liveness cannot be read (this process is
-/// out of descriptors).
-fn wait_started(ctl: &Control, deadline: Instant, mut alive: impl FnMut() -> bool) -> Result<()> {
-    loop {
-        match ctl.server_state()? {
-            RUNNING => return Ok(()),
-            FAILED => return Err(ctl.start_error()),
-            STARTING if alive() => {}
-            _ => return Err(Error::ServerGone),
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Timeout);
-        }
-        let st = &ctl.header().state;
-        futex::wait_slice(st, STARTING, Some(deadline), Duration::from_millis(50));
-    }
-}
-
-/// Closes, in the freshly forked server, the pipes and sockets it inherited
-/// from its parent: holding a copy of a `Pipe`'s liveness descriptor would
-/// keep that pipe's peer looking alive. Regular files (the control region,
-/// the process's result file) stay open.
-fn close_inherited_channels(ctl: &Control) {
-    let keep = ctl.region_file_fd();
-    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
-        Ok(dir) => dir
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .collect(),
-        // No descriptor to list them with: try every number below the limit
-        // (`fstat` needs none).
-        Err(_) => {
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: getrlimit with a valid, writable rlimit struct.
-            let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-                lim.rlim_cur.min(1 << 20) as i32
-            } else {
-                1024
-            };
-            (0..max).collect()
-        }
-    };
-    for fd in fds {
-        if fd <= 2 || fd == keep {
-            continue;
-        }
-        // SAFETY: fstat on a descriptor number only reads its metadata.
-        let mut st = unsafe { std::mem::zeroed::<libc::stat>() };
-        // SAFETY: `st` is a valid, writable stat buffer.
-        if unsafe { libc::fstat(fd, &mut st) } != 0 {
-            continue;
-        }
-        let fmt = st.st_mode & libc::S_IFMT;
-        if fmt == libc::S_IFIFO || fmt == libc::S_IFSOCK {
-            // SAFETY: the descriptor is a pipe or socket inherited from the
-            // parent; nothing in the server uses it (its owners live in the
-            // parent's memory image and are never dropped here).
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
-/// Removes what the server of manager `name` left behind after it stopped
-/// or died (a server that stops cleanly leaves nothing). Regions are
-/// recognised by identity, never by name: those whose header names the
-/// server as their creator (it adopted them), and the control region
-/// `name` if this process created it or the server adopted it. A region
-/// the program made itself, whatever its name (`Queue::create("X.jobs")`
-/// for manager `X`), is never touched.
-///
-/// `server_pid` is the pid of the server process, already reaped;
-/// `recorded` is the identity the server wrote into our mapping of the
-/// control header, if we have one.
-fn sweep(name: &str, server_pid: Option<u32>, recorded: Option<u64>) {
-    let Some(server_pid) = server_pid else { return };
-    let me = TaskId::current_process();
-    let server = recorded
-        .filter(|v| *v != 0)
-        .map(TaskId::unpack)
-        .or_else(|| server_of(name))
-        .filter(|s| s.id == server_pid && !s.is_alive());
-    let Ok(regions) = Region::list() else { return };
-    for r in regions {
-        let by_server = server == Some(r.creator);
-        // The server adopts the control region first, then records itself:
-        // a server killed in between is known by its (reaped) pid alone.
-        let ours = r.creator == me || (r.creator.id == server_pid && !r.creator.is_alive());
-        let control = r.name == name && r.kind == Some(Kind::Manager) && (by_server || ours);
-        if by_server || control {
-            let _ = r.unlink();
-        }
-    }
-}
-
-/// The server identity recorded in the control region `name`, if any.
-fn server_of(name: &str) -> Option<TaskId> {
-    let ctl = Control::open(name, Duration::ZERO).ok()?;
-    // Relaxed: written before RUNNING by a server that is now dead; we only
-    // compare it with identities, and a stale 0 finds nothing.
-    let v = ctl.header().server.load(Ordering::Relaxed);
-    (v != 0).then(|| TaskId::unpack(v))
-}
-
-/// At start-up, removes what managers of this user that died with their
-/// server left behind, and only that: the regions a dead server had
-/// adopted, then the control region of a dead manager once none of its
-/// server's regions is left (so a later start can still recognise them).
-/// Each goes only if nobody uses it (`Region::gc_where`: a region of this
-/// user, whose creator is dead, that no process maps or holds open). Other
-/// regions are left alone, even those of dead creators: collecting them is
-/// the user's call (`Region::gc`).
-fn sweep_dead_managers() {
-    let Ok(regions) = Region::list() else { return };
-    // Dead control regions, with the server each one records if that
-    // server adopted it (then the server's other regions are its objects).
-    let dead: Vec<(String, Option<u64>)> = regions
-        .iter()
-        .filter(|r| r.kind == Some(Kind::Manager) && !r.creator.is_alive())
-        .map(|r| {
-            let server =
-                (r.ready && server_of(&r.name) == Some(r.creator)).then(|| r.creator.pack());
-            (r.name.clone(), server)
-        })
-        .collect();
-    if dead.is_empty() {
-        return;
-    }
-    let servers: HashSet<u64> = dead.iter().filter_map(|(_, s)| *s).collect();
-    let _ =
-        Region::gc_where(|r| r.kind != Some(Kind::Manager) && servers.contains(&r.creator.pack()));
-    let Ok(regions) = Region::list() else { return };
-    let kept: HashSet<u64> = regions
-        .iter()
-        .filter(|r| r.kind != Some(Kind::Manager))
-        .map(|r| r.creator.pack())
-        .filter(|c| servers.contains(c))
-        .collect();
-    let controls: HashSet<String> = dead
-        .into_iter()
-        .filter(|(_, s)| s.is_none_or(|s| !kept.contains(&s)))
-        .map(|(n, _)| n)
-        .collect();
-    let _ = Region::gc_where(|r| r.kind == Some(Kind::Manager) && controls.contains(&r.name));
-}
-
-extern "C" fn stop_owned_at_exit() {
-    let owned: Vec<Arc<Inner>> = OWNED.with(|v| v.iter().filter_map(Weak::upgrade).collect());
-    for i in owned {
-        i.stop();
     }
 }
 
@@ -483,7 +314,7 @@ impl Manager {
     /// ```
     /// let mgr = ipc_manager::Manager::start()?;
     /// assert!(mgr.is_running());
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn start() -> Result<Manager> {
         Manager::builder().start()
@@ -502,7 +333,7 @@ impl Manager {
     /// let mgr = Manager::start_named(&name)?;
     /// let other = Manager::connect(&name)?; // as another program would
     /// assert_eq!(other.name(), mgr.name());
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn start_named(name: &str) -> Result<Manager> {
         Manager::builder().name(name).start()
@@ -524,17 +355,17 @@ impl Manager {
     /// [`connect_timeout`](Manager::connect_timeout).
     ///
     /// # Errors
-    /// [`Error::NotFound`] if there is no such manager,
+    /// [`ipc_core::Error::NotFound`] if there is no such manager,
     /// [`Error::ServerGone`] if its server stopped or died,
-    /// [`Error::Incompatible`]/[`Error::Corrupt`] if the region is not a
+    /// [`ipc_core::Error::Incompatible`]/[`ipc_core::Error::Corrupt`] if the region is not a
     /// valid manager (including one naming a process that is not its
-    /// server), [`Error::Timeout`] if nothing answered in time.
+    /// server), [`ipc_core::Error::Timeout`] if nothing answered in time.
     ///
     /// # Examples
     ///
     /// ```
     /// let err = ipc_manager::Manager::connect("no-such-manager").unwrap_err();
-    /// assert!(matches!(err, ipc_core::Error::NotFound { .. }));
+    /// assert!(matches!(err, ipc_manager::Error::Core(ipc_core::Error::NotFound { .. })));
     /// ```
     pub fn connect(name: &str) -> Result<Manager> {
         Manager::connect_timeout(name, CONNECT_TIMEOUT)
@@ -543,7 +374,7 @@ impl Manager {
     /// As [`connect`](Manager::connect), waiting at most `timeout` for a
     /// server still starting to come up and answer. A control region that
     /// names a live process which never answers (a forged or stale one)
-    /// fails with [`Error::Timeout`] rather than hanging.
+    /// fails with [`ipc_core::Error::Timeout`] rather than hanging.
     ///
     /// # Errors
     /// As [`connect`](Manager::connect).
@@ -557,7 +388,7 @@ impl Manager {
     /// let mgr = Manager::start_named(&name)?;
     /// let other = Manager::connect_timeout(&name, Duration::from_secs(5))?;
     /// assert!(other.is_running());
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Manager> {
         let cached = MANAGERS.with(|m| m.get(name).and_then(Weak::upgrade));
@@ -607,8 +438,8 @@ impl Manager {
     /// let mgr = ipc_manager::Manager::start()?;
     /// let l = mgr.list::<u32>()?;
     /// mgr.shutdown()?;
-    /// assert!(matches!(l.len(), Err(ipc_core::Error::ServerGone)));
-    /// # Ok::<(), ipc_core::Error>(())
+    /// assert!(matches!(l.len(), Err(ipc_manager::Error::ServerGone)));
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn shutdown(&self) -> Result<()> {
         let r = self.inner.call(&Request::Shutdown).map(|_| ());
@@ -628,7 +459,7 @@ impl Manager {
     /// mgr.named("jobs").queue::<u32>(8)?;
     /// mgr.named("done").event()?;
     /// assert_eq!(mgr.names()?, ["done", "jobs"]);
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn names(&self) -> Result<Vec<String>> {
         match self.inner.call(&Request::Names)? {
@@ -644,7 +475,7 @@ impl Manager {
     /// ```
     /// let mgr = ipc_manager::Manager::start()?;
     /// assert!(mgr.server_pid().is_some_and(|p| p != std::process::id()));
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn server_pid(&self) -> Option<u32> {
         let o = self.inner.owner.as_ref()?;
@@ -684,7 +515,7 @@ impl Inner {
         self.call_deadline(req, None)
     }
 
-    /// As `call`, giving up at `deadline` ([`Error::Timeout`]).
+    /// As `call`, giving up at `deadline` ([`ipc_core::Error::Timeout`]).
     pub(crate) fn call_deadline(
         &self,
         req: &Request,
@@ -743,6 +574,12 @@ impl Inner {
             let recorded = self.ctl.header().server.load(Ordering::Relaxed);
             sweep(&self.name, server_pid, Some(recorded));
         }
+    }
+}
+
+impl lifecycle::Stop for Inner {
+    fn stop(&self) {
+        Inner::stop(self);
     }
 }
 

@@ -1,12 +1,12 @@
 //! The factories (`mgr.lock()`, `mgr.dict()`, ...) and the typed lookup
 //! (`mgr.get::<T>(name)`).
 
+use crate::{Error, Result};
 use ipc_core::codec::Message;
 use ipc_core::queue::{JoinableQueue, Queue};
 use ipc_core::region::{type_tag, Kind};
 use ipc_core::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 use ipc_core::value::{Array, RawArray, Value};
-use ipc_core::{Error, Result};
 
 use crate::lookup::{sealed, Hosted};
 use crate::manager::Manager;
@@ -25,11 +25,12 @@ fn mismatch(expected: &str, e: &Entry) -> Error {
         },
         Entry::Container { what, .. } => format!("{what:?} of another type"),
     };
-    Error::Incompatible {
+    ipc_core::Error::Incompatible {
         what: "manager object",
         expected: expected.to_owned(),
         found,
     }
+    .into()
 }
 
 macro_rules! shared_lookup {
@@ -41,8 +42,8 @@ macro_rules! shared_lookup {
             fn from_entry(_mgr: &Manager, e: Entry) -> Result<Self> {
                 match e {
                     Entry::Shared { region, tag, .. } if tag == Self::tag() => {
-                        let open: fn(&str) -> Result<$ty> = $open;
-                        open(&region)
+                        let open: fn(&str) -> ipc_core::Result<$ty> = $open;
+                        Ok(open(&region)?)
                     }
                     other => Err(mismatch(std::any::type_name::<$ty>(), &other)),
                 }
@@ -110,7 +111,7 @@ impl<S: Service> sealed::Lookup for ServiceProxy<S> {
 }
 
 /// A named queue of `maxsize` messages (0: [`DEFAULT_QUEUE_CAPACITY`]).
-fn new_queue<T: Message>(region: &str, maxsize: usize) -> Result<Queue<T>> {
+fn new_queue<T: Message>(region: &str, maxsize: usize) -> ipc_core::Result<Queue<T>> {
     let cap = if maxsize == 0 {
         DEFAULT_QUEUE_CAPACITY
     } else {
@@ -132,7 +133,7 @@ fn new_queue<T: Message>(region: &str, maxsize: usize) -> Result<Queue<T>> {
 /// // Elsewhere (any process connected to this manager):
 /// let same = mgr.get::<ipc_core::value::Value<u64>>("hits")?;
 /// assert_eq!(same.get()?, 5);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Named<'a> {
@@ -151,7 +152,7 @@ impl Named<'_> {
     fn shared<T: sealed::Lookup>(
         &self,
         kind: Kind,
-        make: impl FnOnce(&str) -> Result<T>,
+        make: impl FnOnce(&str) -> ipc_core::Result<T>,
     ) -> Result<T> {
         let region = self.mgr.object_region();
         let obj = make(&region)?;
@@ -194,7 +195,7 @@ impl Named<'_> {
     /// A dict in the server (Python's `manager.dict()`).
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] if the name is taken, [`Error::ServerGone`].
+    /// [`ipc_core::Error::AlreadyExists`] if the name is taken, [`Error::ServerGone`].
     pub fn dict<K: Message, V: Message>(&self) -> Result<DictProxy<K, V>> {
         self.container(Container::Dict, None, DictProxy::from_handle)
     }
@@ -219,7 +220,7 @@ impl Named<'_> {
     ///
     /// # Errors
     /// [`Error::Refused`] if no such type is registered,
-    /// [`Error::Incompatible`] if it is registered with another Rust type,
+    /// [`ipc_core::Error::Incompatible`] if it is registered with another Rust type,
     /// and as [`dict`](Self::dict).
     pub fn custom<S: Service>(&self, type_name: &str) -> Result<ServiceProxy<S>> {
         self.container(
@@ -349,7 +350,7 @@ impl Manager {
     /// Looks up the object registered as `name`, checking its type.
     ///
     /// # Errors
-    /// [`Error::NotFound`], [`Error::Incompatible`] if something of
+    /// [`ipc_core::Error::NotFound`], [`ipc_core::Error::Incompatible`] if something of
     /// another type lives there, [`Error::ServerGone`].
     ///
     /// # Examples
@@ -360,23 +361,27 @@ impl Manager {
     /// mgr.named("scores").dict::<String, u64>()?;
     /// assert!(mgr.get::<DictProxy<String, u64>>("scores").is_ok());
     /// let wrong = mgr.get::<ListProxy<u64>>("scores").unwrap_err();
-    /// assert!(matches!(wrong, ipc_core::Error::Incompatible { .. }));
-    /// # Ok::<(), ipc_core::Error>(())
+    /// assert!(matches!(
+    ///     wrong,
+    ///     ipc_manager::Error::Core(ipc_core::Error::Incompatible { .. })
+    /// ));
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn get<T: Hosted>(&self, name: &str) -> Result<T> {
         match self.inner.call(&Request::Lookup {
             name: name.to_owned(),
         })? {
             Response::Found(e) => T::from_entry(self, e).map_err(|err| match err {
-                Error::Incompatible {
+                Error::Core(ipc_core::Error::Incompatible {
                     what,
                     expected,
                     found,
-                } => Error::Incompatible {
+                }) => ipc_core::Error::Incompatible {
                     what,
                     expected: format!("{expected} for {name:?}"),
                     found,
-                },
+                }
+                .into(),
                 other => other,
             }),
             r => Err(unexpected(r)),

@@ -4,13 +4,15 @@
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::Result;
+use ipc_core::codec;
 use ipc_core::sys::futex;
 use ipc_core::sys::proc::TaskId;
-use ipc_core::{codec, Result};
 use rkyv::util::AlignedVec;
 
 use crate::control::{
-    self, frame_crc, Control, CLOSED, CONT, FAILED, FREE, LEN_MASK, MORE, RUNNING, STOPPED,
+    self, frame_crc, mailbox_backoff, Control, CLOSED, CONT, FAILED, FREE, LEN_MASK, MORE, RUNNING,
+    STOPPED,
 };
 use crate::store::Store;
 use crate::wire::{Fault, Request, Response};
@@ -18,8 +20,6 @@ use crate::wire::{Fault, Request, Response};
 /// How often the server checks for dead clients and a dead owner (and so
 /// the longest it sleeps).
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
-/// Yields (after spinning) before the server sleeps when idle.
-const YIELDS: u32 = 64;
 /// Largest request the server reassembles from chunks.
 const MAX_REQUEST: usize = 256 << 20;
 
@@ -89,7 +89,7 @@ impl Server {
                 h.start_error.store(code, Ordering::Relaxed);
                 h.state.store(FAILED, Ordering::Release);
                 futex::wake_all(&h.state);
-                return Err(e);
+                return Err(e.into());
             }
         };
         // Relaxed: published by the Release store of `state` below.
@@ -97,8 +97,7 @@ impl Server {
         // Release: the server identity before RUNNING.
         h.state.store(RUNNING, Ordering::Release);
         futex::wake_all(&h.state);
-        let spins = ipc_core::tuning::spin_iterations();
-        let mut idle = 0u32;
+        let mut backoff = mailbox_backoff();
         let mut last_check = Instant::now();
         let mut rounds = 0u32;
         while !self.store.stop {
@@ -116,17 +115,11 @@ impl Server {
                 }
             }
             if served > 0 || self.store.stop {
-                idle = 0;
+                backoff.reset();
                 continue;
             }
-            idle += 1;
-            if idle < spins / 16 {
-                std::hint::spin_loop();
-                continue;
-            }
-            if idle < spins / 16 + YIELDS {
-                // Clients that outnumber the cores need the CPU more.
-                std::thread::yield_now();
+            if !backoff.is_completed() {
+                backoff.snooze();
                 continue;
             }
             let h = self.ctl.header();
@@ -141,7 +134,7 @@ impl Server {
                 .header()
                 .server_sleeping
                 .store(0, Ordering::Relaxed);
-            idle = 0;
+            backoff.reset();
         }
         self.stop();
         Ok(())

@@ -33,7 +33,7 @@ use ipc_core::codec::Message;
 /// let s = mgr.custom::<Stack>("Stack")?;
 /// s.call(&Op::Push("x".into()))?;
 /// assert_eq!(s.call(&Op::Pop)?, Some("x".into()));
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 pub trait Service: Send + 'static {
     /// What a proxy sends.

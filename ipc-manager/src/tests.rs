@@ -1,8 +1,9 @@
 //! A hostile client: garbage in its own mailbox earns it an error and
 //! leaves the server and the other clients unaffected.
 
+use crate::{Error, Result};
 use ipc_core::process::Process;
-use ipc_core::{Error, Result};
+use ipc_core::Error as CoreError;
 
 use crate::control::{CONT, MORE};
 use crate::wire::{Fault, Response};
@@ -65,7 +66,10 @@ fn values_that_are_not_what_the_proxy_expects_are_refused() -> Result<()> {
         mgr.clone(),
         d.h.id,
     ));
-    assert!(matches!(wrong.get(&1), Err(Error::Corrupt(_))));
+    assert!(matches!(
+        wrong.get(&1),
+        Err(Error::Core(CoreError::Corrupt(_)))
+    ));
     Ok(())
 }
 
@@ -104,7 +108,7 @@ fn a_stolen_slot_gives_an_error_then_a_fresh_connection() -> Result<()> {
     let t0 = std::time::Instant::now();
     let r = l.len();
     assert!(
-        matches!(r, Err(Error::Corrupt(_)) | Ok(1)),
+        matches!(r, Err(Error::Core(CoreError::Corrupt(_))) | Ok(1)),
         "{r:?} after {:?}",
         t0.elapsed()
     );
@@ -117,7 +121,10 @@ fn a_stolen_slot_gives_an_error_then_a_fresh_connection() -> Result<()> {
 #[test]
 fn manager_names_with_dots_are_refused() {
     let e = Manager::start_named("a.b").unwrap_err();
-    assert!(matches!(e, Error::InvalidName { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Core(CoreError::InvalidName { .. })),
+        "{e:?}"
+    );
 }
 
 /// Waits (at most 3 s) until container `id` is freed.
@@ -137,9 +144,9 @@ fn wait_freed(mgr: &Manager, id: u64) -> Result<()> {
 fn exists(mgr: &Manager, id: u64) -> Result<bool> {
     let probe = crate::ListProxy::<u8>::from_handle(crate::proxy::Handle::named(mgr.clone(), id));
     match probe.len() {
-        Err(Error::NotFound { .. }) => Ok(false),
+        Err(Error::Core(CoreError::NotFound { .. })) => Ok(false),
         // It is a dict, not a list: but it exists.
-        Err(Error::Incompatible { .. }) | Ok(_) => Ok(true),
+        Err(Error::Core(CoreError::Incompatible { .. })) | Ok(_) => Ok(true),
         Err(e) => Err(e),
     }
 }

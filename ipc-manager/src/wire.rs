@@ -6,7 +6,20 @@
 //! server stores and compares those bytes and never decodes them, so it is
 //! type-agnostic, and a reader validates them when it decodes them.
 
-use ipc_core::Error;
+use ipc_core::codec::{self, Message};
+use ipc_core::Error as CoreError;
+
+use crate::{Error, Result};
+
+/// Encodes a user value ([`codec::to_vec`], with the manager's error).
+pub(crate) fn enc<T: Message>(v: &T) -> Result<Vec<u8>> {
+    Ok(codec::to_vec(v)?)
+}
+
+/// Decodes a user value ([`codec::from_slice`], with the manager's error).
+pub(crate) fn dec<T: Message>(bytes: &[u8]) -> Result<T> {
+    Ok(codec::from_slice(bytes)?)
+}
 
 /// Encoded bytes of one user value.
 pub(crate) type Bytes = Vec<u8>;
@@ -152,25 +165,26 @@ pub(crate) enum Response {
 
 impl From<Fault> for Error {
     fn from(f: Fault) -> Error {
-        match f {
-            Fault::NotFound(name) => Error::NotFound { name },
-            Fault::AlreadyExists(name) => Error::AlreadyExists { name },
-            Fault::Incompatible(expected, found) => Error::Incompatible {
+        let core = match f {
+            Fault::NotFound(name) => CoreError::NotFound { name },
+            Fault::AlreadyExists(name) => CoreError::AlreadyExists { name },
+            Fault::Incompatible(expected, found) => CoreError::Incompatible {
                 what: "manager object",
                 expected,
                 found,
             },
-            Fault::IndexOutOfRange(index, len) => Error::IndexOutOfRange {
+            Fault::IndexOutOfRange(index, len) => CoreError::IndexOutOfRange {
                 index: usize::try_from(index).unwrap_or(usize::MAX),
                 len: usize::try_from(len).unwrap_or(usize::MAX),
             },
-            Fault::Corrupt(s) => Error::Corrupt(s),
-            Fault::Refused(s) => Error::Refused(s),
-            Fault::TooLarge(size, max) => Error::MessageTooLarge {
+            Fault::Corrupt(s) => CoreError::Corrupt(s),
+            Fault::Refused(s) => return Error::Refused(s),
+            Fault::TooLarge(size, max) => CoreError::MessageTooLarge {
                 size: size as usize,
                 max: max as usize,
             },
-        }
+        };
+        core.into()
     }
 }
 
@@ -178,6 +192,6 @@ impl From<Fault> for Error {
 pub(crate) fn unexpected(r: Response) -> Error {
     match r {
         Response::Fault(f) => f.into(),
-        other => Error::Corrupt(format!("unexpected manager response {other:?}")),
+        other => Error::corrupt(format!("unexpected manager response {other:?}")),
     }
 }

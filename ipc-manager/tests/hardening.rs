@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use ipc_core::{Error, Result};
+use ipc_core::Error as CoreError;
 use ipc_manager::{DictProxy, ListProxy, Manager};
+use ipc_manager::{Error, Result};
 
 #[path = "support/child.rs"]
 mod child;
@@ -40,7 +41,7 @@ fn manager_start_out_of_fds_reports_emfile_not_server_gone() {
             let r = Manager::start();
             match &r {
                 Ok(_) => {}
-                Err(Error::Io(e)) if *e as i32 == libc::EMFILE => {}
+                Err(Error::Core(CoreError::Io(e))) if *e as i32 == libc::EMFILE => {}
                 Err(e) => panic!("with {free} descriptors free: {e:?}"),
             }
             seen.push(format!("{free}: {:?}", r.as_ref().map(|_| ())));
@@ -49,7 +50,7 @@ fn manager_start_out_of_fds_reports_emfile_not_server_gone() {
         }
         Ok(seen)
     });
-    assert!(seen[0].ends_with("Err(Io(EMFILE))"), "{seen:?}");
+    assert!(seen[0].ends_with("Err(Core(Io(EMFILE)))"), "{seen:?}");
     assert!(seen.last().unwrap().ends_with("Ok(())"), "{seen:?}");
 }
 

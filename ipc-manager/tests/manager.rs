@@ -11,8 +11,9 @@ use ipc_core::process::Process;
 use ipc_core::queue::Queue;
 use ipc_core::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 use ipc_core::value::{Array, RawArray, Value};
-use ipc_core::{Error, Result};
+use ipc_core::Error as CoreError;
 use ipc_manager::{DictProxy, ListProxy, Manager, Namespace, Service};
+use ipc_manager::{Error, Result};
 
 fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -39,7 +40,7 @@ fn run<R: ipc_core::process::TargetOutput>(
 ) -> Result<R::Value> {
     let mut p = Process::new(f);
     p.start()?;
-    p.join()
+    Ok(p.join()?)
 }
 
 #[test]
@@ -76,12 +77,12 @@ fn every_factory_and_proxy_method_from_a_forked_child() -> Result<()> {
         assert_eq!(d.insert(&"b".into(), &3)?, Some(2));
         d.update([(&"c".to_string(), &4u64), (&"d".to_string(), &5u64)])?;
         assert_eq!(d.remove(&"d".into())?, Some(5));
-        assert_eq!(d.pop(&"zz".into())?, None);
+        assert_eq!(d.remove(&"zz".into())?, None);
         assert!(d.contains_key(&"c".into())?);
         assert_eq!(d.setdefault(&"e".into(), &9)?, 9);
         assert_eq!(d.setdefault(&"e".into(), &10)?, 9);
         let l2 = m.get::<ListProxy<String>>("l")?;
-        l2.append(&"second".into())?;
+        l2.push(&"second".into())?;
         l.extend(&["x".to_string(), "y".to_string(), "x".to_string()])?;
         l.insert(0, &"zeroth".into())?;
         l.set(-1, &"last".into())?;
@@ -100,10 +101,13 @@ fn every_factory_and_proxy_method_from_a_forked_child() -> Result<()> {
         m.get::<Array<u32>>("a")?.set(0, 10)?;
         m.get::<RawArray<u8>>("shm")?.set(3, 0xab)?;
         let lk = m.get::<Lock>("lock")?;
-        drop(lk.acquire().map_err(|_| Error::OwnerDied)?);
+        drop(
+            lk.acquire()
+                .map_err(|_| Error::Core(CoreError::OwnerDied))?,
+        );
         let r = m.get::<RLock>("rlock")?;
-        let g1 = r.acquire().map_err(|_| Error::OwnerDied)?;
-        let g2 = r.acquire().map_err(|_| Error::OwnerDied)?;
+        let g1 = r.acquire().map_err(|_| Error::Core(CoreError::OwnerDied))?;
+        let g2 = r.acquire().map_err(|_| Error::Core(CoreError::OwnerDied))?;
         drop((g2, g1));
         m.get::<Semaphore>("sem")?.acquire()?;
         m.get::<BoundedSemaphore>("bsem")?.acquire()?;
@@ -171,31 +175,58 @@ fn lookups_check_names_and_types() -> Result<()> {
     mgr.named("counts").dict::<String, u64>()?;
     mgr.named("flag").event()?;
     let e = mgr.get::<ListProxy<u64>>("counts").unwrap_err();
-    assert!(matches!(e, Error::Incompatible { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Core(CoreError::Incompatible { .. })),
+        "{e:?}"
+    );
     let e = mgr.get::<DictProxy<String, i64>>("counts").unwrap_err();
-    assert!(matches!(e, Error::Incompatible { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Core(CoreError::Incompatible { .. })),
+        "{e:?}"
+    );
     let e = mgr.get::<Lock>("flag").unwrap_err();
-    assert!(matches!(e, Error::Incompatible { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Core(CoreError::Incompatible { .. })),
+        "{e:?}"
+    );
     assert!(mgr.get::<Event>("flag").is_ok());
     let e = mgr.get::<Event>("nothing").unwrap_err();
-    assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Core(CoreError::NotFound { .. })),
+        "{e:?}"
+    );
     let e = mgr.named("counts").list::<u8>().unwrap_err();
-    assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Core(CoreError::AlreadyExists { .. })),
+        "{e:?}"
+    );
     let e = mgr.named("flag").lock().unwrap_err();
-    assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Core(CoreError::AlreadyExists { .. })),
+        "{e:?}"
+    );
     let e = mgr.named("bad/name").lock().unwrap_err();
     assert!(matches!(e, Error::Refused(_)), "{e:?}");
     let ns = mgr.namespace()?;
     ns.set("n", &1u32)?;
     assert!(matches!(
         ns.get::<u64>("n"),
-        Err(Error::Incompatible { .. })
+        Err(Error::Core(CoreError::Incompatible { .. }))
     ));
     let l = mgr.list::<u8>()?;
-    assert!(matches!(l.get(0), Err(Error::IndexOutOfRange { .. })));
-    assert!(matches!(l.pop(None), Err(Error::IndexOutOfRange { .. })));
+    assert!(matches!(
+        l.get(0),
+        Err(Error::Core(CoreError::IndexOutOfRange { .. }))
+    ));
+    assert!(matches!(
+        l.pop(None),
+        Err(Error::Core(CoreError::IndexOutOfRange { .. }))
+    ));
     let e = Manager::connect("no-such-manager-here").unwrap_err();
-    assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Core(CoreError::NotFound { .. })),
+        "{e:?}"
+    );
     Ok(())
 }
 
@@ -226,13 +257,13 @@ fn proxies_travel_as_pool_task_arguments() -> Result<()> {
     fn square(args: (DictProxy<u64, u64>, Queue<u64>, u64)) -> Result<()> {
         let (d, q, i) = args;
         d.insert(&i, &(i * i))?;
-        q.put(&i)
+        Ok(q.put(&i)?)
     }
     let tasks: Vec<_> = (0..20).map(|i| (d.clone(), q.clone(), i)).collect();
     pool.map(square, tasks, Some(1))?;
     pool.close();
     pool.join()?;
-    let mut got: Vec<u64> = (0..20).map(|_| q.get()).collect::<Result<_>>()?;
+    let mut got: Vec<u64> = (0..20).map(|_| q.get()).collect::<ipc_core::Result<_>>()?;
     got.sort();
     assert_eq!(got, (0..20).collect::<Vec<_>>());
     for i in 0..20 {
@@ -356,7 +387,7 @@ fn custom_types_are_hosted_and_called_by_name() -> Result<()> {
     ));
     assert!(matches!(
         mgr.custom::<Other>("Tally"),
-        Err(Error::Incompatible { .. })
+        Err(Error::Core(CoreError::Incompatible { .. }))
     ));
     Ok(())
 }
@@ -414,7 +445,7 @@ fn a_dead_clients_slot_is_reclaimed_and_its_lock_recovered() -> Result<()> {
         unsafe { libc::raise(libc::SIGKILL) };
     });
     dying.start()?;
-    assert!(matches!(dying.join(), Err(Error::Killed { .. })));
+    assert!(matches!(dying.join(), Err(CoreError::Killed { .. })));
     // The slot comes back within a second, for a new client.
     let m3 = mgr.clone();
     let took = run(move || -> Result<Duration> {
@@ -523,7 +554,7 @@ fn shutdown_removes_every_region_and_ends_all_proxies() -> Result<()> {
     assert!(matches!(mgr.shutdown(), Err(Error::ServerGone)));
     assert!(matches!(
         Manager::connect(&name),
-        Err(Error::NotFound { .. })
+        Err(Error::Core(CoreError::NotFound { .. }))
     ));
     Ok(())
 }

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ipc_core::process::Process;
-use ipc_core::Error;
+use ipc_core::Error as CoreError;
+use ipc_manager::Error;
 use ipc_manager::Manager;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -112,7 +113,7 @@ fn reclaimed_client_and_server_gone_are_events() {
     });
     dying.start().unwrap();
     let pid = dying.pid().unwrap();
-    assert!(matches!(dying.join(), Err(Error::Killed { .. })));
+    assert!(matches!(dying.join(), Err(CoreError::Killed { .. })));
     assert!(
         eventually(Duration::from_secs(10), || logged(&[
             "INFO",

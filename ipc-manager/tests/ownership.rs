@@ -17,8 +17,9 @@ use ipc_core::process::Process;
 use ipc_core::queue::Queue;
 use ipc_core::region::{Kind, Region};
 use ipc_core::sync::Event;
-use ipc_core::{Error, Result};
+use ipc_core::Error as CoreError;
 use ipc_manager::Manager;
+use ipc_manager::{Error, Result};
 
 const NOBODY: u32 = 65534;
 
@@ -92,7 +93,7 @@ fn orphan_queue(name: &str) -> Result<()> {
         unsafe { libc::raise(libc::SIGKILL) };
     });
     p.start()?;
-    assert!(matches!(p.join(), Err(Error::Killed { .. })));
+    assert!(matches!(p.join(), Err(CoreError::Killed { .. })));
     assert!(exists(name));
     Ok(())
 }
@@ -262,7 +263,7 @@ fn connect_refuses_a_manager_owned_by_another_user() -> Result<()> {
         assert!(ready.wait_timeout(Duration::from_secs(30)));
         let e = Manager::connect(&name).unwrap_err();
         assert!(
-            matches!(e, Error::ForeignOwner { uid: NOBODY, .. }),
+            matches!(e, Error::Core(CoreError::ForeignOwner { uid: NOBODY, .. })),
             "{e:?}"
         );
         done.set();

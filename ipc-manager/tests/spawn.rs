@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use ipc_core::process::{Process, StartMethod};
 use ipc_core::queue::Queue;
 use ipc_core::sync::Lock;
-use ipc_core::Error;
+use ipc_core::Error as CoreError;
+use ipc_manager::Error;
 use ipc_manager::{DictProxy, ListProxy, Manager, Namespace};
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -20,8 +21,10 @@ type Args = (
     Lock,
 );
 
-fn child((d, l, ns, q, lock): Args) -> ipc_core::Result<u64> {
-    let _g = lock.acquire().map_err(|_| Error::OwnerDied)?;
+fn child((d, l, ns, q, lock): Args) -> ipc_manager::Result<u64> {
+    let _g = lock
+        .acquire()
+        .map_err(|_| Error::Core(CoreError::OwnerDied))?;
     let n = d.update_with(&"spawned".into(), |v| v.unwrap_or(0) + 1)?;
     l.push(&std::process::id().into())?;
     ns.set("last", &n)?;
@@ -55,7 +58,7 @@ fn proxies_reach_re_executed_children() -> Result<(), Failed> {
     Ok(())
 }
 
-fn serve(name: String) -> ipc_core::Result<()> {
+fn serve(name: String) -> ipc_manager::Result<()> {
     Manager::builder().name(name).serve()
 }
 
@@ -83,7 +86,7 @@ fn a_served_manager_outlives_its_clients_until_shutdown() -> Result<(), Failed> 
     server.join()?;
     assert!(matches!(
         Manager::connect(&name),
-        Err(Error::NotFound { .. })
+        Err(Error::Core(CoreError::NotFound { .. }))
     ));
     Ok(())
 }

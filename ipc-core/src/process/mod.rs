@@ -30,6 +30,8 @@ mod wait;
 pub use fork_check::{get_start_method_strict, set_start_method_strict};
 pub use handle::{Process, ProcessBuilder};
 pub use init::init;
+#[doc(hidden)]
+pub use target::panic_message;
 pub use target::TargetOutput;
 pub use wait::{wait, Waitable};
 

@@ -148,7 +148,16 @@ pub(crate) fn run<R: TargetOutput>(f: impl FnOnce() -> R) -> Outcome {
     }
 }
 
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+/// The message of a caught panic (`&str` or `String` payload), for
+/// reporting it as an error.
+///
+/// # Examples
+///
+/// ```
+/// let p = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
+/// assert_eq!(ipc_core::process::panic_message(p.as_ref()), "boom");
+/// ```
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = p.downcast_ref::<String>() {

@@ -1,4 +1,5 @@
-//! Spin-then-sleep waiting on a condition that another process makes true.
+//! Spin-then-sleep waiting on a condition that another process makes true,
+//! and [`Backoff`], the spin → yield → sleep policy every waiter uses.
 //!
 //! ```text
 //! epoch    bumped by a notifier that saw sleepers; the futex word
@@ -13,6 +14,87 @@ use std::time::{Duration, Instant};
 
 use crate::atomic::{fence, spin_hint, AtomicU32, Ordering};
 use crate::sys::futex;
+
+/// The one spin → yield → sleep policy: a waiter calls [`snooze`]
+/// between checks of its condition until [`is_completed`] says the spin
+/// and yield budgets are spent, then sleeps on its futex (each caller has
+/// its own futex protocol). Like crossbeam's `Backoff` and parking_lot's
+/// `SpinWait`, with the budgets chosen by the caller: spinning costs
+/// nothing when the other side runs on another core, yielding lets it run
+/// when the cores are outnumbered, and sleeping costs a system call each
+/// way.
+///
+/// [`snooze`]: Backoff::snooze
+/// [`is_completed`]: Backoff::is_completed
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use ipc_core::Backoff;
+/// let ready = AtomicBool::new(false);
+/// let mut b = Backoff::new(100, 10);
+/// while !ready.load(Ordering::Acquire) && !b.is_completed() {
+///     b.snooze();
+/// }
+/// assert!(b.is_completed()); // nobody set it: now the caller would sleep
+/// b.reset();
+/// assert!(!b.is_completed());
+/// ```
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    step: u32,
+    spins: u32,
+    yields: u32,
+}
+
+impl Backoff {
+    /// A policy of `spins` spin-loop hints, then `yields` yields of the
+    /// CPU, then sleeping.
+    #[inline]
+    pub fn new(spins: u32, yields: u32) -> Backoff {
+        Backoff {
+            step: 0,
+            spins,
+            yields,
+        }
+    }
+
+    /// Waits one step: a spin-loop hint while the spin budget lasts, then
+    /// a yield while the yield budget lasts, then nothing (the caller
+    /// should sleep: see [`is_completed`](Self::is_completed)).
+    #[inline]
+    pub fn snooze(&mut self) {
+        if self.step < self.spins {
+            spin_hint();
+        } else if self.step - self.spins < self.yields {
+            #[cfg(loom)]
+            loom::thread::yield_now();
+            #[cfg(not(loom))]
+            std::thread::yield_now();
+        }
+        self.step = self.step.saturating_add(1);
+    }
+
+    /// Whether both budgets are spent: time to sleep.
+    #[inline]
+    pub fn is_completed(&self) -> bool {
+        self.step >= self.spins.saturating_add(self.yields)
+    }
+
+    /// Steps taken so far (for checking a clock every so many steps).
+    #[inline]
+    pub fn steps(&self) -> u32 {
+        self.step
+    }
+
+    /// Starts over (the condition came true, or the waiter woke up).
+    #[inline]
+    pub fn reset(&mut self) {
+        self.step = 0;
+    }
+}
 
 /// A place where threads wait for a condition; see the module docs.
 #[derive(Debug)]
@@ -98,14 +180,18 @@ impl WaitPoint {
         let spins = 2;
         #[cfg(not(loom))]
         let spins = crate::tuning::spin_iterations();
-        for i in 0..spins {
+        // Spin only: a queue's or pipe's peer that is about to act runs on
+        // another core, or sleeps itself and wakes us.
+        let mut backoff = Backoff::new(spins, 0);
+        while !backoff.is_completed() {
             if let Some(v) = cond() {
                 return Ok(v);
             }
-            if i % 256 == 255 && deadline.is_some_and(|d| Instant::now() >= d) {
+            // Reading the clock costs more than a spin: every 256 steps.
+            if backoff.steps() % 256 == 255 && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Stop::Timeout);
             }
-            spin_hint();
+            backoff.snooze();
         }
         loop {
             // Relaxed (both): the SeqCst fence below orders them against

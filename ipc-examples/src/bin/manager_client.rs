@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use ipc_core::sync::{Lock, LockError, LockGuard};
-use ipc_core::Error;
+use ipc_core::Error as CoreError;
 use ipc_examples::cli::{wait_for, Opts};
-use ipc_manager::{DictProxy, Manager};
+use ipc_manager::{DictProxy, Error, Manager};
 
 const USAGE: &str = "usage: manager_client [--name NAME] [--times N] [--wait SECS]
   --name   the manager's name (default tally-demo), as given to manager_server
@@ -31,7 +31,12 @@ fn main() {
         Duration::from_secs(wait),
         // Not there yet: no such manager, or it has not registered its
         // objects yet, or a dead one's leftovers (the next server clears them).
-        |e| matches!(e, Error::NotFound { .. } | Error::ServerGone),
+        |e| {
+            matches!(
+                e,
+                Error::Core(CoreError::NotFound { .. }) | Error::ServerGone
+            )
+        },
         || {
             println!(
                 "manager_client {pid}: no manager yet; waiting up to {wait} s for manager_server to start"
@@ -46,7 +51,7 @@ fn main() {
     );
     let (_mgr, tally, lock) = match found {
         Ok(f) => f,
-        Err(Error::Timeout) => {
+        Err(Error::Core(CoreError::Timeout)) => {
             eprintln!(
                 "manager_client {pid}: gave up after {wait} s: no manager named {name:?} appeared. \
                  Start one (`cargo run -p ipc-examples --bin manager_server`) or wait longer (--wait SECS)"
@@ -71,7 +76,7 @@ fn update(
     times: u64,
     tally: &DictProxy<String, u64>,
     lock: &Lock,
-) -> ipc_core::Result<()> {
+) -> ipc_manager::Result<()> {
     let total_key = "total".to_string();
     let mine = format!("client-{pid}");
     for _ in 0..times {
@@ -108,6 +113,6 @@ fn hold(pid: u32, lock: &Lock) -> ipc_core::Result<LockGuard<'_>> {
             Ok(g)
         }
         // Without a deadline, acquire ends only with the lock.
-        Err(_) => Err(Error::Timeout),
+        Err(_) => Err(CoreError::Timeout),
     }
 }

@@ -4,21 +4,21 @@
 use ipc_core::process::Process;
 use ipc_manager::{DictProxy, Manager};
 
-fn share_put(d: DictProxy<u32, u32>) -> ipc_core::Result<()> {
+fn share_put(d: DictProxy<u32, u32>) -> ipc_manager::Result<()> {
     for i in 0..10 {
         d.insert(&i, &i)?;
     }
     Ok(())
 }
 
-fn share_get(d: DictProxy<u32, u32>) -> ipc_core::Result<()> {
+fn share_get(d: DictProxy<u32, u32>) -> ipc_manager::Result<()> {
     let items = d.items()?;
     let body: Vec<String> = items.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     println!("{{{}}}", body.join(", "));
     Ok(())
 }
 
-fn main() -> ipc_core::Result<()> {
+fn main() -> ipc_manager::Result<()> {
     ipc_core::init();
     let share_dict = Manager::start()?.dict::<u32, u32>()?;
     let mut p1 = Process::builder().target_fn(share_put, share_dict.clone());

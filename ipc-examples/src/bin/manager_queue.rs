@@ -49,7 +49,7 @@ fn run(pool: &Pool, q: &Queue<u32>, done: &Event) -> ipc_core::Result<()> {
     Ok(())
 }
 
-fn main() -> ipc_core::Result<()> {
+fn main() -> ipc_manager::Result<()> {
     ipc_core::init();
     let pool = Pool::new(10)?;
     let mgr = Manager::start()?;
@@ -58,5 +58,5 @@ fn main() -> ipc_core::Result<()> {
     println!("-- plain ipc Queue(2)");
     run(&pool, &Queue::new(2)?, &Event::new()?)?;
     pool.close();
-    pool.join()
+    Ok(pool.join()?)
 }

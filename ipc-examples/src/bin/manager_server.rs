@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use ipc_core::Error;
+use ipc_core::Error as CoreError;
 use ipc_examples::cli::{catch_interrupt, interrupted, Opts};
 use ipc_examples::shm;
-use ipc_manager::Manager;
+use ipc_manager::{Error, Manager};
 
 const USAGE: &str = "usage: manager_server [--name NAME]
   --name  the manager's name (default tally-demo), as given to manager_client";
@@ -32,7 +32,7 @@ fn main() {
     }
     match serve(pid, &name) {
         Ok(()) => {}
-        Err(Error::AlreadyExists { .. }) => {
+        Err(Error::Core(CoreError::AlreadyExists { .. })) => {
             eprintln!(
                 "manager_server {pid}: a manager named {name:?} is already running; pick another --name"
             );
@@ -49,7 +49,7 @@ fn main() {
     );
 }
 
-fn serve(pid: u32, name: &str) -> ipc_core::Result<()> {
+fn serve(pid: u32, name: &str) -> ipc_manager::Result<()> {
     let mgr = Manager::start_named(name)?;
     let tally = mgr.named("tally").dict::<String, u64>()?;
     let lock = mgr.named("tally-lock").lock()?;
@@ -69,7 +69,7 @@ fn serve(pid: u32, name: &str) -> ipc_core::Result<()> {
     let read = || {
         let _g = lock
             .acquire()
-            .or_else(|e| e.into_guard().ok_or(Error::Timeout))?;
+            .or_else(|e| e.into_guard().ok_or(CoreError::Timeout))?;
         tally.items()
     };
     let mut last = Vec::new();

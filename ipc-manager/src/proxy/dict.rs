@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
 
+use crate::Result;
 use ipc_core::codec::Message;
-use ipc_core::Result;
 
 use super::{boolean, enc_val, len, unit, Handle};
+use crate::wire::{dec, enc};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
-use ipc_core::codec::{from_slice as dec, to_vec as enc};
 
 /// Invariant in `T`, `Send` and `Sync` whatever `T` is.
 type Invariant<T> = fn(T) -> T;
@@ -42,7 +42,7 @@ type Invariant<T> = fn(T) -> T;
 /// for w in &mut workers { w.start()?; }
 /// for w in &mut workers { w.join()?; }
 /// assert_eq!(d.get(&"hits".to_string())?, Some(400));
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct DictProxy<K, V> {
@@ -89,7 +89,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     /// The value of `key` (Python's `d.get(k)`).
     ///
     /// # Errors
-    /// [`ipc_core::Error::ServerGone`], [`ipc_core::Error::Corrupt`] if the
+    /// [`Error::ServerGone`](crate::Error::ServerGone), [`ipc_core::Error::Corrupt`] if the
     /// stored bytes are not a `V`.
     ///
     /// # Examples
@@ -99,7 +99,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     /// assert_eq!(d.insert(&1, &"one".into())?, None); // d[1] = "one"
     /// assert_eq!(d.get(&1)?.as_deref(), Some("one"));
     /// assert_eq!(d.get(&2)?, None);
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn get(&self, key: &K) -> Result<Option<V>> {
         self.maybe(DictOp::Get(enc(key)?))
@@ -117,16 +117,9 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     ///
     /// # Errors
     /// As [`get`](Self::get).
+    #[doc(alias = "pop")]
     pub fn remove(&self, key: &K) -> Result<Option<V>> {
         self.maybe(DictOp::Remove(enc(key)?))
-    }
-
-    /// Same as [`remove`](Self::remove), under Python's name.
-    ///
-    /// # Errors
-    /// As [`get`](Self::get).
-    pub fn pop(&self, key: &K) -> Result<Option<V>> {
-        self.remove(key)
     }
 
     /// Whether `key` is present (Python's `k in d`).
@@ -240,7 +233,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     /// assert!(d.compare_and_set(&1, None, &10)?); // absent -> 10
     /// assert!(!d.compare_and_set(&1, Some(&7), &11)?); // not 7: unchanged
     /// assert_eq!(d.get(&1)?, Some(10));
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn compare_and_set(&self, key: &K, current: Option<&V>, new: &V) -> Result<bool> {
         let op = DictOp::CompareAndSet {
@@ -266,7 +259,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     /// let page = "/index".to_string();
     /// hits.update_with(&page, |n| n.unwrap_or(0) + 1)?; // hits[page] += 1, atomically
     /// assert_eq!(hits.update_with(&page, |n| n.unwrap_or(0) + 1)?, 2);
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn update_with(&self, key: &K, f: impl FnMut(Option<V>) -> V) -> Result<V> {
         super::cas_update(&self.h, enc(key)?, dec, |v| self.val(v), f)

@@ -2,12 +2,12 @@
 
 use std::marker::PhantomData;
 
+use crate::Result;
 use ipc_core::codec::Message;
-use ipc_core::Result;
 
 use super::{boolean, enc_val, len, unit, Handle};
+use crate::wire::{dec, enc};
 use crate::wire::{unexpected, ListOp, Request, Response, Val};
-use ipc_core::codec::{from_slice as dec, to_vec as enc};
 
 /// A proxy of a list in the manager server (Python's `manager.list()`).
 /// Indices follow Python: negative ones count from the end.
@@ -23,7 +23,7 @@ use ipc_core::codec::{from_slice as dec, to_vec as enc};
 /// assert_eq!(l.get(-1)?, "c");
 /// assert_eq!(l.pop(None)?, "c");
 /// assert_eq!(l.to_vec()?, vec!["a".to_string(), "b".to_string()]);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct ListProxy<T> {
@@ -63,17 +63,10 @@ impl<T: Message> ListProxy<T> {
     /// Appends `value` (Python's `l.append(v)`).
     ///
     /// # Errors
-    /// [`ipc_core::Error::ServerGone`].
+    /// [`Error::ServerGone`](crate::Error::ServerGone).
+    #[doc(alias = "append")]
     pub fn push(&self, value: &T) -> Result<()> {
         unit(self.op(ListOp::Push(self.val(value)?))?)
-    }
-
-    /// Same as [`push`](Self::push), under Python's name.
-    ///
-    /// # Errors
-    /// As [`push`](Self::push).
-    pub fn append(&self, value: &T) -> Result<()> {
-        self.push(value)
     }
 
     /// Appends every value, in one round trip.

@@ -18,15 +18,15 @@ pub use service::ServiceProxy;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::Result;
 use ipc_core::region::Kind;
 use ipc_core::sys::proc;
 use ipc_core::travel::Token;
-use ipc_core::{Error, Result};
 
 use crate::lookup::sealed::Lookup;
 use crate::manager::Manager;
+use crate::wire::enc;
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
-use ipc_core::codec::to_vec as enc;
 
 thread_local! {
     /// While [`enc_val`] encodes a value: the counted proxies met on the
@@ -144,18 +144,19 @@ impl Handle {
             .locator
             .strip_prefix("manager:")
             .filter(|_| t.kind == Kind::Manager as u32)
-            .ok_or_else(|| Error::Incompatible {
+            .ok_or_else(|| ipc_core::Error::Incompatible {
                 what: "token",
                 expected: "a manager proxy".into(),
                 found: t.locator.clone(),
             })?;
         let tag = format!("{:x}", P::tag());
         if t.extra.first() != Some(&tag) {
-            return Err(Error::Incompatible {
+            return Err(ipc_core::Error::Incompatible {
                 what: "proxy type",
                 expected: std::any::type_name::<P>().into(),
                 found: "a proxy of another type".into(),
-            });
+            }
+            .into());
         }
         let mgr = Manager::connect(name)?;
         if t.extra.get(1).map(String::as_str) == Some("counted") {
@@ -260,7 +261,9 @@ macro_rules! proxy_travel {
                 self.h.token::<Self>()
             }
             fn from_token(t: ipc_core::travel::Token) -> ipc_core::Result<Self> {
-                Ok(Self::from_handle($crate::proxy::Handle::from_token::<Self>(&t)?))
+                $crate::proxy::Handle::from_token::<Self>(&t)
+                    .map(Self::from_handle)
+                    .map_err($crate::Error::into_core)
             }
         }
         ipc_core::travel_via_token!([$($g)*] $ty);

@@ -1,17 +1,17 @@
 //! `Namespace`: named attributes of any type, hosted by the server.
 
+use crate::Result;
 use ipc_core::codec::Message;
 use ipc_core::region::type_tag;
-use ipc_core::{Error, Result};
 
 use super::Handle;
+use crate::wire::{dec, enc};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
-use ipc_core::codec::{from_slice as dec, to_vec as enc};
 
 /// A proxy of a namespace in the manager server (Python's
 /// `manager.Namespace()`): attributes by name, each of its own type. The
 /// type is checked on read: reading an attribute as another type than it
-/// was set with gives [`Error::Incompatible`].
+/// was set with gives [`ipc_core::Error::Incompatible`].
 ///
 /// # Examples
 ///
@@ -24,7 +24,7 @@ use ipc_core::codec::{from_slice as dec, to_vec as enc};
 /// assert_eq!(ns.get::<u64>("x")?, Some(10));
 /// assert!(ns.get::<String>("x").is_err()); // wrong type
 /// assert_eq!(ns.update_with("x", |v: Option<u64>| v.unwrap_or(0) + 1)?, 11);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_manager::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Namespace {
@@ -46,11 +46,12 @@ fn tagged<T: Message>(mgr: &crate::Manager, v: &T) -> Result<Val> {
 fn untag<T: Message>(attr: &str, b: &[u8]) -> Result<T> {
     let want = type_tag::<T>(0, 0).to_le_bytes();
     if b.len() < 8 || b[..8] != want {
-        return Err(Error::Incompatible {
+        return Err(ipc_core::Error::Incompatible {
             what: "namespace attribute",
             expected: format!("{attr} as {}", std::any::type_name::<T>()),
             found: "a value of another type".into(),
-        });
+        }
+        .into());
     }
     dec(&b[8..])
 }
@@ -74,8 +75,8 @@ impl Namespace {
     /// The attribute `attr` as a `T` (Python's `ns.attr`).
     ///
     /// # Errors
-    /// [`Error::Incompatible`] if it holds another type,
-    /// [`Error::ServerGone`].
+    /// [`ipc_core::Error::Incompatible`] if it holds another type,
+    /// [`Error::ServerGone`](crate::Error::ServerGone).
     pub fn get<T: Message>(&self, attr: &str) -> Result<Option<T>> {
         self.raw(attr)?.map(|b| untag(attr, &b)).transpose()
     }
@@ -83,7 +84,7 @@ impl Namespace {
     /// Sets the attribute `attr` (Python's `ns.attr = v`).
     ///
     /// # Errors
-    /// [`Error::ServerGone`].
+    /// [`Error::ServerGone`](crate::Error::ServerGone).
     pub fn set<T: Message>(&self, attr: &str, value: &T) -> Result<()> {
         let value = tagged(&self.h.mgr, value)?;
         match self.op(DictOp::Insert(enc(&attr.to_owned())?, value))? {
@@ -95,7 +96,7 @@ impl Namespace {
     /// Deletes the attribute; returns whether it existed (Python's `del ns.attr`).
     ///
     /// # Errors
-    /// [`Error::ServerGone`].
+    /// [`Error::ServerGone`](crate::Error::ServerGone).
     pub fn remove(&self, attr: &str) -> Result<bool> {
         match self.op(DictOp::Remove(enc(&attr.to_owned())?))? {
             Response::Value(v) => Ok(v.is_some()),
@@ -106,7 +107,7 @@ impl Namespace {
     /// Names of the attributes, in the order they were first set.
     ///
     /// # Errors
-    /// [`Error::ServerGone`].
+    /// [`Error::ServerGone`](crate::Error::ServerGone).
     pub fn names(&self) -> Result<Vec<String>> {
         match self.op(DictOp::Keys)? {
             Response::Values(v) => v.iter().map(|b| dec(b)).collect(),

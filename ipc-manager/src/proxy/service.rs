@@ -2,12 +2,12 @@
 
 use std::marker::PhantomData;
 
-use ipc_core::Result;
+use crate::Result;
 
 use super::Handle;
 use crate::service::Service;
+use crate::wire::{dec, enc};
 use crate::wire::{unexpected, Request, Response};
-use ipc_core::codec::{from_slice as dec, to_vec as enc};
 
 /// A proxy of a custom [`Service`] instance hosted by the server.
 ///
@@ -37,7 +37,7 @@ impl<S: Service> ServiceProxy<S> {
     /// Sends `request` to the instance and returns its response.
     ///
     /// # Errors
-    /// [`ipc_core::Error::ServerGone`], [`ipc_core::Error::Corrupt`] for an
+    /// [`Error::ServerGone`](crate::Error::ServerGone), [`ipc_core::Error::Corrupt`] for an
     /// invalid response.
     pub fn call(&self, request: &S::Request) -> Result<S::Response> {
         let req = Request::Call {
