@@ -50,12 +50,12 @@ struct Inner {
 /// # let url = redis.url();
 /// let q: Queue<String> = Queue::create(&url, "jobs", 2)?;
 /// q.put(&"a".to_string())?;
-/// q.put_nowait(&"b".to_string())?;
-/// assert!(q.put_nowait(&"c".to_string()).is_err()); // full
+/// q.try_put(&"b".to_string())?;
+/// assert!(q.try_put(&"c".to_string()).is_err()); // full
 /// let other: Queue<String> = Queue::open(&url, "jobs")?; // elsewhere
 /// assert_eq!(other.get()?, "a");
 /// assert_eq!(other.get_timeout(Duration::from_secs(1))?, "b");
-/// assert!(other.get_nowait().is_err()); // empty
+/// assert!(other.try_get().is_err()); // empty
 /// # Ok::<(), ipc_redis::Error>(())
 /// ```
 pub struct Queue<T> {
@@ -159,7 +159,7 @@ impl<T: Message> Queue<T> {
         self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn try_put(&self, bytes: &[u8]) -> Result<()> {
+    fn try_put_raw(&self, bytes: &[u8]) -> Result<()> {
         let cap = self.inner.capacity.to_string();
         let r: i64 = self.conn().eval(
             PUT,
@@ -188,7 +188,7 @@ impl<T: Message> Queue<T> {
         let b = Self::encode(item)?;
         let mut nap = Duration::from_millis(1);
         loop {
-            match self.try_put(&b) {
+            match self.try_put_raw(&b) {
                 Err(Error::Core(ipc_core::Error::Full)) => {}
                 other => return other,
             }
@@ -219,12 +219,13 @@ impl<T: Message> Queue<T> {
         self.put_deadline(item, Some(Instant::now() + timeout))
     }
 
-    /// Puts an item if there is room now.
+    /// Puts an item if there is room now (Python's `put_nowait`).
     ///
     /// # Errors
     /// [`ipc_core::Error::Full`], as [`put`](Self::put).
-    pub fn put_nowait(&self, item: &T) -> Result<()> {
-        self.try_put(&Self::encode(item)?)
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, item: &T) -> Result<()> {
+        self.try_put_raw(&Self::encode(item)?)
     }
 
     fn decode(b: Vec<u8>) -> Result<T> {
@@ -237,7 +238,7 @@ impl<T: Message> Queue<T> {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let slice = left.map_or(Duration::from_secs(1), |l| l.min(Duration::from_secs(1)));
             if slice.is_zero() {
-                return match self.get_nowait() {
+                return match self.try_get() {
                     Err(Error::Core(ipc_core::Error::Empty)) => Err(core(ipc_core::Error::Timeout)),
                     other => other,
                 };
@@ -276,11 +277,12 @@ impl<T: Message> Queue<T> {
         self.get_deadline(Some(Instant::now() + timeout))
     }
 
-    /// Takes the oldest item if there is one.
+    /// Takes the oldest item if there is one (Python's `get_nowait`).
     ///
     /// # Errors
     /// [`ipc_core::Error::Empty`], as [`get`](Self::get).
-    pub fn get_nowait(&self) -> Result<T> {
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> Result<T> {
         let v: Option<Vec<u8>> = self.conn().run(redis::cmd("LPOP").arg(&self.inner.list))?;
         match v {
             Some(b) => Self::decode(b),
@@ -299,14 +301,6 @@ impl<T: Message> Queue<T> {
         Ok(n)
     }
 
-    /// As [`len`](Self::len) (Python's name).
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub fn qsize(&self) -> Result<usize> {
-        self.len()
-    }
-
     /// Whether the queue is empty (Python's `empty()`).
     ///
     /// # Errors
@@ -321,7 +315,8 @@ impl<T: Message> Queue<T> {
     ///
     /// # Errors
     /// Redis errors.
-    pub fn full(&self) -> Result<bool> {
+    #[doc(alias = "full")]
+    pub fn is_full(&self) -> Result<bool> {
         Ok(self.inner.capacity > 0 && self.len()? >= self.inner.capacity)
     }
 

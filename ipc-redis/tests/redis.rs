@@ -651,7 +651,7 @@ fn queue_bounds_timeouts_close_and_bad_items_are_typed() -> R {
     let q: Queue<u64> = Queue::create(&url, "q", 2)?;
     q.put(&1)?;
     q.put(&2)?;
-    check(q.full()? && q.qsize()? == 2, "full")?;
+    check(q.is_full()? && q.len()? == 2, "full")?;
     let t0 = Instant::now();
     let r = q.put_timeout(&3, Duration::from_millis(200));
     check(
@@ -662,7 +662,7 @@ fn queue_bounds_timeouts_close_and_bad_items_are_typed() -> R {
         format!("{r:?}"),
     )?;
     check(t0.elapsed() < Duration::from_secs(5), "put_timeout overran")?;
-    let r = q.put_nowait(&3);
+    let r = q.try_put(&3);
     check(
         matches!(
             r.as_ref().map_err(core_err),
