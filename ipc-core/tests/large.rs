@@ -359,45 +359,6 @@ fn a_large_put_on_a_full_file_system_is_no_space_not_sigbus() {
     }
 }
 
-/// Runs `body` in a forked child with its own tmpfs of `size` on
-/// `/dev/shm` in a private mount namespace (as `tests/region_safety.rs`
-/// does); false if that cannot be set up. Asserts the body returned 0 (a
-/// SIGBUS shows up as a signal).
-fn in_private_shm(size: &str, body: impl FnOnce() -> i32) -> bool {
-    const SKIP: i32 = 77;
-    let opts = std::ffi::CString::new(format!("size={size},mode=1777")).unwrap();
-    let kid = fork_child(move || {
-        // SAFETY: unshare and mount with valid NUL-terminated strings (or
-        // null where the call allows it), in a single-threaded child.
-        unsafe {
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    c"none".as_ptr(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-                || libc::mount(
-                    c"tmpfs".as_ptr(),
-                    c"/dev/shm".as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    opts.as_ptr().cast(),
-                ) != 0
-            {
-                return SKIP;
-            }
-        }
-        body()
-    });
-    match wait_exit_within(kid, Duration::from_secs(60)) {
-        nix::sys::wait::WaitStatus::Exited(_, 0) => true,
-        nix::sys::wait::WaitStatus::Exited(_, SKIP) => false,
-        s => panic!("the test body failed: {s:?}"),
-    }
-}
-
 // Queue layout (as in `tests/crash.rs`): the slots from 8832, each a state
 // word (`seq << 23 | tag`), a length, a kind and its data 16 bytes later.
 const SLOTS: usize = 8832;

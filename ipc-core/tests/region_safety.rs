@@ -17,7 +17,9 @@ use std::ffi::CString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use common::{fork_child, fork_with, join_ok, kill_and_reap, unique, wait_exit_within};
+use common::{
+    fork_child, fork_with, in_private_shm, join_ok, kill_and_reap, unique, wait_exit_within,
+};
 use ipc_core::queue::Queue;
 use ipc_core::region::{CreateMode, Kind, Region, HEADER_LEN};
 use ipc_core::sync::{Event, Lock};
@@ -27,8 +29,6 @@ use nix::sys::wait::WaitStatus;
 
 /// The uid of `nobody`, the "other user" of these tests.
 const NOBODY: u32 = 65534;
-/// Exit code of a child that could not set up its private `/dev/shm`.
-const SKIP: i32 = 77;
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -37,51 +37,6 @@ fn is_root() -> bool {
 
 fn path_of(name: &str) -> String {
     format!("/dev/shm/ipc.{name}")
-}
-
-/// Runs `body` in a forked child that has its own empty tmpfs of `size`
-/// (e.g. `"1m"`) on `/dev/shm`, in a private mount namespace, and asserts
-/// that the child exited with 0 (a SIGBUS shows up here as a signal).
-/// Returns `false`, saying why, if the namespace cannot be set up.
-fn in_private_shm(size: &str, body: impl FnOnce() -> i32) -> bool {
-    let opts = CString::new(format!("size={size},mode=1777")).unwrap();
-    let kid = fork_child(move || {
-        // SAFETY: unshare and mount with valid NUL-terminated strings (or
-        // null where the call allows it), in a single-threaded child.
-        unsafe {
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    c"none".as_ptr(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-                || libc::mount(
-                    c"tmpfs".as_ptr(),
-                    c"/dev/shm".as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    opts.as_ptr().cast(),
-                ) != 0
-            {
-                return SKIP;
-            }
-        }
-        body()
-    });
-    match wait_exit_within(kid, Duration::from_secs(120)) {
-        WaitStatus::Exited(_, 0) => true,
-        WaitStatus::Exited(_, SKIP) => {
-            eprintln!(
-                "SKIPPED: cannot mount a private /dev/shm (needs root with CAP_SYS_ADMIN): {}",
-                std::io::Error::last_os_error()
-            );
-            false
-        }
-        WaitStatus::Signaled(_, sig, _) => panic!("the test body was killed by {sig:?}"),
-        s => panic!("the test body failed ({s:?}); its panic message is above"),
-    }
 }
 
 /// In a forked child: become `nobody` (group and user).

@@ -119,3 +119,51 @@ pub fn find(region: &ipc_core::region::Region, needle: &[u8]) -> Option<usize> {
     unsafe { std::ptr::copy_nonoverlapping(region.payload(), hay.as_mut_ptr(), len) };
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Runs `body` in a forked child that has its own empty tmpfs of `size`
+/// (e.g. `"1m"`) on `/dev/shm`, in a private mount namespace, and asserts
+/// that the child exited with 0 (a SIGBUS shows up here as a signal).
+/// Returns `false`, saying why, if the namespace cannot be set up.
+pub fn in_private_shm(size: &str, body: impl FnOnce() -> i32) -> bool {
+    const SKIP: i32 = 77;
+    let opts = std::ffi::CString::new(format!("size={size},mode=1777")).unwrap();
+    let kid = fork_child(move || {
+        // SAFETY: unshare and mount with valid NUL-terminated strings (or
+        // null where the call allows it), in a single-threaded child.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                || libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/dev/shm".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    opts.as_ptr().cast(),
+                ) != 0
+            {
+                return SKIP;
+            }
+        }
+        body()
+    });
+    match wait_exit_within(kid, Duration::from_secs(120)) {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => true,
+        nix::sys::wait::WaitStatus::Exited(_, SKIP) => {
+            eprintln!(
+                "SKIPPED: cannot mount a private /dev/shm (needs root with CAP_SYS_ADMIN): {}",
+                std::io::Error::last_os_error()
+            );
+            false
+        }
+        nix::sys::wait::WaitStatus::Signaled(_, sig, _) => {
+            panic!("the test body was killed by {sig:?}")
+        }
+        s => panic!("the test body failed ({s:?}); its panic message is above"),
+    }
+}
