@@ -53,6 +53,7 @@ mod objects;
 mod proxy;
 mod server;
 mod service;
+mod session;
 mod store;
 mod trace;
 mod wire;

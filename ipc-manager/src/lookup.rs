@@ -7,7 +7,10 @@ pub(crate) mod sealed {
         #[doc(hidden)]
         fn tag() -> u64;
         #[doc(hidden)]
-        fn from_entry(mgr: &crate::Manager, e: crate::wire::Entry) -> crate::Result<Self>;
+        fn from_entry(
+            session: &std::sync::Arc<crate::session::Session>,
+            e: crate::wire::Entry,
+        ) -> crate::Result<Self>;
     }
 }
 

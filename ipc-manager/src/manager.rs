@@ -1,37 +1,29 @@
 //! `Manager`: starting, connecting to and stopping a server.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 use ipc_core::codec;
 use ipc_core::process::{Process, StartMethod};
-use ipc_core::sys::fork_local::ForkLocal;
 use ipc_core::sys::proc;
 use ipc_core::Error as CoreError;
 
-use crate::client::Conn;
 use crate::control::{self, Control, DEFAULT_BUF, DEFAULT_SLOTS};
-use crate::lifecycle::{self, close_inherited_channels, sweep, sweep_dead_managers, wait_started};
+use crate::lifecycle::{close_inherited_channels, sweep, sweep_dead_managers, wait_started};
 use crate::server::Server;
 use crate::service::Service;
+use crate::session::{Session, CONNECT_TIMEOUT};
 use crate::store::{Factory, Instance, Store};
 use crate::wire::{unexpected, Request, Response};
 
 /// How long `start` waits for the server to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long `connect` waits for the server to answer its first request.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long dropping the owner waits for the server to stop before killing it.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest manager name (object regions append `.<pid>.<n>`).
 const MAX_NAME: usize = 160;
 
-/// Managers of this process, by name, so proxies arriving from other
-/// processes share one connection.
-static MANAGERS: ForkLocal<HashMap<String, Weak<Inner>>> = ForkLocal::new();
 static OBJECTS: AtomicU64 = AtomicU64::new(0);
 
 /// A handle to a manager server (Python's `multiprocessing.Manager()`).
@@ -62,24 +54,8 @@ static OBJECTS: AtomicU64 = AtomicU64::new(0);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Manager {
-    pub(crate) inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Inner {
-    name: String,
-    ctl: Arc<Control>,
-    conn: ForkLocal<Option<Arc<Conn>>>,
-    owner: Option<Owner>,
-    /// Set once a call reported `ServerGone`, so later proxy drops skip
-    /// their round trip without reading `/proc`.
-    gone: AtomicBool,
-}
-
-#[derive(Debug)]
-struct Owner {
-    pid: u32,
-    process: Mutex<Option<Process<()>>>,
+    /// This process's session with the server (shared with its proxies).
+    pub(crate) session: Arc<Session>,
 }
 
 /// Configures and starts a [`Manager`] server; registers custom types
@@ -263,20 +239,9 @@ impl ManagerBuilder {
                 return Err(e);
             }
         };
-        let inner = Arc::new(Inner {
-            name: name.clone(),
-            ctl: Arc::new(ctl),
-            conn: ForkLocal::new(),
-            gone: AtomicBool::new(false),
-            owner: Some(Owner {
-                pid: proc::pid(),
-                process: Mutex::new(Some(p)),
-            }),
-        });
-        MANAGERS.with(|m| m.insert(name, Arc::downgrade(&inner)));
-        let owned: Arc<dyn lifecycle::Stop> = inner.clone();
-        lifecycle::stop_at_exit(Arc::downgrade(&owned));
-        Ok(Manager { inner })
+        Ok(Manager {
+            session: Session::started(name, ctl, p),
+        })
     }
 
     /// Runs the server in the calling thread until a client asks it to
@@ -391,37 +356,17 @@ impl Manager {
     /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Manager> {
-        let cached = MANAGERS.with(|m| m.get(name).and_then(Weak::upgrade));
-        if let Some(inner) = cached.filter(|i| !i.ctl.server_gone()) {
-            return Ok(Manager { inner });
-        }
-        let deadline = Instant::now() + timeout;
-        let ctl = Control::open(name, timeout.min(ipc_core::region::DEFAULT_OPEN_TIMEOUT))?;
-        wait_started(&ctl, deadline, || true)?;
-        ctl.verify_server()?;
-        let inner = Arc::new(Inner {
-            name: name.to_owned(),
-            ctl: Arc::new(ctl),
-            conn: ForkLocal::new(),
-            gone: AtomicBool::new(false),
-            owner: None,
-        });
-        inner.call_deadline(&Request::Ping, Some(deadline))?;
-        MANAGERS.with(|m| {
-            m.retain(|_, w| w.strong_count() > 0);
-            m.insert(name.to_owned(), Arc::downgrade(&inner));
-        });
-        Ok(Manager { inner })
+        Session::connect(name, timeout).map(|session| Manager { session })
     }
 
     /// The manager's name ([`Manager::connect`] takes it).
     pub fn name(&self) -> &str {
-        &self.inner.name
+        self.session.name()
     }
 
     /// Whether the server is running.
     pub fn is_running(&self) -> bool {
-        !self.inner.ctl.server_gone()
+        !self.session.server_gone()
     }
 
     /// Stops the server (from any handle, in any process). Objects it hosts
@@ -442,8 +387,8 @@ impl Manager {
     /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn shutdown(&self) -> Result<()> {
-        let r = self.inner.call(&Request::Shutdown).map(|_| ());
-        self.inner.join_server();
+        let r = self.session.call(&Request::Shutdown).map(|_| ());
+        self.session.join_server();
         r
     }
 
@@ -462,7 +407,7 @@ impl Manager {
     /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn names(&self) -> Result<Vec<String>> {
-        match self.inner.call(&Request::Names)? {
+        match self.session.call(&Request::Names)? {
             Response::Names(v) => Ok(v),
             r => Err(unexpected(r)),
         }
@@ -478,115 +423,13 @@ impl Manager {
     /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn server_pid(&self) -> Option<u32> {
-        let o = self.inner.owner.as_ref()?;
-        let p = o.process.lock().unwrap_or_else(|e| e.into_inner());
-        p.as_ref().and_then(|p| p.pid())
+        self.session.server_pid()
     }
 
     /// A fresh region name for an object this manager will adopt.
     pub(crate) fn object_region(&self) -> String {
         // Relaxed: only uniqueness matters.
         let n = OBJECTS.fetch_add(1, Ordering::Relaxed);
-        format!("{}.{}.{n}", self.inner.name, proc::pid())
-    }
-}
-
-impl Inner {
-    /// This process's connection (a forked child makes its own; a broken
-    /// one is replaced).
-    pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
-        self.conn.with(|c| match c {
-            Some(c) if !c.is_broken() => Ok(c.clone()),
-            _ => {
-                // Give the broken slot back before claiming a new one (the
-                // new one may be the same slot, with the same owner word).
-                if let Some(old) = c.take() {
-                    old.close();
-                }
-                let n = Arc::new(Conn::connect(self.ctl.clone())?);
-                *c = Some(n.clone());
-                Ok(n)
-            }
-        })
-    }
-
-    /// One request/response exchange with the server.
-    pub(crate) fn call(&self, req: &Request) -> Result<Response> {
-        self.call_deadline(req, None)
-    }
-
-    /// As `call`, giving up at `deadline` ([`ipc_core::Error::Timeout`]).
-    pub(crate) fn call_deadline(
-        &self,
-        req: &Request,
-        deadline: Option<Instant>,
-    ) -> Result<Response> {
-        let r = self.conn().and_then(|c| c.call(req, deadline));
-        if matches!(r, Err(Error::ServerGone)) {
-            // Relaxed: a hint that only spares later drops a round trip.
-            if !self.gone.swap(true, Ordering::Relaxed) {
-                crate::trace::event!(WARN, manager = %self.name, "the manager server is gone");
-            }
-        }
-        r
-    }
-
-    /// Whether the server is known to be gone: it said it stopped, or a
-    /// call found it dead. One load each, no `/proc` read.
-    pub(crate) fn known_gone(&self) -> bool {
-        // Relaxed: see `call`.
-        self.gone.load(Ordering::Relaxed) || self.ctl.stopped()
-    }
-
-    fn is_owner(&self) -> bool {
-        self.owner.as_ref().is_some_and(|o| o.pid == proc::pid())
-    }
-
-    /// Asks the server to stop and waits for it (owner only).
-    fn stop(&self) {
-        if !self.is_owner() || self.ctl.server_gone() {
-            self.join_server();
-            return;
-        }
-        // Bounded: a server that stopped answering is killed instead.
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let _ = self
-            .conn()
-            .and_then(|c| c.call(&Request::Shutdown, Some(deadline)));
-        self.join_server();
-    }
-
-    /// Reaps the server process (owner only), killing it if it does not
-    /// stop in time, and removes whatever regions it left.
-    fn join_server(&self) {
-        if !self.is_owner() {
-            return;
-        }
-        let Some(o) = &self.owner else { return };
-        let mut g = o.process.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(mut p) = g.take() {
-            let server_pid = p.pid();
-            if p.join_timeout(Duration::from_secs(1)).is_err() && p.is_alive() {
-                let _ = p.kill();
-                let _ = p.join();
-            }
-            // Relaxed: the server wrote it before RUNNING and is reaped now.
-            let recorded = self.ctl.header().server.load(Ordering::Relaxed);
-            sweep(&self.name, server_pid, Some(recorded));
-        }
-    }
-}
-
-impl lifecycle::Stop for Inner {
-    fn stop(&self) {
-        Inner::stop(self);
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stop();
-        // Give the slot back before the mapping goes.
-        self.conn.with(|c| c.take());
+        format!("{}.{}.{n}", self.session.name(), proc::pid())
     }
 }

@@ -1,6 +1,8 @@
 //! The factories (`mgr.lock()`, `mgr.dict()`, ...) and the typed lookup
 //! (`mgr.get::<T>(name)`).
 
+use std::sync::Arc;
+
 use crate::{Error, Result};
 use ipc_core::codec::Message;
 use ipc_core::queue::{JoinableQueue, Queue};
@@ -12,6 +14,7 @@ use crate::lookup::{sealed, Hosted};
 use crate::manager::Manager;
 use crate::proxy::{DictProxy, Handle, ListProxy, Namespace, ServiceProxy};
 use crate::service::Service;
+use crate::session::Session;
 use crate::wire::{unexpected, Container, Entry, Request, Response};
 
 /// Queue capacity used for `queue(0)` (Python's "unbounded").
@@ -39,7 +42,7 @@ macro_rules! shared_lookup {
             fn tag() -> u64 {
                 type_tag::<$ty>(0, 0)
             }
-            fn from_entry(_mgr: &Manager, e: Entry) -> Result<Self> {
+            fn from_entry(_session: &Arc<Session>, e: Entry) -> Result<Self> {
                 match e {
                     Entry::Shared { region, tag, .. } if tag == Self::tag() => {
                         let open: fn(&str) -> ipc_core::Result<$ty> = $open;
@@ -73,11 +76,11 @@ macro_rules! container_lookup {
             fn tag() -> u64 {
                 type_tag::<$ty>(0, 0)
             }
-            fn from_entry(mgr: &Manager, e: Entry) -> Result<Self> {
+            fn from_entry(session: &Arc<Session>, e: Entry) -> Result<Self> {
                 match e {
                     Entry::Container { what: Container::$what, id, tag } if tag == Self::tag() => {
                         let make: fn(Handle) -> $ty = $make;
-                        Ok(make(Handle::named(mgr.clone(), id)))
+                        Ok(make(Handle::named(session.clone(), id)))
                     }
                     other => Err(mismatch(std::any::type_name::<$ty>(), &other)),
                 }
@@ -96,14 +99,15 @@ impl<S: Service> sealed::Lookup for ServiceProxy<S> {
     fn tag() -> u64 {
         crate::service::service_tag::<S>()
     }
-    fn from_entry(mgr: &Manager, e: Entry) -> Result<Self> {
+    fn from_entry(session: &Arc<Session>, e: Entry) -> Result<Self> {
         match e {
             Entry::Container {
                 what: Container::Service,
                 id,
                 tag,
             } if tag == Self::tag() => {
-                Ok(ServiceProxy::from_handle(Handle::named(mgr.clone(), id)))
+                let h = Handle::named(session.clone(), id);
+                Ok(ServiceProxy::from_handle(h))
             }
             other => Err(mismatch(std::any::type_name::<Self>(), &other)),
         }
@@ -162,7 +166,7 @@ impl Named<'_> {
             tag: T::tag(),
             name: self.name(),
         };
-        match self.mgr.inner.call(&req)? {
+        match self.mgr.session.call(&req)? {
             Response::Unit => Ok(obj),
             r => Err(unexpected(r)),
         }
@@ -180,14 +184,14 @@ impl Named<'_> {
             name: self.name(),
             service,
         };
-        match self.mgr.inner.call(&req)? {
+        match self.mgr.session.call(&req)? {
             // A named container lives until the server stops; an unnamed
             // one until its last proxy anywhere is gone (the server counted
             // this process as its first holder).
             Response::Id(id) if self.name.is_some() => {
-                Ok(make(Handle::named(self.mgr.clone(), id)))
+                Ok(make(Handle::named(self.mgr.session.clone(), id)))
             }
-            Response::Id(id) => Ok(make(Handle::owned(self.mgr.clone(), id))),
+            Response::Id(id) => Ok(make(Handle::owned(self.mgr.session.clone(), id))),
             r => Err(unexpected(r)),
         }
     }
@@ -368,10 +372,10 @@ impl Manager {
     /// # Ok::<(), ipc_manager::Error>(())
     /// ```
     pub fn get<T: Hosted>(&self, name: &str) -> Result<T> {
-        match self.inner.call(&Request::Lookup {
+        match self.session.call(&Request::Lookup {
             name: name.to_owned(),
         })? {
-            Response::Found(e) => T::from_entry(self, e).map_err(|err| match err {
+            Response::Found(e) => T::from_entry(&self.session, e).map_err(|err| match err {
                 Error::Core(ipc_core::Error::Incompatible {
                     what,
                     expected,

@@ -20,7 +20,7 @@ fn garbage_requests_get_errors_and_harm_nobody_else() -> Result<()> {
     d.insert(&1, &10)?;
     let d2 = d.clone();
     let mut hostile = Process::new(move || -> Result<()> {
-        let conn = d2.h.mgr.inner.conn()?;
+        let conn = d2.h.session.conn()?;
         // Random bytes, an empty request, a truncated valid one.
         let mut x = 0x1234_5678_9abc_def0u64;
         for len in [1usize, 7, 64, 1000, 70_000] {
@@ -63,7 +63,7 @@ fn values_that_are_not_what_the_proxy_expects_are_refused() -> Result<()> {
     let d = mgr.named("mixed").dict::<u32, String>()?;
     d.insert(&1, &"not a number".into())?;
     let wrong = crate::DictProxy::<u32, [u8; 64]>::from_handle(crate::proxy::Handle::named(
-        mgr.clone(),
+        mgr.session.clone(),
         d.h.id,
     ));
     assert!(matches!(
@@ -103,7 +103,7 @@ fn a_stolen_slot_gives_an_error_then_a_fresh_connection() -> Result<()> {
     let l = mgr.list::<u32>()?;
     l.push(&1)?;
     // A hostile process marks our slot closed; the server frees it.
-    let conn = mgr.inner.conn()?;
+    let conn = mgr.session.conn()?;
     conn.steal_for_test();
     let t0 = std::time::Instant::now();
     let r = l.len();
@@ -142,7 +142,8 @@ fn wait_freed(mgr: &Manager, id: u64) -> Result<()> {
 
 /// Whether container `id` still exists on the server.
 fn exists(mgr: &Manager, id: u64) -> Result<bool> {
-    let probe = crate::ListProxy::<u8>::from_handle(crate::proxy::Handle::named(mgr.clone(), id));
+    let probe =
+        crate::ListProxy::<u8>::from_handle(crate::proxy::Handle::named(mgr.session.clone(), id));
     match probe.len() {
         Err(Error::Core(CoreError::NotFound { .. })) => Ok(false),
         // It is a dict, not a list: but it exists.

@@ -69,7 +69,7 @@ impl<K: Message, V: Message> DictProxy<K, V> {
     }
 
     fn val(&self, v: &V) -> Result<Val> {
-        enc_val(&self.h.mgr, v)
+        enc_val(&self.h.session, v)
     }
 
     fn maybe(&self, op: DictOp) -> Result<Option<V>> {

@@ -46,7 +46,7 @@ impl<T: Message> ListProxy<T> {
     }
 
     fn val(&self, v: &T) -> Result<Val> {
-        enc_val(&self.h.mgr, v)
+        enc_val(&self.h.session, v)
     }
 
     fn op(&self, op: ListOp) -> Result<Response> {

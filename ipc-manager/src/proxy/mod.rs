@@ -1,6 +1,7 @@
 //! Typed proxies of the containers the server hosts.
 //!
-//! A proxy is a cheap handle (a manager handle and an object id): clone
+//! A proxy is a cheap handle (this process's session with the server and
+//! an object id): clone
 //! it, inherit it across fork, or pass it to a spawned process or a pool
 //! task (it travels as the manager's name and the id; the receiver
 //! connects to the manager by name).
@@ -17,6 +18,7 @@ pub use service::ServiceProxy;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::Result;
 use ipc_core::region::Kind;
@@ -24,7 +26,7 @@ use ipc_core::sys::proc;
 use ipc_core::travel::Token;
 
 use crate::lookup::sealed::Lookup;
-use crate::manager::Manager;
+use crate::session::{Session, CONNECT_TIMEOUT};
 use crate::wire::enc;
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
 
@@ -34,17 +36,18 @@ thread_local! {
     static CONTAINED: RefCell<Option<Vec<(String, u64)>>> = const { RefCell::new(None) };
 }
 
-/// Encodes a value to store in a container of `mgr`, with the ids of the
-/// unnamed containers of `mgr` whose proxies it contains (the server then
+/// Encodes a value to store in a container of the manager of `session`,
+/// with the ids of the unnamed containers of that manager whose proxies
+/// it contains (the server then
 /// keeps them alive while the value is stored). Proxies of another manager
 /// are not counted: that manager cannot see this one's containers.
-pub(crate) fn enc_val<T: ipc_core::codec::Message>(mgr: &Manager, v: &T) -> Result<Val> {
+pub(crate) fn enc_val<T: ipc_core::codec::Message>(session: &Session, v: &T) -> Result<Val> {
     let outer = CONTAINED.with(|c| c.replace(Some(Vec::new())));
     let bytes = enc(v);
     let met = CONTAINED.with(|c| c.replace(outer)).unwrap_or_default();
     let refs = met
         .into_iter()
-        .filter(|(name, _)| name == mgr.name())
+        .filter(|(name, _)| name == session.name())
         .map(|(_, id)| id)
         .collect();
     Ok(Val {
@@ -68,7 +71,8 @@ pub(crate) fn enc_val<T: ipc_core::codec::Message>(mgr: &Manager, v: &T) -> Resu
 /// server also drops the counts of processes that died.
 #[derive(Debug)]
 pub(crate) struct Handle {
-    pub mgr: Manager,
+    /// This process's session with the server (a clone of the `Manager`'s).
+    pub session: Arc<Session>,
     pub id: u64,
     /// Whether the server counts holders of this object (unnamed ones).
     counted: bool,
@@ -78,9 +82,9 @@ pub(crate) struct Handle {
 
 impl Handle {
     /// A handle of a named object: never counted, never freed.
-    pub fn named(mgr: Manager, id: u64) -> Handle {
+    pub fn named(session: Arc<Session>, id: u64) -> Handle {
         Handle {
-            mgr,
+            session,
             id,
             counted: false,
             held_by: AtomicU32::new(0),
@@ -89,9 +93,9 @@ impl Handle {
 
     /// The handle of an unnamed object this process just created (the
     /// server counted it already).
-    pub fn owned(mgr: Manager, id: u64) -> Handle {
+    pub fn owned(session: Arc<Session>, id: u64) -> Handle {
         Handle {
-            mgr,
+            session,
             id,
             counted: true,
             held_by: AtomicU32::new(proc::pid()),
@@ -107,14 +111,14 @@ impl Handle {
         if !self.counted || self.held_by.load(Ordering::Relaxed) == me {
             return Ok(());
         }
-        unit(self.mgr.inner.call(&Request::Incref { id: self.id })?)?;
+        unit(self.session.call(&Request::Incref { id: self.id })?)?;
         self.held_by.store(me, Ordering::Relaxed);
         Ok(())
     }
 
     pub fn call(&self, req: &Request) -> Result<Response> {
         self.hold()?;
-        self.mgr.inner.call(req)
+        self.session.call(req)
     }
 
     /// The travelling form: manager name, object id, proxy type, counted.
@@ -122,12 +126,12 @@ impl Handle {
         if self.counted {
             CONTAINED.with(|c| {
                 if let Some(met) = c.borrow_mut().as_mut() {
-                    met.push((self.mgr.name().to_owned(), self.id));
+                    met.push((self.session.name().to_owned(), self.id));
                 }
             });
         }
         Token {
-            locator: format!("manager:{}", self.mgr.name()),
+            locator: format!("manager:{}", self.session.name()),
             kind: Kind::Manager as u32,
             offset: self.id,
             extra: vec![
@@ -158,10 +162,10 @@ impl Handle {
             }
             .into());
         }
-        let mgr = Manager::connect(name)?;
+        let session = Session::connect(name, CONNECT_TIMEOUT)?;
         if t.extra.get(1).map(String::as_str) == Some("counted") {
             let h = Handle {
-                mgr,
+                session,
                 id: t.offset,
                 counted: true,
                 held_by: AtomicU32::new(0),
@@ -169,7 +173,7 @@ impl Handle {
             h.hold()?;
             Ok(h)
         } else {
-            Ok(Handle::named(mgr, t.offset))
+            Ok(Handle::named(session, t.offset))
         }
     }
 }
@@ -177,7 +181,7 @@ impl Handle {
 impl Clone for Handle {
     fn clone(&self) -> Handle {
         let h = Handle {
-            mgr: self.mgr.clone(),
+            session: self.session.clone(),
             id: self.id,
             counted: self.counted,
             held_by: AtomicU32::new(0),
@@ -193,10 +197,10 @@ impl Drop for Handle {
     fn drop(&mut self) {
         // Relaxed: see `hold`.
         if self.counted && self.held_by.load(Ordering::Relaxed) == proc::pid() {
-            if self.mgr.inner.known_gone() {
+            if self.session.known_gone() {
                 return; // nothing to give back to
             }
-            let _ = self.mgr.inner.call(&Request::Decref { id: self.id });
+            let _ = self.session.call(&Request::Decref { id: self.id });
         }
     }
 }

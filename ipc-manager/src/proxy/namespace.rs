@@ -5,6 +5,7 @@ use ipc_core::codec::Message;
 use ipc_core::region::type_tag;
 
 use super::Handle;
+use crate::session::Session;
 use crate::wire::{dec, enc};
 use crate::wire::{unexpected, Bytes, DictOp, Request, Response, Val};
 
@@ -33,8 +34,8 @@ pub struct Namespace {
 
 /// A value to store: its type tag, then its bytes (with the containers
 /// whose proxies it holds, see [`Val`]).
-fn tagged<T: Message>(mgr: &crate::Manager, v: &T) -> Result<Val> {
-    let inner = super::enc_val(mgr, v)?;
+fn tagged<T: Message>(session: &Session, v: &T) -> Result<Val> {
+    let inner = super::enc_val(session, v)?;
     let mut bytes = type_tag::<T>(0, 0).to_le_bytes().to_vec();
     bytes.extend_from_slice(&inner.bytes);
     Ok(Val {
@@ -86,7 +87,7 @@ impl Namespace {
     /// # Errors
     /// [`Error::ServerGone`](crate::Error::ServerGone).
     pub fn set<T: Message>(&self, attr: &str, value: &T) -> Result<()> {
-        let value = tagged(&self.h.mgr, value)?;
+        let value = tagged(&self.h.session, value)?;
         match self.op(DictOp::Insert(enc(&attr.to_owned())?, value))? {
             Response::Value(_) => Ok(()),
             r => Err(unexpected(r)),
@@ -122,7 +123,7 @@ impl Namespace {
     /// As [`get`](Self::get).
     pub fn update_with<T: Message>(&self, attr: &str, f: impl FnMut(Option<T>) -> T) -> Result<T> {
         let decode = |b: &[u8]| untag(attr, b);
-        let encode = |v: &T| tagged(&self.h.mgr, v);
+        let encode = |v: &T| tagged(&self.h.session, v);
         super::cas_update(&self.h, enc(&attr.to_owned())?, decode, encode, f)
     }
 }
