@@ -1,12 +1,11 @@
 //! The client side of a slot: one connection per process and manager.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 use ipc_core::codec;
-use ipc_core::sys::futex;
 use ipc_core::sys::proc::{self, TaskId};
 use rkyv::util::AlignedVec;
 
@@ -177,9 +176,7 @@ impl Conn {
     /// a frame damaged in the mailbox is `Corrupt`, never a wrong value.
     fn read_frame(&self, st: &mut Seq) -> Result<u32> {
         let s = self.ctl.slot(self.slot);
-        // Relaxed (both): ordered after the Acquire of resp_seq in `wait`.
-        let raw = s.resp_len.load(Ordering::Relaxed);
-        let crc = s.resp_crc.load(Ordering::Relaxed);
+        let (raw, crc) = s.response_frame();
         let n = (raw & LEN_MASK) as usize;
         if n > self.ctl.buf_len() {
             return Err(Error::corrupt(format!(
@@ -224,12 +221,7 @@ impl Conn {
         };
         let seq = st.seq.wrapping_add(1);
         let len = chunk.len() as u32 | flags;
-        // Relaxed (both): published by req_seq's Release below.
-        s.req_crc
-            .store(frame_crc(seq, len, chunk), Ordering::Relaxed);
-        s.req_len.store(len, Ordering::Relaxed);
-        // Release: the request bytes and length before the sequence number.
-        s.req_seq.store(seq, Ordering::Release);
+        s.publish_request(seq, len, frame_crc(seq, len, chunk));
         st.seq = seq;
         ctl.ring_doorbell();
         self.wait(seq, st.deadline)
@@ -239,28 +231,15 @@ impl Conn {
     /// periodic checks that the server is alive.
     fn wait(&self, seq: u32, deadline: Option<Instant>) -> Result<()> {
         let s = self.ctl.slot(self.slot);
-        // Acquire: pairs with the server's Release of resp_seq, making the
-        // response bytes visible.
-        let done = || s.resp_seq.load(Ordering::Acquire) == seq;
         let mut backoff = mailbox_backoff();
         while !backoff.is_completed() {
-            if done() {
+            if s.answered(seq) {
                 return Ok(());
             }
             backoff.snooze();
         }
         loop {
-            let cur = s.resp_seq.load(Ordering::Acquire);
-            // Relaxed: ordered by the fence (Dekker with the server's wake).
-            s.client_sleeping.store(1, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            if done() {
-                s.client_sleeping.store(0, Ordering::Relaxed);
-                return Ok(());
-            }
-            futex::wait_slice(&s.resp_seq, cur, deadline, SERVER_CHECK);
-            s.client_sleeping.store(0, Ordering::Relaxed);
-            if done() {
+            if s.sleep_for_answer(seq, deadline, SERVER_CHECK) {
                 return Ok(());
             }
             // Woken or timed out: either way, is the server still there,

@@ -28,12 +28,15 @@
 //!
 //! Sleeping follows the Dekker pattern of `ipc_core`'s rings: the sleeper
 //! sets its `*_sleeping` flag, issues a SeqCst fence and re-checks before
-//! the futex wait; the waker publishes, fences and reads the flag.
+//! the futex wait; the waker publishes, fences and reads the flag. That
+//! protocol, and the header words it uses, live in [`crate::mailbox`]
+//! (which a loom model checks).
 
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use std::time::Duration;
 
+use crate::mailbox::{ControlHeader, SlotHeader};
 use ipc_core::region::{Kind, Region};
 use ipc_core::sys::proc::TaskId;
 use ipc_core::{Backoff, Error, Result};
@@ -86,50 +89,6 @@ pub(crate) const FAILED: u32 = 3;
 pub(crate) const FREE: u64 = 0;
 /// Slot owner word: the client said goodbye; the server frees it.
 pub(crate) const CLOSED: u64 = u64::MAX;
-
-/// The control header, at the start of the payload.
-#[repr(C, align(128))]
-pub(crate) struct ControlHeader {
-    /// Packed identity of the server process.
-    pub server: AtomicU64,
-    /// Packed identity of the process the server serves (0: none, it stops
-    /// only when asked).
-    pub owner: AtomicU64,
-    /// `STARTING`, `RUNNING` or `STOPPED`; a futex word while starting.
-    pub state: AtomicU32,
-    nslots: AtomicU32,
-    buf_len: AtomicU32,
-    /// Slots `[0, claimed_hi)` may be in use: the server scans only those.
-    pub claimed_hi: AtomicU32,
-    /// Bumped by every request; the server sleeps on it.
-    pub doorbell: AtomicU32,
-    /// Whether the server is (about to be) asleep on `doorbell`.
-    pub server_sleeping: AtomicU32,
-    /// Why the server could not start (an errno; `u32::MAX`: not a system
-    /// error), written before `state` becomes `FAILED`.
-    pub start_error: AtomicU32,
-}
-
-/// A slot's header.
-#[repr(C, align(128))]
-pub(crate) struct SlotHeader {
-    /// `FREE`, `CLOSED` or the packed identity of the client.
-    pub owner: AtomicU64,
-    /// Sequence number of the latest request.
-    pub req_seq: AtomicU32,
-    /// Its length and flags.
-    pub req_len: AtomicU32,
-    /// Sequence number of the latest response; the client sleeps on it.
-    pub resp_seq: AtomicU32,
-    /// Its length and flags.
-    pub resp_len: AtomicU32,
-    /// Whether the client is (about to be) asleep on `resp_seq`.
-    pub client_sleeping: AtomicU32,
-    /// [`frame_crc`] of the latest request chunk.
-    pub req_crc: AtomicU32,
-    /// [`frame_crc`] of the latest response chunk.
-    pub resp_crc: AtomicU32,
-}
 
 const HDR: usize = std::mem::size_of::<ControlHeader>();
 const SLOT_HDR: usize = std::mem::size_of::<SlotHeader>();
@@ -372,15 +331,7 @@ impl Control {
 
     /// Rings the server's doorbell after publishing a request or a close.
     pub fn ring_doorbell(&self) {
-        let h = self.header();
-        // Relaxed: the futex word only needs to change; the request itself
-        // is published by `req_seq`'s Release.
-        h.doorbell.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence (Dekker with the server's sleep).
-        if h.server_sleeping.load(Ordering::Relaxed) != 0 {
-            ipc_core::sys::futex::wake(&h.doorbell, 1);
-        }
+        self.header().ring_doorbell();
     }
 }
 

@@ -34,39 +34,65 @@
 //! assert_eq!(d.get(&1)?, Some("from the child".to_string()));
 //! # Ok::<(), ipc_manager::Error>(())
 //! ```
+// Under `--cfg loom` only the mailbox protocol and its model are built.
+#![cfg_attr(loom, allow(dead_code))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "ipc-manager supports Linux only: it is built on Linux futexes, memfd, pidfd and /proc"
 );
 
+#[cfg(not(loom))]
 mod client;
+#[cfg(not(loom))]
 mod control;
+#[cfg(not(loom))]
 mod crc32c;
+#[cfg(not(loom))]
 mod error;
+#[cfg(not(loom))]
 #[doc(hidden)]
 pub mod inspect;
+#[cfg(not(loom))]
 mod lifecycle;
+#[cfg(not(loom))]
 mod lookup;
+mod mailbox;
+#[cfg(not(loom))]
 mod manager;
+#[cfg(not(loom))]
 mod objects;
+#[cfg(not(loom))]
 mod proxy;
+#[cfg(not(loom))]
 mod server;
+#[cfg(not(loom))]
 mod service;
+#[cfg(not(loom))]
 mod session;
+#[cfg(not(loom))]
 mod store;
+#[cfg(not(loom))]
 mod trace;
+#[cfg(not(loom))]
 mod wire;
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod hardening_tests;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
 
+#[cfg(not(loom))]
 pub use error::{Error, Result};
+#[cfg(not(loom))]
 pub use ipc_core as core;
+#[cfg(not(loom))]
 pub use lookup::Hosted;
+#[cfg(not(loom))]
 pub use manager::{Manager, ManagerBuilder};
+#[cfg(not(loom))]
 pub use objects::{Named, DEFAULT_QUEUE_CAPACITY};
+#[cfg(not(loom))]
 pub use proxy::{DictProxy, ListProxy, Namespace, ServiceProxy};
+#[cfg(not(loom))]
 pub use service::Service;

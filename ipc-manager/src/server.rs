@@ -1,7 +1,7 @@
 //! The server loop: scan the client slots, answer requests, sleep when
 //! idle, reclaim the slots of dead clients.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::Result;
@@ -101,10 +101,7 @@ impl Server {
         let mut last_check = Instant::now();
         let mut rounds = 0u32;
         while !self.store.stop {
-            let h = self.ctl.header();
-            // Acquire: pairs with the clients' doorbell bumps (their requests
-            // are published by req_seq, read in `scan`).
-            let bell = h.doorbell.load(Ordering::Acquire);
+            let bell = self.ctl.header().bell();
             let served = self.scan();
             // Reading the clock costs more than a scan: look every 256 rounds.
             rounds = rounds.wrapping_add(1);
@@ -122,18 +119,12 @@ impl Server {
                 backoff.snooze();
                 continue;
             }
-            let h = self.ctl.header();
-            // Relaxed: ordered by the fence (Dekker with `ring_doorbell`).
-            h.server_sleeping.store(1, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            self.ctl.header().announce_sleep();
             if self.scan() == 0 {
-                let h = self.ctl.header();
-                futex::wait(&h.doorbell, bell, Some(last_check + HOUSEKEEPING));
+                let deadline = Some(last_check + HOUSEKEEPING);
+                self.ctl.header().sleep_on_doorbell(bell, deadline);
             }
-            self.ctl
-                .header()
-                .server_sleeping
-                .store(0, Ordering::Relaxed);
+            self.ctl.header().end_sleep();
             backoff.reset();
         }
         self.stop();
@@ -172,9 +163,7 @@ impl Server {
                 }
                 _ => {}
             }
-            // Acquire: pairs with the client's Release of req_seq, making
-            // the request bytes visible.
-            let seq = s.req_seq.load(Ordering::Acquire);
+            let seq = s.request_seq();
             if seq != self.local[i].seen {
                 self.serve(i, seq, owner);
                 served += 1;
@@ -232,16 +221,13 @@ impl Server {
     fn serve(&mut self, i: usize, seq: u32, client: u64) {
         let cap = self.ctl.buf_len();
         let s = self.ctl.slot(i);
-        // Relaxed: ordered after the Acquire of req_seq in `scan`.
-        let raw = s.req_len.load(Ordering::Relaxed);
+        let (raw, crc) = s.request_frame();
         let n = (raw & LEN_MASK) as usize;
         if n > cap {
             self.local[i].partial.clear();
             let f = Fault::Corrupt(format!("request chunk of {n} bytes exceeds the buffer"));
             return self.answer(i, seq, Response::Fault(f));
         }
-        // Relaxed: as req_len.
-        let crc = s.req_crc.load(Ordering::Relaxed);
         if raw & CONT != 0 {
             if frame_crc(seq, raw, &[]) != crc {
                 return self.answer(i, seq, damaged());
@@ -344,18 +330,8 @@ impl Server {
         // we publish resp_seq.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ctl.resp_buf(i), bytes.len()) };
         let len = bytes.len() as u32 | flags;
-        // Relaxed (both): published by resp_seq's Release.
-        s.resp_crc
-            .store(frame_crc(seq, len, bytes), Ordering::Relaxed);
-        s.resp_len.store(len, Ordering::Relaxed);
-        // Release: the response before its sequence number.
-        s.resp_seq.store(seq, Ordering::Release);
+        s.publish_response(seq, len, frame_crc(seq, len, bytes));
         self.local[i].seen = seq;
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence (Dekker with the client's sleep).
-        if s.client_sleeping.load(Ordering::Relaxed) != 0 {
-            futex::wake(&s.resp_seq, 1);
-        }
     }
 }
 
