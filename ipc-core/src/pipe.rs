@@ -162,9 +162,16 @@ impl PipeBuilder {
     /// ```
     /// use ipc_core::{pipe::Pipe, Error};
     /// let (a, b) = Pipe::builder().capacity(4096).max_message_size(10_000).build()?;
-    /// a.send_bytes(&[1u8; 10_000])?; // streams through the 4 KiB ring
+    /// // Larger than the 4 KiB ring: it streams through while `b` reads,
+    /// // so the send runs beside the receive (as with an OS pipe).
+    /// let sender = std::thread::spawn(move || {
+    ///     a.send_bytes(&[1u8; 10_000])?;
+    ///     let e = a.send_bytes(&[1u8; 10_001]);
+    ///     assert!(matches!(e, Err(Error::MessageTooLarge { .. })));
+    ///     Ok::<(), Error>(())
+    /// });
     /// assert_eq!(b.recv_bytes()?, [1u8; 10_000]);
-    /// assert!(matches!(a.send_bytes(&[1u8; 10_001]), Err(Error::MessageTooLarge { .. })));
+    /// sender.join().unwrap()?;
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn max_message_size(mut self, bytes: usize) -> Self {
