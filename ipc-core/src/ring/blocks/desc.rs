@@ -1,0 +1,42 @@
+//! The block descriptor: the 24 bytes that travel through the ring for a
+//! message out of line (entry, generation, length, producer, magic).
+
+use super::DESC_LEN;
+
+/// What travels through the ring for a block: which entry, which
+/// generation of it, how many bytes, and the producer's tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Desc {
+    pub entry: u32,
+    pub gen: u32,
+    pub len: u64,
+    pub producer: u32,
+}
+
+impl Desc {
+    pub fn encode(&self) -> [u8; DESC_LEN] {
+        let mut b = [0u8; DESC_LEN];
+        b[0..4].copy_from_slice(&self.entry.to_le_bytes());
+        b[4..8].copy_from_slice(&self.gen.to_le_bytes());
+        b[8..16].copy_from_slice(&self.len.to_le_bytes());
+        b[16..20].copy_from_slice(&self.producer.to_le_bytes());
+        b[20..24].copy_from_slice(b"BLK1");
+        b
+    }
+
+    /// Parses a descriptor read from a ring slot (hostile bytes).
+    pub fn decode(b: &[u8]) -> Option<Desc> {
+        if b.len() != DESC_LEN || &b[20..24] != b"BLK1" {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&b[8..16]);
+        Some(Desc {
+            entry: u32_at(0),
+            gen: u32_at(4),
+            len: u64::from_le_bytes(len),
+            producer: u32_at(16),
+        })
+    }
+}
