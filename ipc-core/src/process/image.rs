@@ -26,9 +26,17 @@ pub(crate) fn init_called() -> bool {
     INIT_CALLED.load(Ordering::Relaxed)
 }
 
-/// The address all offsets are relative to (this very function's).
+/// One byte whose address every offset is relative to. A static, not a
+/// function: a small `fn` may be inlined into another crate, and its
+/// address taken there is that crate's local copy, so a parent (in
+/// generic code of the caller's crate) and its child (in ipc-core) would
+/// measure from different anchors. A static has exactly one address.
+static ANCHOR: u8 = 0;
+
+/// The address all offsets are relative to (see [`ANCHOR`]).
+#[inline(never)]
 pub(crate) fn anchor() -> usize {
-    anchor as fn() -> usize as usize
+    std::ptr::addr_of!(ANCHOR) as usize
 }
 
 /// Runs the target at `target` on the argument bytes; calls `ack` once the
