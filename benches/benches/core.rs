@@ -272,44 +272,9 @@ fn uncontended(c: &mut Criterion) {
     });
 }
 
+/// One-way 4 KiB messages through a Queue (one pair, as below).
 fn throughput(c: &mut Criterion) {
-    let data = Queue::<Vec<u8>>::builder()
-        .capacity(256)
-        .max_message_size(8192)
-        .build()
-        .unwrap();
-    let done = Queue::<u64>::new(4).unwrap();
-    let (d2, done2) = (data.clone(), done.clone());
-    let _peer = Peer::spawn(move || {
-        let mut n = 0u64;
-        while let Ok(m) = d2.get() {
-            if m.is_empty() {
-                if done2.put(&n).is_err() {
-                    break;
-                }
-                n = 0;
-            } else {
-                n += m.len() as u64;
-            }
-        }
-    });
-    let msg = vec![0xabu8; 4096];
-    let mut g = c.benchmark_group("throughput");
-    g.throughput(Throughput::Bytes(4096));
-    g.bench_function("queue_4k", |bn| {
-        bn.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                data.put(&msg).unwrap();
-            }
-            data.put(&Vec::new()).unwrap();
-            let n = done.get().unwrap();
-            assert_eq!(n, iters * 4096);
-            t.elapsed()
-        })
-    });
-    g.finish();
-    data.close();
+    queue_4k_pair(c, "queue_4k");
 }
 
 /// One 4 KiB pair as in `ipc-examples/examples/throughput_repro.rs`: its
