@@ -9,7 +9,7 @@ use crate::codec::Scratch;
 use crate::region::{Kind, Region};
 use crate::ring::blocks::{Block, Blocks, Claim, Desc, DESC_LEN, KIND_BLOCK};
 use crate::ring::mpmc::{Mpmc, MpmcHeader, Pop, Push, Recovered};
-use crate::ring::wait::Stop;
+use crate::ring::wait::{Stop, WaitPoint};
 use crate::sys::futex;
 use crate::{Error, Result};
 
@@ -274,20 +274,28 @@ impl Inner {
         me: u32,
         deadline: Option<Instant>,
     ) -> Result<()> {
-        let r = self.hdr().not_full.0.wait_until(
-            || match self.ring.try_push_kind(bytes, kind, me) {
+        self.wait_on(&self.hdr().not_full.0, deadline, || {
+            match self.ring.try_push_kind(bytes, kind, me) {
                 Push::Done => Some(Ok(())),
                 Push::Broken => Some(Err(broken())),
                 Push::Full => match self.state() {
                     OPEN => None,
                     s => Some(Err(ended(s))),
                 },
-            },
-            deadline,
-            Some(RECOVER_EVERY),
-            || self.recover(),
-        );
-        match r {
+            }
+        })
+    }
+
+    /// Waits on `wp` until `check` gives a result or `deadline` passes,
+    /// recovering slots and blocks of dead processes every
+    /// [`RECOVER_EVERY`]: the one wait of every blocking queue call.
+    fn wait_on<T>(
+        &self,
+        wp: &WaitPoint,
+        deadline: Option<Instant>,
+        check: impl FnMut() -> Option<Result<T>>,
+    ) -> Result<T> {
+        match wp.wait_until(check, deadline, Some(RECOVER_EVERY), || self.recover()) {
             Ok(r) => r,
             Err(Stop::Check(e)) => Err(e),
             Err(Stop::Timeout) => Err(Error::Timeout),
@@ -297,24 +305,14 @@ impl Inner {
     /// Claims a block for `len` bytes as `me`, waiting for one until
     /// `deadline` when every entry is busy.
     pub fn block_wait(&self, len: u64, me: u32, deadline: Option<Instant>) -> Result<Block> {
-        let r = self.hdr().not_full.0.wait_until(
-            || match self.state() {
-                OPEN => match self.blocks.acquire(len, me) {
-                    Ok(Some(b)) => Some(Ok(b)),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e)),
-                },
-                s => Some(Err(ended(s))),
+        self.wait_on(&self.hdr().not_full.0, deadline, || match self.state() {
+            OPEN => match self.blocks.acquire(len, me) {
+                Ok(Some(b)) => Some(Ok(b)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
             },
-            deadline,
-            Some(RECOVER_EVERY),
-            || self.recover(),
-        );
-        match r {
-            Ok(r) => r,
-            Err(Stop::Check(e)) => Err(e),
-            Err(Stop::Timeout) => Err(Error::Timeout),
-        }
+            s => Some(Err(ended(s))),
+        })
     }
 
     /// Pushes the descriptor of block `b` (filled) and publishes it;
@@ -392,28 +390,18 @@ impl Inner {
 
     /// Waits for a message until `deadline` (or until the queue ends).
     pub fn take_wait(&self, me: u32, deadline: Option<Instant>) -> Result<Taken> {
-        let r = self.hdr().not_empty.0.wait_until(
-            || {
-                if self.state() == SHUT_DOWN_NOW {
-                    return Some(Err(Error::ShutDown));
-                }
-                match self.try_take(me) {
-                    Some(r) => Some(r),
-                    None => match self.state() {
-                        OPEN => None,
-                        s => Some(Err(ended(s))),
-                    },
-                }
-            },
-            deadline,
-            Some(RECOVER_EVERY),
-            || self.recover(),
-        );
-        match r {
-            Ok(r) => r,
-            Err(Stop::Check(e)) => Err(e),
-            Err(Stop::Timeout) => Err(Error::Timeout),
-        }
+        self.wait_on(&self.hdr().not_empty.0, deadline, || {
+            if self.state() == SHUT_DOWN_NOW {
+                return Some(Err(Error::ShutDown));
+            }
+            match self.try_take(me) {
+                Some(r) => Some(r),
+                None => match self.state() {
+                    OPEN => None,
+                    s => Some(Err(ended(s))),
+                },
+            }
+        })
     }
 
     /// Copies a claimed block out into a scratch buffer, then gives it back.
