@@ -15,8 +15,11 @@
 //!   fix shows as the two within ~20 % of each other. For a clean reading
 //!   run them alone: `cargo bench -p benches --bench core -- queue_4k_pair`.
 //! * `bulk/<case>/<size>`: one-way throughput, one producer and one forked
-//!   consumer, 64 B to 16 MiB, for ipc Queue, Pipe and the loan API against the OS pipe and memcpy (the ceiling)
-//!   in the same group (`cargo bench -p benches --bench core -- bulk`).
+//!   consumer, 64 B to 16 MiB, for ipc Queue, Pipe and the loan API against
+//!   the OS pipe and memcpy (the ceiling) in the same group
+//!   (`cargo bench -p benches --bench core -- bulk`); with
+//!   `--features iceoryx2`, iceoryx2's copy and zero-copy modes too
+//!   (`bulk/iceoryx2_copy`, `bulk/iceoryx2_zc`).
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -343,6 +346,8 @@ fn bulk_case(
 }
 
 fn bulk_throughput(c: &mut Criterion) {
+    #[cfg(feature = "iceoryx2")]
+    benches::ice::init();
     let mut g = c.benchmark_group("bulk");
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(10)
@@ -354,7 +359,25 @@ fn bulk_throughput(c: &mut Criterion) {
         bulk_case(&mut g, "ipc_pipe", size, bulk::ipc_pipe(size));
         bulk_case(&mut g, "ipc_loan", size, bulk::ipc_loan(size));
         bulk_case(&mut g, "memcpy", size, bulk::Memcpy::new(size));
+        // The peer in the same run (feature `iceoryx2`, off by default).
+        #[cfg(feature = "iceoryx2")]
+        {
+            bulk_case(
+                &mut g,
+                "iceoryx2_copy",
+                size,
+                benches::ice::pubsub(size, false),
+            );
+            bulk_case(
+                &mut g,
+                "iceoryx2_zc",
+                size,
+                benches::ice::pubsub(size, true),
+            );
+        }
     }
+    #[cfg(feature = "iceoryx2")]
+    benches::ice::cleanup();
     g.finish();
 }
 
