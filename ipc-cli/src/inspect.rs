@@ -102,6 +102,12 @@ fn detail(info: &RegionInfo) -> ipc_core::Result<Detail> {
                     out::size(st.max_message_size as u64)
                 ),
                 format!(
+                    "inline:   up to {} a message; larger ones in {} payload block{} now",
+                    out::size(st.slot_size as u64),
+                    st.blocks_in_use,
+                    if st.blocks_in_use == 1 { "" } else { "s" }
+                ),
+                format!(
                     "slots:    {} held by dead processes, {} by live ones (in progress)",
                     st.held_by_dead, st.held_by_live
                 ),
@@ -135,6 +141,8 @@ fn detail(info: &RegionInfo) -> ipc_core::Result<Detail> {
                     "capacity": st.capacity,
                     "max_message_size": st.max_message_size,
                     "largest_queued": st.largest_queued,
+                    "slot_size": st.slot_size,
+                    "blocks_in_use": st.blocks_in_use,
                     "slots_held_by_dead": st.held_by_dead,
                     "slots_held_by_live": st.held_by_live,
                     "tombstones": st.tombstones,

@@ -343,6 +343,30 @@ fn inspect_queue_reports_depth_capacity_largest_message_and_slots_held_by_dead()
 }
 
 #[test]
+fn inspect_queue_shows_its_slot_size_and_the_payload_blocks_in_use() {
+    let name = unique("blocks");
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(4)
+        .slot_size(1024)
+        .name(&name)
+        .build()
+        .unwrap();
+    q.put(&vec![7u8; 10]).unwrap();
+    q.put(&vec![8u8; 5000]).unwrap(); // past the slot: a payload block
+    let v = ipc_json(&["inspect", &name], 0);
+    assert_eq!(v["detail"]["slot_size"], q.slot_size());
+    assert_eq!(v["detail"]["blocks_in_use"], 1);
+    let (_, text, _) = ipc(&["inspect", &name]);
+    assert!(text.contains("in 1 payload block now"), "{text}");
+    assert_eq!(q.get().unwrap(), vec![7u8; 10]);
+    assert_eq!(q.get().unwrap(), vec![8u8; 5000]);
+    let v = ipc_json(&["inspect", &name], 0);
+    assert_eq!(v["detail"]["blocks_in_use"], 0, "a consumed block is free");
+    drop(q);
+    assert!(!exists(&name), "the creator's drop removes the region");
+}
+
+#[test]
 fn inspect_event_semaphore_and_barrier_show_their_state() {
     let ev = unique("event");
     let e = Event::create(&ev).unwrap();
