@@ -1,7 +1,8 @@
 //! The mailbox's shared words and its two-sided sleep/wake protocol: the
 //! only code that orders them. `client.rs` and `server.rs` call these
 //! methods; under `--cfg loom` this module alone is built, over loom's
-//! atomics and a futex emulation, and the model below checks it.
+//! atomics and ipc-core's sleeping futex emulation (`sys/futex_loom.rs`),
+//! and the model below checks it.
 //!
 //! # The protocol
 //!
@@ -46,17 +47,12 @@
 //! wake-up protocol: the model waits without timeouts, so a wake-up lost is
 //! a deadlock there rather than a 100-200 ms stall here.
 
-#[cfg(not(loom))]
 use ipc_core::sys::futex;
 #[cfg(loom)]
 use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-#[cfg(loom)]
-#[path = "mailbox/futex_loom.rs"]
-mod futex;
 
 /// The control header, at the start of the payload.
 #[repr(C, align(128))]

@@ -176,8 +176,10 @@ impl WaitPoint {
         slice: Option<Duration>,
         check: &mut dyn FnMut() -> Result<(), E>,
     ) -> Result<T, Stop<E>> {
+        // None under loom: a spinner's yield lets the notifier run first,
+        // so the model would never reach the sleep (the protocol checked).
         #[cfg(loom)]
-        let spins = 2;
+        let spins = 0;
         #[cfg(not(loom))]
         let spins = crate::tuning::spin_iterations();
         // Spin only: a queue's or pipe's peer that is about to act runs on
@@ -248,5 +250,81 @@ impl WaitPoint {
     /// The futex word notifiers bump.
     pub(crate) fn epoch(&self) -> &AtomicU32 {
         &self.epoch
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Waits (no deadline, no slice) until it takes one of `tokens`.
+    fn take(w: &WaitPoint, tokens: &AtomicU32) {
+        let r: Result<(), Stop<()>> = w.wait_until(
+            || {
+                // As a ring's pop: `None` only when there is nothing to
+                // take, never because another taker won a race.
+                // Acquire: pairs with the AcqRel add of the giver.
+                let mut n = tokens.load(Ordering::Acquire);
+                while n > 0 {
+                    // AcqRel: as the load above.
+                    match tokens.compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => return Some(()),
+                        Err(now) => n = now,
+                    }
+                }
+                None
+            },
+            None,
+            None,
+            || Ok(()),
+        );
+        assert_eq!(r, Ok(()));
+    }
+
+    /// Gives one token and wakes one sleeper.
+    fn give(w: &WaitPoint, tokens: &AtomicU32) {
+        // AcqRel: pairs with the taker's Acquire load.
+        tokens.fetch_add(1, Ordering::AcqRel);
+        w.notify(1);
+    }
+
+    /// The Dekker pair of `wait_slow` and `notify`: a waiter that goes to
+    /// sleep as the condition comes true is woken (a lost wake-up is a
+    /// loom deadlock: the futex stand-in really sleeps).
+    #[test]
+    fn loom_wait_point_never_loses_the_wake_up() {
+        loom::model(|| {
+            let (w, t) = (Arc::new(WaitPoint::new()), Arc::new(AtomicU32::new(0)));
+            let giver = {
+                let (w, t) = (w.clone(), t.clone());
+                loom::thread::spawn(move || give(&w, &t))
+            };
+            take(&w, &t);
+            giver.join().unwrap();
+        });
+    }
+
+    /// Two sleepers and two `notify(1)`s: each wake-up reaches a sleeper
+    /// that still needs one, so both take a token.
+    #[test]
+    fn loom_wait_point_two_waiters_two_notifies_both_return() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let (w, t) = (Arc::new(WaitPoint::new()), Arc::new(AtomicU32::new(0)));
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let (w, t) = (w.clone(), t.clone());
+                    loom::thread::spawn(move || take(&w, &t))
+                })
+                .collect();
+            give(&w, &t);
+            give(&w, &t);
+            for h in waiters {
+                h.join().unwrap();
+            }
+            assert_eq!(t.load(Ordering::Relaxed), 0);
+        });
     }
 }

@@ -197,7 +197,8 @@ mod loom_tests {
     fn wait_bounded(c: &RawCondition, tries: u32) -> bool {
         assert_eq!(c.lock.lock(None), Acquired::Clean);
         let mut left = tries;
-        let (notified, a) = c.wait(None, || {
+        // A deadline: the waits may time out (see `sys/futex_loom.rs`).
+        let (notified, a) = c.wait(Some(Instant::now()), || {
             left = left.saturating_sub(1);
             left == 0
         });
@@ -246,14 +247,14 @@ mod loom_tests {
             let a = {
                 let c = c.clone();
                 loom::thread::spawn(move || {
-                    let (n, l) = c.await_permit(ta, None, give_up_after(2));
+                    let (n, l) = c.await_permit(ta, Some(Instant::now()), give_up_after(2));
                     assert_eq!(l, Acquired::Clean);
                     c.lock.unlock();
                     n
                 })
             };
             let b = |c: &RawCondition| {
-                let (n, l) = c.await_permit(tb, None, give_up_after(1));
+                let (n, l) = c.await_permit(tb, Some(Instant::now()), give_up_after(1));
                 assert_eq!(l, Acquired::Clean);
                 c.lock.unlock();
                 n

@@ -180,8 +180,9 @@ impl RawLock {
         let me = proc::TaskId::unpack(packed).id;
         // Spin briefly on plain loads: a holder on another core often
         // releases within a few hundred nanoseconds.
-        // (Under loom every spin is a scheduling point: keep it to one.)
-        for _ in 0..if cfg!(loom) { 1 } else { 100 } {
+        // (None under loom: a yield there lets the holder run to its unlock
+        // first, so the model would never reach the sleep below.)
+        for _ in 0..if cfg!(loom) { 0 } else { 100 } {
             // Relaxed: spinning on plain loads; try_lock's CAS decides.
             let w = self.word.load(Ordering::Relaxed);
             if w == 0 {
