@@ -16,6 +16,9 @@ use std::cell::RefCell;
 
 use crate::{Error, Result};
 
+mod archived;
+pub use self::archived::ArchivedMessage;
+
 #[cfg(feature = "serde")]
 mod serde;
 #[cfg(feature = "serde")]
@@ -237,10 +240,20 @@ impl Scratch {
     pub fn decode<T: Message>(self) -> Result<T> {
         let r = rkyv::from_bytes::<T, rancor::Error>(self.bytes())
             .map_err(|e| Error::Corrupt(format!("invalid message: {e}")));
+        self.recycle();
+        r
+    }
+
+    /// Validates the bytes as an archived `T`, to be read in place.
+    pub fn into_archived<T: Message>(self) -> Result<ArchivedMessage<T>> {
+        ArchivedMessage::check(self)
+    }
+
+    /// Keeps the buffer for the thread's next message (if not too large).
+    fn recycle(self) {
         if self.buf.capacity() <= KEEP {
             DECODE_BUF.with(|b| *b.borrow_mut() = Some(self.buf));
         }
-        r
     }
 }
 

@@ -14,6 +14,7 @@ use crate::{Error, Result};
 
 #[cfg(feature = "tokio")]
 mod aio;
+mod archived;
 pub(crate) mod inner;
 mod joinable;
 mod simple;
