@@ -1,6 +1,8 @@
 //! Encoding cost: an `rkyv` message against the same data as
 //! `Serde<T>` (postcard inside an rkyv byte string), encode + decode in
-//! one process, for a small struct and a large numeric vector.
+//! one process, for a small struct and a large numeric vector; and a
+//! `Queue`'s `get` (deserialize) against `get_archived` (read in place)
+//! for a batch of 10 000 string rows, put and taken in one process.
 //!
 //! `cargo bench -p benches --bench codec`
 
@@ -58,12 +60,33 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
+fn archived(c: &mut Criterion) {
+    let rows: Vec<String> = (0..10_000).map(|i| format!("row number {i}")).collect();
+    let q = ipc_core::queue::Queue::<Vec<String>>::new(4).unwrap();
+    let mut g = c.benchmark_group("queue_rows_10k");
+    g.bench_function("get", |b| {
+        b.iter(|| {
+            q.put(&rows).unwrap();
+            let v = q.get().unwrap();
+            v.iter().map(String::len).sum::<usize>()
+        })
+    });
+    g.bench_function("get_archived", |b| {
+        b.iter(|| {
+            q.put(&rows).unwrap();
+            let v = q.get_archived().unwrap();
+            v.iter().map(|s| s.len()).sum::<usize>()
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = codec
+    targets = codec, archived
 }
 criterion_main!(benches);
