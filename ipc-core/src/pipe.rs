@@ -27,6 +27,7 @@ use crate::{Error, Result};
 
 #[cfg(feature = "tokio")]
 mod aio;
+mod archived;
 mod frames;
 
 use frames::{ToScratch, ToSlice, ToVec};

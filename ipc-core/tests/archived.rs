@@ -127,3 +127,23 @@ fn a_scribbled_message_is_corrupt_for_get_archived_and_the_queue_keeps_working()
     drop((q, raw));
     assert_gone(&name);
 }
+
+#[test]
+fn pipe_batches_from_a_forked_sender_are_read_in_place() {
+    let (a, b) = ipc_core::pipe::Pipe::new(true).unwrap();
+    // Small, and larger than the 256 KiB ring (streamed in pieces).
+    let sizes = [(1, 3), (2, 20_000), (3, 0)];
+    let kid = fork_with(&b, move |b| {
+        for (id, rows) in sizes {
+            if b.send(&batch(id, rows)).is_err() {
+                return 1;
+            }
+        }
+        0
+    });
+    for (id, rows) in sizes {
+        let m = a.recv_archived::<Batch>().unwrap();
+        assert!(same(&m, &batch(id, rows)), "batch {id} read in place");
+    }
+    join_ok(kid);
+}
