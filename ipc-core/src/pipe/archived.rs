@@ -22,7 +22,7 @@ impl Connection {
     /// let (a, b) = ipc_core::pipe::Pipe::new(true)?;
     /// a.send(&(7u32, "seven".to_string()))?;
     /// let m = b.recv_archived::<(u32, String)>()?;
-    /// assert_eq!((m.0, m.1.as_str()), (7, "seven"));
+    /// assert_eq!((m.0.to_native(), m.1.as_str()), (7, "seven"));
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn recv_archived<T: Message>(&self) -> Result<ArchivedMessage<T>> {
