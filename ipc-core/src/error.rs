@@ -209,6 +209,25 @@ pub enum Error {
         /// Threads other than the caller and ipc's own.
         threads: usize,
     },
+    /// A failure of a crate built on `ipc-core`, where only this type
+    /// fits: a handle decoded from its token (`Travel::from_token`), such
+    /// as an `ipc_manager` proxy whose server is gone. It keeps the
+    /// original: `ipc_manager::Error::from` gives it back, and
+    /// [`downcast_ref`](std::error::Error) on the box reads it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("the other side left")]
+    /// struct Gone;
+    /// let e = ipc_core::Error::External(Box::new(Gone));
+    /// let ipc_core::Error::External(inner) = &e else { unreachable!() };
+    /// assert!(inner.downcast_ref::<Gone>().is_some());
+    /// assert_eq!(e.to_string(), "the other side left");
+    /// ```
+    #[error(transparent)]
+    External(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// `Result` with [`Error`].

@@ -23,7 +23,7 @@
 pub enum Error {
     /// A failure of `ipc_core` (regions, codec, sync objects, processes).
     #[error(transparent)]
-    Core(#[from] ipc_core::Error),
+    Core(ipc_core::Error),
     /// The manager server is gone (it shut down, or died): no request can
     /// be served. Returned within a second of the server's death.
     #[error("the manager server is gone")]
@@ -59,16 +59,28 @@ impl Error {
         Error::Core(ipc_core::Error::Corrupt(msg.into()))
     }
 
-    /// The closest `ipc_core::Error`, for interfaces that can only carry
-    /// one (a proxy decoded from a token, `Travel::from_token`).
+    /// As an `ipc_core::Error`, for interfaces that can only carry one (a
+    /// proxy decoded from a token, `Travel::from_token`): a core failure
+    /// as itself, a manager one inside `ipc_core::Error::External`, which
+    /// [`From`] unwraps again.
     pub(crate) fn into_core(self) -> ipc_core::Error {
         match self {
             Error::Core(e) => e,
-            Error::ServerGone => ipc_core::Error::PeerClosed,
-            Error::TooManyClients { max } => ipc_core::Error::TooManyProcesses { max },
-            e @ (Error::Refused(_) | Error::OutOfStep { .. }) => {
-                ipc_core::Error::Corrupt(e.to_string())
-            }
+            e => ipc_core::Error::External(Box::new(e)),
+        }
+    }
+}
+
+/// A core failure; a manager failure that travelled inside
+/// `ipc_core::Error::External` comes back out as itself.
+impl From<ipc_core::Error> for Error {
+    fn from(e: ipc_core::Error) -> Error {
+        match e {
+            ipc_core::Error::External(b) => match b.downcast::<Error>() {
+                Ok(mine) => *mine,
+                Err(other) => Error::Core(ipc_core::Error::External(other)),
+            },
+            e => Error::Core(e),
         }
     }
 }

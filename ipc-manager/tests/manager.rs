@@ -596,3 +596,29 @@ fn d_name(d: &DictProxy<u32, u32>) -> String {
     use ipc_core::travel::Travel;
     d.token().locator["manager:".len()..].to_owned()
 }
+
+#[test]
+fn a_proxy_decoded_after_its_server_died_keeps_server_gone_through_the_core_error() -> Result<()> {
+    use ipc_core::travel::Travel;
+    let mgr = Manager::start()?;
+    let name = mgr.name().to_owned();
+    let d = mgr.dict::<u32, u32>()?;
+    let token = d.token();
+    let pid = mgr.server_pid().expect("we started it");
+    // SAFETY: kill(2) on the server's pid, a child of ours not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    // `Travel::from_token` can only return an `ipc_core::Error`: the
+    // manager's own failure travels inside it, not mapped to a lookalike.
+    let e = DictProxy::<u32, u32>::from_token(token).unwrap_err();
+    match &e {
+        CoreError::External(inner) => assert!(
+            matches!(inner.downcast_ref::<Error>(), Some(Error::ServerGone)),
+            "{inner:?}"
+        ),
+        e => panic!("expected the manager's error inside External, got {e:?}"),
+    }
+    assert!(matches!(Error::from(e), Error::ServerGone));
+    drop((d, mgr));
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    Ok(())
+}
