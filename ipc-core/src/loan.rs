@@ -280,13 +280,13 @@ impl<T: Pod> LoanQueue<T> {
     /// ```
     pub fn try_recv(&self) -> Result<Lent<T>> {
         let me = self.inner.register()?;
-        let t = self.inner.try_take_now(me)?;
+        let t = self.inner.try_take_now(me, false)?;
         self.lent(t, me)
     }
 
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Lent<T>> {
         let me = self.inner.register()?;
-        let t = self.inner.take_wait(me, deadline)?;
+        let t = self.inner.take_wait(me, deadline, false)?;
         self.lent(t, me)
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::atomic::{fence, Ordering};
-use crate::codec::{self, Message, Scratch};
+use crate::codec::{self, Encoded, Message, Scratch};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
 use crate::ring::mpmc::{MpmcHeader, Push};
 use crate::ring::wait::WaitPoint;
@@ -14,10 +14,12 @@ use crate::{Error, Result};
 
 #[cfg(feature = "tokio")]
 mod aio;
+mod direct;
 pub(crate) mod inner;
 mod joinable;
 mod simple;
 
+use direct::BlockSink;
 use inner::{broken, ended, Inner, Taken, CLOSED, OPEN, SHUT_DOWN, SHUT_DOWN_NOW};
 pub use joinable::JoinableQueue;
 pub use simple::SimpleQueue;
@@ -237,7 +239,7 @@ impl<T: Message> Queue<T> {
     /// # Errors
     /// [`Error::MessageTooLarge`], [`Error::Closed`].
     pub fn put(&self, item: &T) -> Result<()> {
-        self.put_deadline(item, None)
+        self.put_deadline(item, None, false)
     }
 
     /// Puts a message, waiting at most `timeout` for room.
@@ -245,7 +247,7 @@ impl<T: Message> Queue<T> {
     /// # Errors
     /// [`Error::Timeout`], [`Error::MessageTooLarge`], [`Error::Closed`].
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.put_deadline(item, Some(Instant::now() + timeout))
+        self.put_deadline(item, Some(Instant::now() + timeout), false)
     }
 
     /// Puts a message if there is room now (Python's `put_nowait`).
@@ -263,21 +265,7 @@ impl<T: Message> Queue<T> {
     /// ```
     #[doc(alias = "put_nowait")]
     pub fn try_put(&self, item: &T) -> Result<()> {
-        codec::encode_with(item, |bytes| {
-            self.check_put(bytes)?;
-            let me = self.inner.register()?;
-            if bytes.len() > self.ring().slot_size() {
-                return self.put_block(bytes, me, Some(Instant::now()), true);
-            }
-            match self.ring().try_push(bytes, me) {
-                Push::Done => {
-                    self.inner.pushed();
-                    Ok(())
-                }
-                Push::Full => Err(Error::Full),
-                Push::Broken => Err(broken()),
-            }
-        })?
+        self.put_deadline(item, Some(Instant::now()), true)
     }
 
     fn check_put(&self, bytes: &[u8]) -> Result<()> {
@@ -288,52 +276,49 @@ impl<T: Message> Queue<T> {
                 max,
             });
         }
-        match self.state() {
-            OPEN => Ok(()),
-            s => Err(ended(s)),
-        }
-    }
-
-    /// Puts `bytes` (larger than a slot) out of line: claims a block,
-    /// copies them in once, and pushes its descriptor.
-    fn put_block(&self, bytes: &[u8], me: u32, deadline: Option<Instant>, now: bool) -> Result<()> {
-        // A `try_put` that finds no room now is `Full`.
-        let expired = |e: Error| match e {
-            Error::Timeout if now => Error::Full,
-            e => e,
-        };
-        let b = self
-            .inner
-            .block_wait(bytes.len() as u64, me, deadline)
-            .map_err(expired)?;
-        match self.inner.blocks.map(&b) {
-            Ok(m) => {
-                // SAFETY: the mapping covers `cap >= bytes.len()` bytes, and
-                // we hold the block (WRITING) until its descriptor is
-                // consumed or we give it back.
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), m.ptr(), bytes.len()) };
-            }
-            Err(e) => {
-                self.inner.release(b, me);
-                return Err(e);
-            }
-        }
-        self.inner.send_block(b, me, deadline).map_err(expired)
-    }
-
-    fn put_deadline(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
-        codec::encode_with(item, |bytes| self.put_bytes(bytes, deadline))?
-    }
-
-    pub(crate) fn put_bytes(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
-        self.check_put(bytes)?;
-        let me = self.inner.register()?;
-        if bytes.len() > self.ring().slot_size() {
-            return self.put_block(bytes, me, deadline, false);
-        }
-        self.inner.push_wait(bytes, 0, me, deadline)?;
-        self.inner.pushed();
         Ok(())
+    }
+
+    /// Encodes `item` into the ring's slot, or, once it outgrows a slot,
+    /// straight into a payload block whose descriptor is then pushed.
+    /// `now`: a `try_put` (no room now is `Full`).
+    fn put_deadline(&self, item: &T, deadline: Option<Instant>, now: bool) -> Result<()> {
+        match self.state() {
+            OPEN => {}
+            s => return Err(ended(s)),
+        }
+        let me = self.inner.register()?;
+        let mut sink = BlockSink::new(&self.inner, me, deadline, now, self.max_message_size());
+        let inline = |bytes: &[u8]| {
+            self.check_put(bytes)?;
+            if now {
+                match self.ring().try_push(bytes, me) {
+                    Push::Done => {}
+                    Push::Full => return Err(Error::Full),
+                    Push::Broken => return Err(broken()),
+                }
+            } else {
+                self.inner.push_wait(bytes, 0, me, deadline)?;
+            }
+            self.inner.pushed();
+            Ok(())
+        };
+        match codec::encode_spilling(item, self.ring().slot_size(), &mut sink, inline) {
+            Ok(Encoded::Inline(r)) => r,
+            Ok(Encoded::Spilled(len)) => {
+                let b = sink
+                    .take_block(len)
+                    .ok_or_else(|| Error::Corrupt("encoding moved to no block".into()))?;
+                self.inner
+                    .send_block(b, me, deadline)
+                    .map_err(|e| BlockSink::expired(now, e))
+            }
+            Ok(Encoded::TooLarge(size)) => Err(Error::MessageTooLarge {
+                size,
+                max: self.max_message_size(),
+            }),
+            Err(e) => Err(sink.take_err().unwrap_or(e)),
+        }
     }
 
     /// Takes a message, waiting as long as needed.
@@ -372,14 +357,16 @@ impl<T: Message> Queue<T> {
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T> {
         let me = self.inner.register()?;
-        self.scratch(self.inner.try_take_now(me)?, me)?.decode()
+        let owned = codec::owns_copy::<T>();
+        self.scratch(self.inner.try_take_now(me, owned)?, me)?
+            .decode()
     }
 
     /// The bytes of a taken message (a block copied out and given back).
     fn scratch(&self, t: Taken, me: u32) -> Result<Scratch> {
         match t {
             Taken::Inline(s) => Ok(s),
-            Taken::Block(b) => self.inner.copy_out(b, me),
+            Taken::Block(b) => self.inner.copy_out(b, me, codec::owns_copy::<T>()),
         }
     }
 
@@ -390,7 +377,7 @@ impl<T: Message> Queue<T> {
             Err(e) => return Some(Err(e)),
         };
         self.inner
-            .try_take(me)
+            .try_take(me, codec::owns_copy::<T>())
             .map(|r| r.and_then(|t| self.scratch(t, me)))
     }
 
@@ -400,7 +387,9 @@ impl<T: Message> Queue<T> {
 
     pub(crate) fn get_raw_deadline(&self, deadline: Option<Instant>) -> Result<Scratch> {
         let me = self.inner.register()?;
-        let t = self.inner.take_wait(me, deadline)?;
+        let t = self
+            .inner
+            .take_wait(me, deadline, codec::owns_copy::<T>())?;
         self.scratch(t, me)
     }
 
