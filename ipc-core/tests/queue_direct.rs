@@ -169,6 +169,9 @@ fn first_block(name: &str) -> (std::fs::File, u64) {
     (f, end)
 }
 
+/// Bytes to write at file offsets.
+type Pokes = Vec<(u64, Vec<u8>)>;
+
 /// A block whose archive was scribbled on after its descriptor was queued
 /// (garbage, a `Vec<u8>` root whose length runs past the message, or whose
 /// offset points outside it): `get::<Vec<u8>>()` is `Corrupt`, the block
@@ -180,7 +183,7 @@ fn hostile_archive_in_a_block_is_corrupt_for_a_vec_u8_get_and_the_queue_keeps_wo
     let (file, at) = first_block(&name);
     let len = 100_000usize; // root at `len` (4-aligned): offset i32, length u32
     let root = at + len as u64;
-    let cases: [(&str, Vec<(u64, Vec<u8>)>); 4] = [
+    let cases: [(&str, Pokes); 4] = [
         (
             "garbage",
             vec![(at, vec![0xa5; 256]), (root, vec![0xff; 8])],

@@ -40,12 +40,14 @@ pub const DEFAULT_SLOT_SIZE: usize = 64 * 1024;
 /// (1 GiB by default; larger ones are refused with
 /// [`Error::MessageTooLarge`], never truncated). Messages up to the
 /// [`slot_size`](Queue::slot_size) (64 KiB by default) travel inline in
-/// the ring; larger ones are copied once into a payload block in the
+/// the ring (a message within a few hundred bytes of a slot may go out of
+/// line); larger ones are encoded straight into a payload block in the
 /// queue's own file (which grows for them, and gives the pages of blocks
 /// over 32 MiB back once they are consumed), and only a descriptor travels
 /// through the ring. Messages are validated when read: garbage written
 /// into the queue by another process yields [`Error::Corrupt`], never
-/// undefined behaviour.
+/// undefined behaviour. A `Queue<Vec<u8>>` hands out the very buffer its
+/// message was copied into from shared memory: one copy in, one out.
 ///
 /// `put`/`get` spin briefly, then sleep on a futex; a waker makes a
 /// syscall only when someone sleeps.
