@@ -82,6 +82,7 @@ thread_local! {
 ///
 /// # Errors
 /// [`Error::Corrupt`] if serialization fails (it does not for ordinary types).
+#[inline]
 pub fn encode_with<T: Message, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
     let mut buf = take_encode_buf();
     buf.clear();
@@ -93,6 +94,7 @@ pub fn encode_with<T: Message, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> Resu
 }
 
 /// The thread's reused encode buffer (or a fresh one).
+#[inline]
 fn take_encode_buf() -> AlignedVec {
     ENCODE_BUF
         .with(|b| b.borrow_mut().take())
@@ -100,6 +102,7 @@ fn take_encode_buf() -> AlignedVec {
 }
 
 /// Keeps `buf` for the thread's next encoding, unless it is huge.
+#[inline]
 fn give_encode_buf(buf: AlignedVec) {
     if buf.capacity() <= KEEP {
         ENCODE_BUF.with(|b| *b.borrow_mut() = Some(buf));
@@ -298,6 +301,7 @@ impl Scratch {
     }
 
     /// Validates and deserializes the bytes as a `T`, recycling the buffer.
+    #[inline]
     pub fn decode<T: Message>(self) -> Result<T> {
         if self.owned {
             return into_owned(self.buf, self.len);
@@ -345,6 +349,7 @@ pub fn decode_owned<T: Message>(bytes: &[u8]) -> Result<T> {
 /// Decodes the `len` bytes at the start of `buf` (an allocation made for
 /// them, see [`owns_copy`]) as a `T`, reusing the allocation when `T` is
 /// `Vec<u8>` laid out as rkyv lays it out.
+#[inline(never)]
 fn into_owned<T: Message>(mut buf: Vec<u8>, len: usize) -> Result<T> {
     // SAFETY: the capacity is at least `len` (`with_room`) and all `len`
     // bytes were written before decoding (`copy_as` / `write_at`).

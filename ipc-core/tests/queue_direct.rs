@@ -39,7 +39,9 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 fn sixteen_and_200_mib_messages_encoded_into_their_blocks_arrive_intact() {
     let name = unique("direct-large");
     let q = Queue::<Vec<u8>>::create(&name, 4).unwrap();
-    let sizes = [16usize << 20, 200 << 20, (16 << 20) + 1, 70_000];
+    // The first large put of a process copies its encoding into a block;
+    // every one after it (while messages stay large) encodes straight in.
+    let sizes = [70_000usize, 16 << 20, 200 << 20, (16 << 20) + 1, 70_000];
     let c = {
         let q = q.clone();
         fork_child(move || {
@@ -127,6 +129,10 @@ fn try_put_that_finds_no_block_is_full_and_holds_nothing() {
     // Capacity 4: 4 ring slots and 4 block entries. A forked producer
     // queues 4 large messages: every entry is queued.
     let q = Queue::<Vec<u8>>::new(4).unwrap();
+    // A large message first, so that this process's next puts encode
+    // straight into blocks.
+    q.put(&pattern(300_000, 8)).unwrap();
+    assert!(q.get().unwrap() == pattern(300_000, 8));
     join_ok(fork_child({
         let q = q.clone();
         move || {

@@ -77,6 +77,9 @@ pub struct MessageWriter<'w> {
     buf: AlignedVec,
     /// Most bytes the private buffer takes when a `spill` exists.
     limit: usize,
+    /// Below this end, a write stays private without further checks
+    /// (`limit - RESERVE`, or everything without a spill).
+    fast: usize,
     spill: Option<&'w mut dyn Spill>,
     /// The destination once moved (else null), its capacity, and the
     /// position in it.
@@ -120,9 +123,14 @@ impl<'w> MessageWriter<'w> {
         spill: Option<&'w mut dyn Spill>,
     ) -> MessageWriter<'w> {
         buf.clear();
+        let fast = match spill {
+            Some(_) => limit.saturating_sub(RESERVE),
+            None => usize::MAX,
+        };
         MessageWriter {
             buf,
             limit,
+            fast,
             spill,
             out: std::ptr::null_mut(),
             cap: 0,
@@ -235,14 +243,23 @@ impl Positional for MessageWriter<'_> {
 }
 
 impl<E: Source> Writer<E> for MessageWriter<'_> {
-    #[inline]
+    #[inline(always)]
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        // The fast path of every small message: one comparison.
+        if self.out.is_null() && self.buf.len().saturating_add(bytes.len()) < self.fast {
+            self.buf.extend_from_slice(bytes);
+            return Ok(());
+        }
+        self.write_slow(bytes)
+    }
+}
+
+impl MessageWriter<'_> {
+    #[inline(never)]
+    fn write_slow<E: Source>(&mut self, bytes: &[u8]) -> Result<(), E> {
         if self.out.is_null() {
             let end = self.buf.len().saturating_add(bytes.len());
-            let stays = self.spill.is_none()
-                || end < self.limit.saturating_sub(RESERVE)
-                || (end <= self.limit && bytes.len() < BIG_WRITE);
-            if stays {
+            if end < self.fast || (end <= self.limit && bytes.len() < BIG_WRITE) {
                 self.buf.extend_from_slice(bytes);
                 return Ok(());
             }

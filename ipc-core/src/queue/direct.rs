@@ -27,6 +27,7 @@ pub(crate) struct BlockSink<'q> {
 }
 
 impl<'q> BlockSink<'q> {
+    #[inline]
     pub fn new(
         inner: &'q Inner,
         me: u32,
@@ -115,6 +116,7 @@ impl Spill for BlockSink<'_> {
 }
 
 impl Drop for BlockSink<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some((b, _)) = self.held.take() {
             self.inner.release(b, self.me);

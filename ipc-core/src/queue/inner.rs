@@ -78,6 +78,10 @@ pub(crate) enum Taken {
 pub(crate) struct Inner {
     pub ring: Mpmc,
     pub blocks: Blocks,
+    /// This process's last put on the queue went out of line: the next
+    /// one encodes straight into a block (see `Queue::put_deadline`).
+    /// Process-local, a hint.
+    pub large_hint: std::sync::atomic::AtomicBool,
     // Keeps the mapping alive; declared after `ring` and `blocks`, which
     // point into it.
     pub region: Region,
@@ -127,6 +131,7 @@ impl Inner {
         Ok(Inner {
             ring,
             blocks,
+            large_hint: Default::default(),
             region,
         })
     }
@@ -141,6 +146,7 @@ impl Inner {
         Ok(Inner {
             ring,
             blocks,
+            large_hint: Default::default(),
             region,
         })
     }

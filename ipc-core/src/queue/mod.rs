@@ -281,32 +281,44 @@ impl<T: Message> Queue<T> {
         Ok(())
     }
 
-    /// Encodes `item` into the ring's slot, or, once it outgrows a slot,
-    /// straight into a payload block whose descriptor is then pushed.
-    /// `now`: a `try_put` (no room now is `Full`).
+    /// Puts `item`, in one of two ways chosen by this process's last
+    /// put on this queue (a hint): after a small message, the plain
+    /// encoder (the fewest instructions; a message that turns out larger
+    /// than a slot is then copied into a block); after a large one, the
+    /// encoder that writes straight into a payload block once the message
+    /// outgrows a slot (one copy in). `now`: a `try_put` (no room now is
+    /// `Full`).
     fn put_deadline(&self, item: &T, deadline: Option<Instant>, now: bool) -> Result<()> {
         match self.state() {
             OPEN => {}
             s => return Err(ended(s)),
         }
         let me = self.inner.register()?;
-        let mut sink = BlockSink::new(&self.inner, me, deadline, now, self.max_message_size());
-        let inline = |bytes: &[u8]| {
-            self.check_put(bytes)?;
-            if now {
-                match self.ring().try_push(bytes, me) {
-                    Push::Done => {}
-                    Push::Full => return Err(Error::Full),
-                    Push::Broken => return Err(broken()),
+        // Relaxed (both): a process-local hint; any value is correct.
+        if !self.inner.large_hint.load(Ordering::Relaxed) {
+            return codec::encode_with(item, |bytes| {
+                if bytes.len() > self.ring().slot_size() {
+                    self.inner.large_hint.store(true, Ordering::Relaxed);
+                    self.check_put(bytes)?;
+                    return self.put_block(bytes, me, deadline, now);
                 }
-            } else {
-                self.inner.push_wait(bytes, 0, me, deadline)?;
-            }
-            self.inner.pushed();
-            Ok(())
-        };
+                self.put_inline(bytes, me, deadline, now)
+            })?;
+        }
+        self.put_direct(item, me, deadline, now)
+    }
+
+    /// The put of a message expected to be large: encoded straight into
+    /// a payload block once it outgrows a slot.
+    #[inline(never)]
+    fn put_direct(&self, item: &T, me: u32, deadline: Option<Instant>, now: bool) -> Result<()> {
+        let mut sink = BlockSink::new(&self.inner, me, deadline, now, self.max_message_size());
+        let inline = |bytes: &[u8]| self.put_inline(bytes, me, deadline, now);
         match codec::encode_spilling(item, self.ring().slot_size(), &mut sink, inline) {
-            Ok(Encoded::Inline(r)) => r,
+            Ok(Encoded::Inline(r)) => {
+                self.inner.large_hint.store(false, Ordering::Relaxed);
+                r
+            }
             Ok(Encoded::Spilled(len)) => {
                 let b = sink
                     .take_block(len)
@@ -321,6 +333,52 @@ impl<T: Message> Queue<T> {
             }),
             Err(e) => Err(sink.take_err().unwrap_or(e)),
         }
+    }
+
+    /// Pushes an encoded message that fits a slot.
+    fn put_inline(
+        &self,
+        bytes: &[u8],
+        me: u32,
+        deadline: Option<Instant>,
+        now: bool,
+    ) -> Result<()> {
+        self.check_put(bytes)?;
+        if now {
+            match self.ring().try_push(bytes, me) {
+                Push::Done => {}
+                Push::Full => return Err(Error::Full),
+                Push::Broken => return Err(broken()),
+            }
+        } else {
+            self.inner.push_wait(bytes, 0, me, deadline)?;
+        }
+        self.inner.pushed();
+        Ok(())
+    }
+
+    /// Puts encoded `bytes` (larger than a slot) out of line: claims a
+    /// block, copies them in, and pushes its descriptor.
+    fn put_block(&self, bytes: &[u8], me: u32, deadline: Option<Instant>, now: bool) -> Result<()> {
+        let b = self
+            .inner
+            .block_wait(bytes.len() as u64, me, deadline)
+            .map_err(|e| BlockSink::expired(now, e))?;
+        match self.inner.blocks.map(&b) {
+            Ok(m) => {
+                // SAFETY: the mapping covers `cap >= bytes.len()` bytes, and
+                // we hold the block (WRITING) until its descriptor is
+                // consumed or we give it back.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), m.ptr(), bytes.len()) };
+            }
+            Err(e) => {
+                self.inner.release(b, me);
+                return Err(e);
+            }
+        }
+        self.inner
+            .send_block(b, me, deadline)
+            .map_err(|e| BlockSink::expired(now, e))
     }
 
     /// Takes a message, waiting as long as needed.
