@@ -300,6 +300,12 @@ impl<T: Pod> LoanQueue<T> {
             }
         };
         let size = std::mem::size_of::<T>().max(1) as u64;
+        if block.at != 0 {
+            self.inner.release(block, me);
+            return Err(Error::Corrupt(
+                "loan descriptor places the buffer off its block's start".into(),
+            ));
+        }
         if block.len % size != 0 {
             self.inner.release(block, me);
             return Err(Error::Corrupt(

@@ -37,7 +37,10 @@ pub(crate) trait Spill {
     /// call or until the sink is dropped. `Err(Stop)`: the sink keeps its
     /// error for its owner, and the encoding stops; `Err(TooLarge)`:
     /// `min` is past the sink's cap, and the encoding goes on only to
-    /// count the message's size (for the error).
+    /// count the message's size (for the error). `src` is the address
+    /// that corresponds to the message's start in the write that follows
+    /// (where its bytes come from, less their position), for placing the
+    /// destination away from 4K aliasing.
     ///
     /// # Safety
     /// `prefix` must be valid for reads of `n` bytes.
@@ -47,6 +50,7 @@ pub(crate) trait Spill {
         want: usize,
         prefix: *const u8,
         n: usize,
+        src: usize,
     ) -> Result<(*mut u8, usize), Refusal>;
 }
 
@@ -173,15 +177,22 @@ impl<'w> MessageWriter<'w> {
             return Err(E::new(Refused));
         };
         // SAFETY: `buf` is readable for its `n` bytes.
-        let (p, cap) =
-            match unsafe { spill.room(min, min.saturating_add(RESERVE), self.buf.as_ptr(), n) } {
-                Ok(r) => r,
-                Err(Refusal::TooLarge) => {
-                    self.count_from(min);
-                    return Ok(());
-                }
-                Err(Refusal::Stop) => return Err(E::new(Refused)),
-            };
+        let (p, cap) = match unsafe {
+            spill.room(
+                min,
+                min.saturating_add(RESERVE),
+                self.buf.as_ptr(),
+                n,
+                (bytes.as_ptr() as usize).wrapping_sub(n),
+            )
+        } {
+            Ok(r) => r,
+            Err(Refusal::TooLarge) => {
+                self.count_from(min);
+                return Ok(());
+            }
+            Err(Refusal::Stop) => return Err(E::new(Refused)),
+        };
         if cap < min {
             return Err(E::new(Refused));
         }
@@ -209,9 +220,10 @@ impl<'w> MessageWriter<'w> {
         let Some(spill) = self.spill.as_mut() else {
             return Err(E::new(Refused));
         };
+        let src = (bytes.as_ptr() as usize).wrapping_sub(self.pos);
         // SAFETY: the current destination holds `pos` written bytes and
         // stays valid until this call returns (the spill's contract).
-        let (p, cap) = match unsafe { spill.room(min, want, self.out, self.pos) } {
+        let (p, cap) = match unsafe { spill.room(min, want, self.out, self.pos, src) } {
             Ok(r) => r,
             Err(Refusal::TooLarge) => {
                 self.count_from(min);
@@ -348,6 +360,7 @@ mod tests {
             want: usize,
             prefix: *const u8,
             n: usize,
+            _src: usize,
         ) -> Result<(*mut u8, usize), Refusal> {
             self.calls.push((min, want, n));
             if self.refuse {

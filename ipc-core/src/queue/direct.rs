@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::codec::{Refusal, Spill};
 use crate::queue::inner::Inner;
-use crate::ring::blocks::{Block, BlockMap};
+use crate::ring::blocks::{offset_for, Block, BlockMap};
 use crate::Error;
 
 /// A `put`'s block while its message is encoded into it. Dropped with the
@@ -80,6 +80,7 @@ impl Spill for BlockSink<'_> {
         want: usize,
         prefix: *const u8,
         n: usize,
+        src: usize,
     ) -> Result<(*mut u8, usize), Refusal> {
         // Past the cap before anything is claimed (a `Vec<u8>`'s payload
         // is its first write): the encoder counts the rest, for the error.
@@ -87,12 +88,17 @@ impl Spill for BlockSink<'_> {
             return Err(Refusal::TooLarge);
         }
         let want = want.clamp(min, self.max);
+        let at = offset_for(src);
         // Waits for a free entry while holding the one being outgrown (if
         // any): a rare move, and the entry is freed if we die.
-        let b = match self.inner.block_wait(want as u64, self.me, self.deadline) {
+        let mut b = match self
+            .inner
+            .block_wait(want as u64 + at, self.me, self.deadline)
+        {
             Ok(b) => b,
             Err(e) => return self.refuse(Self::expired(self.now, e)),
         };
+        b.at = at;
         let m = match self.inner.blocks.map(&b) {
             Ok(m) => m,
             Err(e) => {
@@ -100,14 +106,17 @@ impl Spill for BlockSink<'_> {
                 return self.refuse(e);
             }
         };
-        let cap = usize::try_from(b.cap).unwrap_or(usize::MAX);
-        // SAFETY: the mapping covers `cap >= want >= min >= n` bytes of a
-        // block we hold (WRITING) until its descriptor is consumed or we
-        // give it back, so no process following the protocol touches it;
-        // `prefix` is readable for `n` bytes (the caller's contract) and
-        // is private memory or the previous block, never this one.
-        unsafe { std::ptr::copy_nonoverlapping(prefix, m.ptr(), n) };
-        let ptr = m.ptr();
+        let cap = usize::try_from(b.cap - at).unwrap_or(usize::MAX);
+        // SAFETY: `at < PAGE <= cap` (the block holds `want + at`), so the
+        // destination lies within the mapping.
+        let ptr = unsafe { m.ptr().add(at as usize) };
+        // SAFETY: past `at`, the mapping covers `cap >= want >= min >= n`
+        // bytes of a block we hold (WRITING) until its descriptor is
+        // consumed or we give it back, so no process following the
+        // protocol touches it; `prefix` is readable for `n` bytes (the
+        // caller's contract) and is private memory or the previous block,
+        // never this one.
+        unsafe { std::ptr::copy_nonoverlapping(prefix, ptr, n) };
         if let Some((old, _)) = self.held.replace((b, m)) {
             self.inner.release(old, self.me);
         }

@@ -328,6 +328,7 @@ impl Inner {
             entry: b.entry,
             gen: b.gen,
             len: b.len,
+            at: b.at as u32,
             producer: me,
         };
         match self.push_wait(&d.encode(), KIND_BLOCK, me, deadline) {
@@ -418,9 +419,9 @@ impl Inner {
     /// the decoded value if `owned`), then gives it back.
     pub fn copy_out(&self, b: Block, me: u32, owned: bool) -> Result<Scratch> {
         let r = self.blocks.map(&b).map(|m| {
-            // SAFETY: the mapping covers `cap >= len` bytes (checked in
-            // `claim`), and we hold the block (READING) until `release`.
-            unsafe { Scratch::copy_as(m.ptr(), b.len as usize, owned) }
+            // SAFETY: the mapping covers `cap >= at + len` bytes (checked
+            // in `claim`), and we hold the block (READING) until `release`.
+            unsafe { Scratch::copy_as(m.ptr().add(b.at as usize), b.len as usize, owned) }
         });
         self.release(b, me);
         r

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::atomic::{fence, Ordering};
 use crate::codec::{self, Encoded, Message, Scratch};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
+use crate::ring::blocks::offset_for;
 use crate::ring::mpmc::{MpmcHeader, Push};
 use crate::ring::wait::WaitPoint;
 use crate::{Error, Result};
@@ -360,16 +361,25 @@ impl<T: Message> Queue<T> {
     /// Puts encoded `bytes` (larger than a slot) out of line: claims a
     /// block, copies them in, and pushes its descriptor.
     fn put_block(&self, bytes: &[u8], me: u32, deadline: Option<Instant>, now: bool) -> Result<()> {
-        let b = self
+        let at = offset_for(bytes.as_ptr() as usize);
+        let mut b = self
             .inner
-            .block_wait(bytes.len() as u64, me, deadline)
+            .block_wait(bytes.len() as u64 + at, me, deadline)
             .map_err(|e| BlockSink::expired(now, e))?;
+        b.at = at;
+        b.len = bytes.len() as u64;
         match self.inner.blocks.map(&b) {
             Ok(m) => {
-                // SAFETY: the mapping covers `cap >= bytes.len()` bytes, and
-                // we hold the block (WRITING) until its descriptor is
-                // consumed or we give it back.
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), m.ptr(), bytes.len()) };
+                // SAFETY: the mapping covers `cap >= at + bytes.len()`
+                // bytes, and we hold the block (WRITING) until its
+                // descriptor is consumed or we give it back.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        m.ptr().add(at as usize),
+                        bytes.len(),
+                    )
+                };
             }
             Err(e) => {
                 self.inner.release(b, me);
