@@ -12,6 +12,7 @@ use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
 
 use crate::{Error, Result};
@@ -21,8 +22,12 @@ pub use self::archived::ArchivedMessage;
 
 #[cfg(feature = "serde")]
 mod serde;
+mod writer;
+
 #[cfg(feature = "serde")]
 pub use self::serde::Serde;
+pub use self::writer::MessageWriter;
+pub(crate) use self::writer::{encode_spilling, Encoded, Refusal, Spill};
 
 /// A type that can travel through a [`Queue`](crate::queue::Queue) or a
 /// [`Connection`](crate::pipe::Connection): anything deriving `rkyv`'s
@@ -43,13 +48,17 @@ pub use self::serde::Serde;
 pub trait Message:
     Archive<Archived: Decode<Self>>
     + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+    + for<'a, 'w> Serialize<HighSerializer<MessageWriter<'w>, ArenaHandle<'a>, rancor::Error>>
     + Sized
+    + 'static
 {
 }
 
 impl<T> Message for T where
     T: Archive<Archived: Decode<T>>
         + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+        + for<'a, 'w> Serialize<HighSerializer<MessageWriter<'w>, ArenaHandle<'a>, rancor::Error>>
+        + 'static
 {
 }
 
@@ -76,19 +85,31 @@ thread_local! {
 ///
 /// # Errors
 /// [`Error::Corrupt`] if serialization fails (it does not for ordinary types).
+#[inline]
 pub fn encode_with<T: Message, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-    let buf = ENCODE_BUF
-        .with(|b| b.borrow_mut().take())
-        .unwrap_or_default();
-    let mut buf = buf;
+    let mut buf = take_encode_buf();
     buf.clear();
     let buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf)
         .map_err(|e| Error::Corrupt(format!("encoding failed: {e}")))?;
     let r = f(&buf);
+    give_encode_buf(buf);
+    Ok(r)
+}
+
+/// The thread's reused encode buffer (or a fresh one).
+#[inline]
+fn take_encode_buf() -> AlignedVec {
+    ENCODE_BUF
+        .with(|b| b.borrow_mut().take())
+        .unwrap_or_default()
+}
+
+/// Keeps `buf` for the thread's next encoding, unless it is huge.
+#[inline]
+fn give_encode_buf(buf: AlignedVec) {
     if buf.capacity() <= KEEP {
         ENCODE_BUF.with(|b| *b.borrow_mut() = Some(buf));
     }
-    Ok(r)
 }
 
 /// Encodes `value` into a fresh `Vec`: the one way to get an owned
@@ -139,11 +160,18 @@ pub fn from_slice<T: Message>(bytes: &[u8]) -> Result<T> {
 /// the stores just made (4K aliasing: the CPU compares only the low 12
 /// address bits) and glibc's memcpy drops from ~50 GB/s to ~2 GB/s; an
 /// allocator's choice of address makes that a matter of luck otherwise.
+///
+/// For a type that [`owns_copy`] (`Vec<u8>`), the copy goes instead into a
+/// fresh allocation that becomes the decoded value itself (see
+/// [`decode_owned`]): one copy out of shared memory, not two.
 pub(crate) struct Scratch {
     buf: Vec<u8>,
-    /// Where the bytes start in `buf` (16-aligned in memory).
+    /// Where the bytes start in `buf` (16-aligned in memory; 0 if `owned`).
     start: usize,
     len: usize,
+    /// `buf` is a fresh allocation for the decoded value, not the
+    /// thread's reused buffer.
+    owned: bool,
 }
 
 /// Distance, modulo 4 KiB, from a copy's source to its destination.
@@ -171,7 +199,18 @@ fn placement(base: usize, src: usize) -> usize {
 impl Scratch {
     /// A buffer for `len` bytes copied from around `src`: the thread's
     /// reused one, or a fresh one.
-    fn with_room(len: usize, src: *const u8) -> Result<Scratch> {
+    fn with_room(len: usize, src: *const u8, owned: bool) -> Result<Scratch> {
+        if owned {
+            let mut buf = Vec::new();
+            buf.try_reserve_exact(len)
+                .map_err(|_| Error::Io(nix::errno::Errno::ENOMEM))?;
+            return Ok(Scratch {
+                buf,
+                start: 0,
+                len,
+                owned,
+            });
+        }
         let mut buf = DECODE_BUF
             .with(|b| b.borrow_mut().take())
             .unwrap_or_default();
@@ -183,7 +222,12 @@ impl Scratch {
         buf.try_reserve_exact(room)
             .map_err(|_| Error::Io(nix::errno::Errno::ENOMEM))?;
         let start = placement(buf.as_ptr() as usize, src as usize);
-        Ok(Scratch { buf, start, len })
+        Ok(Scratch {
+            buf,
+            start,
+            len,
+            owned,
+        })
     }
 
     /// Copies `len` bytes from `src`.
@@ -191,7 +235,18 @@ impl Scratch {
     /// # Safety
     /// `src` must be valid for reads of `len` bytes during the call.
     pub unsafe fn copy_from(src: *const u8, len: usize) -> Scratch {
-        let mut s = match Self::with_room(len, src) {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::copy_as(src, len, false) }
+    }
+
+    /// [`copy_from`](Self::copy_from), into a fresh allocation for the
+    /// decoded value if `owned` (pass [`owns_copy::<T>()`](owns_copy) for
+    /// the `T` that [`decode`](Self::decode) will be asked for).
+    ///
+    /// # Safety
+    /// As [`copy_from`](Self::copy_from).
+    pub unsafe fn copy_as(src: *const u8, len: usize, owned: bool) -> Scratch {
+        let mut s = match Self::with_room(len, src, owned) {
             Ok(s) => s,
             // The allocation failed: as `Vec::reserve` does.
             Err(_) => std::alloc::handle_alloc_error(
@@ -211,7 +266,19 @@ impl Scratch {
     /// # Errors
     /// [`Error::Io`] (`ENOMEM`) if `len` bytes cannot be allocated.
     pub fn for_pieces(len: usize, src: *const u8) -> Result<Scratch> {
-        Self::with_room(len, src)
+        Self::with_room(len, src, false)
+    }
+
+    /// [`for_pieces`](Self::for_pieces), into a fresh allocation for the
+    /// decoded value if `owned` (see [`copy_as`](Self::copy_as)).
+    ///
+    /// # Errors
+    /// As [`for_pieces`](Self::for_pieces).
+    // For the pipe's large receive (its `ToScratch`), which is not yet
+    // switched over.
+    #[allow(dead_code)]
+    pub fn for_pieces_as(len: usize, src: *const u8, owned: bool) -> Result<Scratch> {
+        Self::with_room(len, src, owned)
     }
 
     /// Copies `n` bytes from `src` to offset `at` of the message.
@@ -237,7 +304,11 @@ impl Scratch {
     }
 
     /// Validates and deserializes the bytes as a `T`, recycling the buffer.
+    #[inline]
     pub fn decode<T: Message>(self) -> Result<T> {
+        if self.owned {
+            return into_owned(self.buf, self.len);
+        }
         let r = rkyv::from_bytes::<T, rancor::Error>(self.bytes())
             .map_err(|e| Error::Corrupt(format!("invalid message: {e}")));
         self.recycle();
@@ -255,6 +326,67 @@ impl Scratch {
             DECODE_BUF.with(|b| *b.borrow_mut() = Some(self.buf));
         }
     }
+}
+
+/// Whether a `T` is decoded straight from its copy out of shared memory
+/// (the copy's allocation becomes the value): `Vec<u8>`, whose archive is
+/// its bytes at offset 0 followed by a small root.
+pub(crate) fn owns_copy<T: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<Vec<u8>>()
+}
+
+/// Validates and decodes `bytes` (of any alignment) with a single copy
+/// when it can: for a `Vec<u8>`, the bytes are copied into a fresh
+/// allocation, validated there, and that allocation, truncated to the
+/// payload, is the result. Other types (and archives laid out otherwise)
+/// take the general path of [`from_slice`].
+///
+/// # Errors
+/// [`Error::Corrupt`] if the bytes are not a valid archived `T`.
+///
+/// # Examples
+///
+/// ```
+/// let bytes = ipc_core::codec::to_vec(&vec![9u8; 100_000])?;
+/// let v: Vec<u8> = ipc_core::codec::decode_owned(&bytes)?;
+/// assert_eq!(v, vec![9u8; 100_000]);
+/// assert!(ipc_core::codec::decode_owned::<Vec<u8>>(b"garbage").is_err());
+/// assert_eq!(ipc_core::codec::decode_owned::<String>(&ipc_core::codec::to_vec(&"x".to_string())?)?, "x");
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub fn decode_owned<T: Message>(bytes: &[u8]) -> Result<T> {
+    // SAFETY: `bytes` is readable for its length during the call.
+    unsafe { Scratch::copy_as(bytes.as_ptr(), bytes.len(), owns_copy::<T>()) }.decode()
+}
+
+/// Decodes the `len` bytes at the start of `buf` (an allocation made for
+/// them, see [`owns_copy`]) as a `T`, reusing the allocation when `T` is
+/// `Vec<u8>` laid out as rkyv lays it out.
+#[inline(never)]
+fn into_owned<T: Message>(mut buf: Vec<u8>, len: usize) -> Result<T> {
+    // SAFETY: the capacity is at least `len` (`with_room`) and all `len`
+    // bytes were written before decoding (`copy_as` / `write_at`).
+    unsafe { buf.set_len(len) };
+    // rkyv checks the root's alignment against the buffer's address: a
+    // heap allocation is 16-aligned in practice; if not, the general path.
+    if owns_copy::<T>() && buf.as_ptr() as usize % 16 == 0 {
+        let root = rkyv::access::<rkyv::vec::ArchivedVec<u8>, rancor::Error>(&buf)
+            .map_err(|e| Error::Corrupt(format!("invalid message: {e}")))?;
+        // The checker proved `root`'s bytes lie within `buf`.
+        let (at, n) = (
+            (root.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize),
+            root.len(),
+        );
+        if at == 0 && n <= len {
+            buf.truncate(n);
+            let mut v = Some(buf);
+            return (&mut v as &mut dyn Any)
+                .downcast_mut::<Option<T>>()
+                .and_then(Option::take)
+                .ok_or_else(|| Error::Corrupt("owned decode of another type".into()));
+        }
+    }
+    from_slice(&buf)
 }
 
 /// Validates and deserializes an aligned buffer.
@@ -290,5 +422,63 @@ mod scratch_tests {
         let s = unsafe { Scratch::copy_from(bytes.as_ptr(), bytes.len()) };
         assert_eq!(s.bytes(), &bytes[..]);
         assert_eq!(s.decode::<Vec<u32>>().unwrap(), vec![3u32; 1000]);
+    }
+
+    #[test]
+    fn decode_owned_gives_vec_u8_of_0_1_and_64k_plus_1_bytes_their_own_allocation() {
+        for len in [0usize, 1, 65537] {
+            let v: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let bytes = to_vec(&v).unwrap();
+            assert!(owns_copy::<Vec<u8>>());
+            // SAFETY: `bytes` is readable for its length.
+            let s = unsafe { Scratch::copy_as(bytes.as_ptr(), bytes.len(), true) };
+            let p = s.buf.as_ptr();
+            let got = s.decode::<Vec<u8>>().unwrap();
+            assert_eq!(got, v);
+            // The copy's allocation is the value (no second copy), at
+            // most the root's few bytes too large.
+            if len > 0 {
+                assert_eq!(got.as_ptr(), p, "{len}");
+            }
+            assert!(got.capacity() - got.len() <= 16);
+            assert_eq!(decode_owned::<Vec<u8>>(&bytes).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn decode_owned_falls_back_for_other_types_and_other_layouts() {
+        assert!(!owns_copy::<Vec<u32>>() && !owns_copy::<String>());
+        let v: Vec<u32> = (0..1000).collect();
+        assert_eq!(decode_owned::<Vec<u32>>(&to_vec(&v).unwrap()).unwrap(), v);
+        let t = (String::from("seven"), vec![1u8, 2, 3]);
+        assert_eq!(
+            decode_owned::<(String, Vec<u8>)>(&to_vec(&t).unwrap()).unwrap(),
+            t
+        );
+        // A valid Vec<u8> archive whose bytes do not start at offset 0:
+        // 16 bytes of padding, the payload, then the root pointing back.
+        let payload = [9u8; 40];
+        let mut a = vec![0u8; 16];
+        a.extend_from_slice(&payload);
+        a.extend_from_slice(&(-40i32).to_le_bytes());
+        a.extend_from_slice(&40u32.to_le_bytes());
+        assert_eq!(decode_owned::<Vec<u8>>(&a).unwrap(), payload);
+        // Its root's length past the end, or its offset outside: Corrupt.
+        let mut past = a.clone();
+        past[60..64].copy_from_slice(&41u32.to_le_bytes());
+        assert!(matches!(
+            decode_owned::<Vec<u8>>(&past),
+            Err(Error::Corrupt(_))
+        ));
+        let mut before = a.clone();
+        before[56..60].copy_from_slice(&(-100i32).to_le_bytes());
+        assert!(matches!(
+            decode_owned::<Vec<u8>>(&before),
+            Err(Error::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_owned::<Vec<u8>>(&[1, 2, 3]),
+            Err(Error::Corrupt(_))
+        ));
     }
 }

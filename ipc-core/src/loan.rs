@@ -280,13 +280,13 @@ impl<T: Pod> LoanQueue<T> {
     /// ```
     pub fn try_recv(&self) -> Result<Lent<T>> {
         let me = self.inner.register()?;
-        let t = self.inner.try_take_now(me)?;
+        let t = self.inner.try_take_now(me, false)?;
         self.lent(t, me)
     }
 
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Lent<T>> {
         let me = self.inner.register()?;
-        let t = self.inner.take_wait(me, deadline)?;
+        let t = self.inner.take_wait(me, deadline, false)?;
         self.lent(t, me)
     }
 
@@ -300,6 +300,12 @@ impl<T: Pod> LoanQueue<T> {
             }
         };
         let size = std::mem::size_of::<T>().max(1) as u64;
+        if block.at != 0 {
+            self.inner.release(block, me);
+            return Err(Error::Corrupt(
+                "loan descriptor places the buffer off its block's start".into(),
+            ));
+        }
         if block.len % size != 0 {
             self.inner.release(block, me);
             return Err(Error::Corrupt(

@@ -147,3 +147,24 @@ fn pipe_batches_from_a_forked_sender_are_read_in_place() {
     }
     join_ok(kid);
 }
+
+#[test]
+fn byte_messages_inline_and_in_blocks_are_read_in_place() {
+    let q = Queue::<Vec<u8>>::new(4).unwrap();
+    let sizes = [10usize, 1 << 20];
+    let kid = fork_with(&q, move |q| {
+        for n in sizes {
+            if q.put(&vec![n as u8 ^ 0x5a; n]).is_err() {
+                return 1;
+            }
+        }
+        0
+    });
+    for n in sizes {
+        let m = q.get_archived().unwrap();
+        assert_eq!(m.len(), n);
+        assert!(m.iter().all(|&b| b == n as u8 ^ 0x5a));
+    }
+    join_ok(kid);
+    assert_eq!(q.blocks_in_use(), 0);
+}

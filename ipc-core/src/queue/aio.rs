@@ -142,6 +142,7 @@ impl<T: Message> Queue<T> {
             entry: b.entry,
             gen: b.gen,
             len: b.len,
+            at: 0,
             producer: me,
         }
         .encode();

@@ -64,7 +64,8 @@ impl<T: Message> Queue<T> {
     /// ```
     pub fn try_get_archived(&self) -> Result<ArchivedMessage<T>> {
         let me = self.inner.register()?;
-        self.scratch(self.inner.try_take_now(me)?, me)?
+        let owned = crate::codec::owns_copy::<T>();
+        self.scratch(self.inner.try_take_now(me, owned)?, me)?
             .into_archived()
     }
 

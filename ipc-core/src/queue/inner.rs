@@ -78,6 +78,10 @@ pub(crate) enum Taken {
 pub(crate) struct Inner {
     pub ring: Mpmc,
     pub blocks: Blocks,
+    /// This process's last put on the queue went out of line: the next
+    /// one encodes straight into a block (see `Queue::put_deadline`).
+    /// Process-local, a hint.
+    pub large_hint: std::sync::atomic::AtomicBool,
     // Keeps the mapping alive; declared after `ring` and `blocks`, which
     // point into it.
     pub region: Region,
@@ -127,6 +131,7 @@ impl Inner {
         Ok(Inner {
             ring,
             blocks,
+            large_hint: Default::default(),
             region,
         })
     }
@@ -141,6 +146,7 @@ impl Inner {
         Ok(Inner {
             ring,
             blocks,
+            large_hint: Default::default(),
             region,
         })
     }
@@ -322,6 +328,7 @@ impl Inner {
             entry: b.entry,
             gen: b.gen,
             len: b.len,
+            at: b.at as u32,
             producer: me,
         };
         match self.push_wait(&d.encode(), KIND_BLOCK, me, deadline) {
@@ -347,13 +354,17 @@ impl Inner {
     /// Takes a message if one is ready: an inline one copied out, or a
     /// block claimed while we still hold its ring slot. Descriptors whose
     /// block was recovered from a dead producer are skipped.
-    pub fn try_take(&self, me: u32) -> Option<Result<Taken>> {
+    /// `owned`: an inline message is copied into a fresh allocation for
+    /// the decoded value (see `codec::owns_copy`).
+    pub fn try_take(&self, me: u32, owned: bool) -> Option<Result<Taken>> {
         loop {
             let read = |p: *const u8, n: usize, kind: u32| -> Result<Option<Taken>> {
                 match kind {
                     // SAFETY: the ring hands us a pointer to `n` readable
                     // bytes of a slot we own until this closure returns.
-                    0 => Ok(Some(Taken::Inline(unsafe { Scratch::copy_from(p, n) }))),
+                    0 => Ok(Some(Taken::Inline(unsafe {
+                        Scratch::copy_as(p, n, owned)
+                    }))),
                     KIND_BLOCK => {
                         // SAFETY: as above.
                         let bytes = unsafe { std::slice::from_raw_parts(p, n) };
@@ -389,12 +400,12 @@ impl Inner {
     }
 
     /// Waits for a message until `deadline` (or until the queue ends).
-    pub fn take_wait(&self, me: u32, deadline: Option<Instant>) -> Result<Taken> {
+    pub fn take_wait(&self, me: u32, deadline: Option<Instant>, owned: bool) -> Result<Taken> {
         self.wait_on(&self.hdr().not_empty.0, deadline, || {
             if self.state() == SHUT_DOWN_NOW {
                 return Some(Err(Error::ShutDown));
             }
-            match self.try_take(me) {
+            match self.try_take(me, owned) {
                 Some(r) => Some(r),
                 None => match self.state() {
                     OPEN => None,
@@ -404,12 +415,13 @@ impl Inner {
         })
     }
 
-    /// Copies a claimed block out into a scratch buffer, then gives it back.
-    pub fn copy_out(&self, b: Block, me: u32) -> Result<Scratch> {
+    /// Copies a claimed block out into a scratch buffer (a fresh one for
+    /// the decoded value if `owned`), then gives it back.
+    pub fn copy_out(&self, b: Block, me: u32, owned: bool) -> Result<Scratch> {
         let r = self.blocks.map(&b).map(|m| {
-            // SAFETY: the mapping covers `cap >= len` bytes (checked in
-            // `claim`), and we hold the block (READING) until `release`.
-            unsafe { Scratch::copy_from(m.ptr(), b.len as usize) }
+            // SAFETY: the mapping covers `cap >= at + len` bytes (checked
+            // in `claim`), and we hold the block (READING) until `release`.
+            unsafe { Scratch::copy_as(m.ptr().add(b.at as usize), b.len as usize, owned) }
         });
         self.release(b, me);
         r
@@ -417,11 +429,11 @@ impl Inner {
 
     /// Takes an immediate shutdown's or a closed queue's state into account
     /// for a non-blocking get.
-    pub fn try_take_now(&self, me: u32) -> Result<Taken> {
+    pub fn try_take_now(&self, me: u32, owned: bool) -> Result<Taken> {
         if self.state() == SHUT_DOWN_NOW {
             return Err(Error::ShutDown);
         }
-        match self.try_take(me) {
+        match self.try_take(me, owned) {
             Some(r) => r,
             None => match self.state() {
                 OPEN => Err(Error::Empty),

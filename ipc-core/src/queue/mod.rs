@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::atomic::{fence, Ordering};
-use crate::codec::{self, Message, Scratch};
+use crate::codec::{self, Encoded, Message, Scratch};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
+use crate::ring::blocks::offset_for;
 use crate::ring::mpmc::{MpmcHeader, Push};
 use crate::ring::wait::WaitPoint;
 use crate::{Error, Result};
@@ -15,10 +16,12 @@ use crate::{Error, Result};
 #[cfg(feature = "tokio")]
 mod aio;
 mod archived;
+mod direct;
 pub(crate) mod inner;
 mod joinable;
 mod simple;
 
+use direct::BlockSink;
 use inner::{broken, ended, Inner, Taken, CLOSED, OPEN, SHUT_DOWN, SHUT_DOWN_NOW};
 pub use joinable::JoinableQueue;
 pub use simple::SimpleQueue;
@@ -39,12 +42,14 @@ pub const DEFAULT_SLOT_SIZE: usize = 64 * 1024;
 /// (1 GiB by default; larger ones are refused with
 /// [`Error::MessageTooLarge`], never truncated). Messages up to the
 /// [`slot_size`](Queue::slot_size) (64 KiB by default) travel inline in
-/// the ring; larger ones are copied once into a payload block in the
+/// the ring (a message within a few hundred bytes of a slot may go out of
+/// line); larger ones are encoded straight into a payload block in the
 /// queue's own file (which grows for them, and gives the pages of blocks
 /// over 32 MiB back once they are consumed), and only a descriptor travels
 /// through the ring. Messages are validated when read: garbage written
 /// into the queue by another process yields [`Error::Corrupt`], never
-/// undefined behaviour.
+/// undefined behaviour. A `Queue<Vec<u8>>` hands out the very buffer its
+/// message was copied into from shared memory: one copy in, one out.
 ///
 /// `put`/`get` spin briefly, then sleep on a futex; a waker makes a
 /// syscall only when someone sleeps.
@@ -238,7 +243,7 @@ impl<T: Message> Queue<T> {
     /// # Errors
     /// [`Error::MessageTooLarge`], [`Error::Closed`].
     pub fn put(&self, item: &T) -> Result<()> {
-        self.put_deadline(item, None)
+        self.put_deadline(item, None, false)
     }
 
     /// Puts a message, waiting at most `timeout` for room.
@@ -246,7 +251,7 @@ impl<T: Message> Queue<T> {
     /// # Errors
     /// [`Error::Timeout`], [`Error::MessageTooLarge`], [`Error::Closed`].
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.put_deadline(item, Some(Instant::now() + timeout))
+        self.put_deadline(item, Some(Instant::now() + timeout), false)
     }
 
     /// Puts a message if there is room now (Python's `put_nowait`).
@@ -264,21 +269,7 @@ impl<T: Message> Queue<T> {
     /// ```
     #[doc(alias = "put_nowait")]
     pub fn try_put(&self, item: &T) -> Result<()> {
-        codec::encode_with(item, |bytes| {
-            self.check_put(bytes)?;
-            let me = self.inner.register()?;
-            if bytes.len() > self.ring().slot_size() {
-                return self.put_block(bytes, me, Some(Instant::now()), true);
-            }
-            match self.ring().try_push(bytes, me) {
-                Push::Done => {
-                    self.inner.pushed();
-                    Ok(())
-                }
-                Push::Full => Err(Error::Full),
-                Push::Broken => Err(broken()),
-            }
-        })?
+        self.put_deadline(item, Some(Instant::now()), true)
     }
 
     fn check_put(&self, bytes: &[u8]) -> Result<()> {
@@ -289,52 +280,116 @@ impl<T: Message> Queue<T> {
                 max,
             });
         }
+        Ok(())
+    }
+
+    /// Puts `item`, in one of two ways chosen by this process's last
+    /// put on this queue (a hint): after a small message, the plain
+    /// encoder (the fewest instructions; a message that turns out larger
+    /// than a slot is then copied into a block); after a large one, the
+    /// encoder that writes straight into a payload block once the message
+    /// outgrows a slot (one copy in). `now`: a `try_put` (no room now is
+    /// `Full`).
+    fn put_deadline(&self, item: &T, deadline: Option<Instant>, now: bool) -> Result<()> {
         match self.state() {
-            OPEN => Ok(()),
-            s => Err(ended(s)),
+            OPEN => {}
+            s => return Err(ended(s)),
+        }
+        let me = self.inner.register()?;
+        // Relaxed (both): a process-local hint; any value is correct.
+        if !self.inner.large_hint.load(Ordering::Relaxed) {
+            return codec::encode_with(item, |bytes| {
+                if bytes.len() > self.ring().slot_size() {
+                    self.inner.large_hint.store(true, Ordering::Relaxed);
+                    self.check_put(bytes)?;
+                    return self.put_block(bytes, me, deadline, now);
+                }
+                self.put_inline(bytes, me, deadline, now)
+            })?;
+        }
+        self.put_direct(item, me, deadline, now)
+    }
+
+    /// The put of a message expected to be large: encoded straight into
+    /// a payload block once it outgrows a slot.
+    #[inline(never)]
+    fn put_direct(&self, item: &T, me: u32, deadline: Option<Instant>, now: bool) -> Result<()> {
+        let mut sink = BlockSink::new(&self.inner, me, deadline, now, self.max_message_size());
+        let inline = |bytes: &[u8]| self.put_inline(bytes, me, deadline, now);
+        match codec::encode_spilling(item, self.ring().slot_size(), &mut sink, inline) {
+            Ok(Encoded::Inline(r)) => {
+                self.inner.large_hint.store(false, Ordering::Relaxed);
+                r
+            }
+            Ok(Encoded::Spilled(len)) => {
+                let b = sink
+                    .take_block(len)
+                    .ok_or_else(|| Error::Corrupt("encoding moved to no block".into()))?;
+                self.inner
+                    .send_block(b, me, deadline)
+                    .map_err(|e| BlockSink::expired(now, e))
+            }
+            Ok(Encoded::TooLarge(size)) => Err(Error::MessageTooLarge {
+                size,
+                max: self.max_message_size(),
+            }),
+            Err(e) => Err(sink.take_err().unwrap_or(e)),
         }
     }
 
-    /// Puts `bytes` (larger than a slot) out of line: claims a block,
-    /// copies them in once, and pushes its descriptor.
+    /// Pushes an encoded message that fits a slot.
+    fn put_inline(
+        &self,
+        bytes: &[u8],
+        me: u32,
+        deadline: Option<Instant>,
+        now: bool,
+    ) -> Result<()> {
+        self.check_put(bytes)?;
+        if now {
+            match self.ring().try_push(bytes, me) {
+                Push::Done => {}
+                Push::Full => return Err(Error::Full),
+                Push::Broken => return Err(broken()),
+            }
+        } else {
+            self.inner.push_wait(bytes, 0, me, deadline)?;
+        }
+        self.inner.pushed();
+        Ok(())
+    }
+
+    /// Puts encoded `bytes` (larger than a slot) out of line: claims a
+    /// block, copies them in, and pushes its descriptor.
     fn put_block(&self, bytes: &[u8], me: u32, deadline: Option<Instant>, now: bool) -> Result<()> {
-        // A `try_put` that finds no room now is `Full`.
-        let expired = |e: Error| match e {
-            Error::Timeout if now => Error::Full,
-            e => e,
-        };
-        let b = self
+        let at = offset_for(bytes.as_ptr() as usize);
+        let mut b = self
             .inner
-            .block_wait(bytes.len() as u64, me, deadline)
-            .map_err(expired)?;
+            .block_wait(bytes.len() as u64 + at, me, deadline)
+            .map_err(|e| BlockSink::expired(now, e))?;
+        b.at = at;
+        b.len = bytes.len() as u64;
         match self.inner.blocks.map(&b) {
             Ok(m) => {
-                // SAFETY: the mapping covers `cap >= bytes.len()` bytes, and
-                // we hold the block (WRITING) until its descriptor is
-                // consumed or we give it back.
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), m.ptr(), bytes.len()) };
+                // SAFETY: the mapping covers `cap >= at + bytes.len()`
+                // bytes, and we hold the block (WRITING) until its
+                // descriptor is consumed or we give it back.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        m.ptr().add(at as usize),
+                        bytes.len(),
+                    )
+                };
             }
             Err(e) => {
                 self.inner.release(b, me);
                 return Err(e);
             }
         }
-        self.inner.send_block(b, me, deadline).map_err(expired)
-    }
-
-    fn put_deadline(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
-        codec::encode_with(item, |bytes| self.put_bytes(bytes, deadline))?
-    }
-
-    pub(crate) fn put_bytes(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
-        self.check_put(bytes)?;
-        let me = self.inner.register()?;
-        if bytes.len() > self.ring().slot_size() {
-            return self.put_block(bytes, me, deadline, false);
-        }
-        self.inner.push_wait(bytes, 0, me, deadline)?;
-        self.inner.pushed();
-        Ok(())
+        self.inner
+            .send_block(b, me, deadline)
+            .map_err(|e| BlockSink::expired(now, e))
     }
 
     /// Takes a message, waiting as long as needed.
@@ -373,14 +428,16 @@ impl<T: Message> Queue<T> {
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T> {
         let me = self.inner.register()?;
-        self.scratch(self.inner.try_take_now(me)?, me)?.decode()
+        let owned = codec::owns_copy::<T>();
+        self.scratch(self.inner.try_take_now(me, owned)?, me)?
+            .decode()
     }
 
     /// The bytes of a taken message (a block copied out and given back).
     fn scratch(&self, t: Taken, me: u32) -> Result<Scratch> {
         match t {
             Taken::Inline(s) => Ok(s),
-            Taken::Block(b) => self.inner.copy_out(b, me),
+            Taken::Block(b) => self.inner.copy_out(b, me, codec::owns_copy::<T>()),
         }
     }
 
@@ -391,7 +448,7 @@ impl<T: Message> Queue<T> {
             Err(e) => return Some(Err(e)),
         };
         self.inner
-            .try_take(me)
+            .try_take(me, codec::owns_copy::<T>())
             .map(|r| r.and_then(|t| self.scratch(t, me)))
     }
 
@@ -401,7 +458,9 @@ impl<T: Message> Queue<T> {
 
     pub(crate) fn get_raw_deadline(&self, deadline: Option<Instant>) -> Result<Scratch> {
         let me = self.inner.register()?;
-        let t = self.inner.take_wait(me, deadline)?;
+        let t = self
+            .inner
+            .take_wait(me, deadline, codec::owns_copy::<T>())?;
         self.scratch(t, me)
     }
 

@@ -126,7 +126,19 @@ pub(crate) struct Block {
     pub gen: u32,
     pub offset: u64,
     pub cap: u64,
+    /// The message's length, and where it starts in the block.
     pub len: u64,
+    pub at: u64,
+}
+
+/// Where a message copied from `src` should start in a block (which is
+/// page-aligned): 16-aligned, below a page, and about 2 KiB (modulo
+/// 4 KiB) past its source. When `(dst - src) % 4096` is small, the loads
+/// of a copy alias the stores just made (4K aliasing) and memcpy runs at
+/// a fraction of its speed (a 64 KiB message from a buffer 48 bytes below
+/// a page boundary went at 3.1 GiB/s instead of 7.7).
+pub(crate) fn offset_for(src: usize) -> u64 {
+    (src.wrapping_add(2048) & 4095 & !15) as u64
 }
 
 /// A mapping of one block's range.
@@ -360,6 +372,7 @@ impl Blocks {
                 offset,
                 cap,
                 len,
+                at: 0,
             });
         }
         if cap > 0 && self.valid_range(offset, cap) {
@@ -389,6 +402,7 @@ impl Blocks {
             offset: off,
             cap: need,
             len,
+            at: 0,
         })
     }
 
@@ -481,8 +495,13 @@ impl Blocks {
                         offset,
                         cap,
                         len: d.len,
+                        at: u64::from(d.at),
                     };
-                    if !self.valid_range(offset, cap) || d.len > cap || d.len > self.max_message {
+                    if !self.valid_range(offset, cap)
+                        || b.at >= PAGE
+                        || d.len > cap - b.at
+                        || d.len > self.max_message
+                    {
                         self.release(b, me);
                         return Err(bad("block range or length"));
                     }
@@ -598,3 +617,20 @@ pub(crate) use desc::Desc;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_starts_in_its_block_about_2k_from_its_source_modulo_4k() {
+        // A 64 KiB message 48 bytes below a page boundary, copied to a
+        // block's start, ran at 3.1 GiB/s instead of 7.7 (4K aliasing).
+        for src in [0x1000usize, 0x1ff0, 0x5584_a772_ffd0, 0x7f00_0000_0008, 17] {
+            let at = offset_for(src) as usize;
+            assert!(at < PAGE as usize && at % 16 == 0);
+            let d = at.wrapping_sub(src) & 4095;
+            assert!((2033..=2048).contains(&d), "{src:#x}: {d}");
+        }
+    }
+}

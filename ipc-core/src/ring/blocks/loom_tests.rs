@@ -93,6 +93,7 @@ fn producer_dies_at<const DIE: u8>() {
                     entry: 0,
                     gen: (w - 1) as u32,
                     len: 100,
+                    at: 0,
                     producer: P,
                 };
                 match t.claim(&d, C).unwrap() {
