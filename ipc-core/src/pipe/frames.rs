@@ -177,9 +177,10 @@ enum Gone {
     Sender,
 }
 
-/// Data bytes of a `More` piece: its frame is a quarter of the ring.
+/// Data bytes of a `More` piece: its frame (16 bytes of header, then
+/// data) is a quarter of the ring.
 pub(super) fn piece_len(cap: u64) -> usize {
-    cap as usize / 4 - 8
+    cap as usize / 4 - 16
 }
 
 /// Data bytes of the `First` piece, chosen so that its frame ends on a
@@ -190,7 +191,7 @@ fn first_len(tx: &Spsc) -> usize {
     let h = tx.head_offset();
     let to_boundary = quarter - h % quarter;
     let room = cap - h;
-    // Frame bytes: 8 of header and 8 of total, then data.
+    // Frame bytes: 16 of header and 8 of total, then data.
     let frame = if to_boundary < 64 {
         // Too little before the boundary: wrap (or skip) to the next one.
         quarter
@@ -199,7 +200,7 @@ fn first_len(tx: &Spsc) -> usize {
     } else {
         to_boundary
     };
-    frame as usize - 16
+    frame as usize - 24
 }
 
 impl Connection {
@@ -553,11 +554,11 @@ mod tests {
             a.send_bytes(&vec![1; small]).unwrap();
             b.recv_bytes().unwrap();
             let n = first_len(tx);
-            let end = tx.head_offset() + 16 + n as u64;
+            let end = tx.head_offset() + 24 + n as u64;
             let quarter = tx.capacity() / 4;
             // Either it ends on a boundary, or it wraps to start at 0.
             assert!(
-                end % quarter == 0 || n as u64 + 16 == quarter,
+                end % quarter == 0 || n as u64 + 24 == quarter,
                 "{small}: {end}"
             );
             assert!(n + 8 <= Spsc::max_payload(tx.capacity()));
