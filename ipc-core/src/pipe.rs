@@ -32,8 +32,13 @@ mod frames;
 
 use frames::{ToScratch, ToSlice, ToVec};
 
-/// Default ring size per direction: 256 KiB.
-pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+/// Default ring size per direction: 4 MiB, so that bulk messages stream
+/// in large pieces. Its pages are allocated as they are first touched, and
+/// small-message traffic stays in the first 256 KiB of it (a frame that
+/// would start past that while the ring is empty goes back to the start),
+/// so a pipe that carries only small messages holds about 256 KiB per
+/// direction, as before.
+pub const DEFAULT_CAPACITY: usize = 4 << 20;
 
 /// Default cap on one message: 1 GiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 30;
@@ -146,7 +151,7 @@ impl PipeBuilder {
     }
 
     /// Bytes buffered per direction, rounded up to a power of two (minimum
-    /// 4 KiB, default 256 KiB). Messages up to about half of it travel in
+    /// 4 KiB, default [`DEFAULT_CAPACITY`], 4 MiB). Messages up to about half of it travel in
     /// one frame; larger ones stream through in pieces.
     pub fn capacity(mut self, bytes: usize) -> Self {
         self.capacity = bytes;
@@ -545,3 +550,38 @@ impl crate::travel::Travel for Connection {
     }
 }
 crate::travel::travel_via_token!([] Connection);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn allocated(c: &Connection) -> u64 {
+        c.rings._region.file().metadata().unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn a_default_pipe_carrying_small_messages_touches_only_its_soft_window() {
+        let (a, b) = Pipe::new(true).unwrap();
+        let msg = vec![5u8; 1000];
+        // 40 MB each way, one message in flight at a time: ten laps of a
+        // 4 MiB ring if frames went round it.
+        for _ in 0..40_000 {
+            a.send_bytes(&msg).unwrap();
+            assert_eq!(b.recv_bytes().unwrap().len(), 1000);
+            b.send_bytes(&msg).unwrap();
+            assert_eq!(a.recv_bytes().unwrap().len(), 1000);
+        }
+        let window = 2 * crate::ring::spsc::SOFT_WINDOW;
+        assert!(allocated(&a) <= window + (64 << 10), "{}", allocated(&a));
+        // A burst that outruns the receiver still uses the whole ring.
+        let (r, w) = Pipe::builder().duplex(false).build().unwrap();
+        for _ in 0..3000 {
+            w.send_bytes(&msg).unwrap();
+        }
+        assert!(allocated(&r) > 2 << 20, "{}", allocated(&r));
+        for _ in 0..3000 {
+            assert_eq!(r.recv_bytes().unwrap(), msg);
+        }
+    }
+}

@@ -40,6 +40,11 @@ use crate::{Error, Result};
 
 /// Stamp, then length and tag.
 const FRAME_HEADER: usize = 16;
+/// Of a larger ring, small-message traffic uses only the first this many
+/// bytes: a frame that would start past a multiple of it while the ring is
+/// empty goes back to the start instead (behind a wrap marker), so a ring
+/// sized for bulk does not touch all its pages carrying small messages.
+pub(crate) const SOFT_WINDOW: u64 = 256 * 1024;
 /// Frames start on 16-byte boundaries, so a header never straddles a
 /// cache line and a wrap marker always fits before the end.
 const FRAME_ALIGN: u64 = 16;
@@ -330,7 +335,17 @@ impl Spsc {
             }
         }
         let mut at = head;
-        let wrap = need > contig;
+        let wrap = need > contig
+            || (off >= SOFT_WINDOW && off % SOFT_WINDOW < need && need <= off && {
+                // Crossing a window boundary (once per window of traffic):
+                // back to the start if the consumer has taken everything
+                // (then `contig + need <= cap` bytes are free).
+                // Acquire: as above.
+                let t = h.tail.0.load(Ordering::Acquire);
+                // Relaxed: the cache is local to this handle.
+                tail_cache.store(t, Ordering::Relaxed);
+                t == head
+            });
         if wrap {
             at += contig;
         }
