@@ -151,8 +151,9 @@ impl PipeBuilder {
     }
 
     /// Bytes buffered per direction, rounded up to a power of two (minimum
-    /// 4 KiB, default [`DEFAULT_CAPACITY`], 4 MiB). Messages up to about half of it travel in
-    /// one frame; larger ones stream through in pieces.
+    /// 4 KiB, default [`DEFAULT_CAPACITY`], 4 MiB). Messages up to 64 KiB
+    /// (or a quarter of the ring, if smaller) travel in one frame; larger
+    /// ones stream through in pieces of that size.
     pub fn capacity(mut self, bytes: usize) -> Self {
         self.capacity = bytes;
         self
@@ -363,7 +364,7 @@ impl Connection {
         if n % 64 == 0 {
             self.check_peer()?;
         }
-        if bytes.len() > Spsc::max_payload(tx.capacity()) {
+        if bytes.len() > frames::piece_len(tx.capacity()) {
             return self.send_pieces(tx, bytes, deadline);
         }
         let h = tx.header();

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::frames::{take_start, Rest, Start, ToScratch};
+use super::frames::{self, take_start, Rest, Start, ToScratch};
 use super::{Connection, EndGuard};
 use crate::aio::{self, Check, Keep};
 use crate::codec::{self, Message};
-use crate::ring::spsc::Spsc;
 use crate::{Error, Result};
 
 /// Whether the read side of a liveness pipe hung up (the peer is gone).
@@ -113,7 +112,7 @@ impl Connection {
         let bytes = codec::encode_with(msg, <[u8]>::to_vec)?;
         let tx = self.tx_for(bytes.len())?;
         self.check_peer()?;
-        if bytes.len() > Spsc::max_payload(tx.capacity()) {
+        if bytes.len() > frames::piece_len(tx.capacity()) {
             return self.send_pieces(tx, &bytes, None);
         }
         let h = tx.header();

@@ -18,8 +18,12 @@
 //! allocate beyond the cap, overrun its buffer or wait for ever.
 //!
 //! Pieces are laid out on purpose: `More` frames are a quarter of the ring
-//! and start on a quarter boundary (the `First` piece is sized to end on
-//! one), so they never wrap and four are in flight.
+//! or [`MAX_PIECE_FRAME`], whichever is smaller, and start on a multiple
+//! of that size (the `First` piece is sized to end on one), so they never
+//! wrap and at least four are in flight. A message larger than one piece
+//! goes in pieces even when it would fit one frame: each side then waits
+//! for a piece, not for a whole message, which keeps the wait within the
+//! spin budget instead of a sleep and a wake-up per message.
 
 use std::time::Instant;
 
@@ -177,17 +181,26 @@ enum Gone {
     Sender,
 }
 
-/// Data bytes of a `More` piece: its frame (16 bytes of header, then
-/// data) is a quarter of the ring.
+/// Largest frame of a piece, in bytes (see the module docs).
+pub(super) const MAX_PIECE_FRAME: u64 = 64 * 1024;
+
+/// Frame bytes of a `More` piece: a quarter of the ring, at most
+/// [`MAX_PIECE_FRAME`].
+fn piece_frame(cap: u64) -> u64 {
+    (cap / 4).min(MAX_PIECE_FRAME)
+}
+
+/// Data bytes of a `More` piece (its frame has 16 bytes of header), and
+/// the largest message sent whole.
 pub(super) fn piece_len(cap: u64) -> usize {
-    cap as usize / 4 - 16
+    piece_frame(cap) as usize - 16
 }
 
 /// Data bytes of the `First` piece, chosen so that its frame ends on a
-/// quarter boundary of the ring (see the module docs).
+/// multiple of the piece frame size (see the module docs).
 fn first_len(tx: &Spsc) -> usize {
     let cap = tx.capacity();
-    let quarter = cap / 4;
+    let quarter = piece_frame(cap);
     let h = tx.head_offset();
     let to_boundary = quarter - h % quarter;
     let room = cap - h;
@@ -547,15 +560,21 @@ mod tests {
     }
 
     #[test]
-    fn first_pieces_end_on_a_quarter_of_the_ring() {
-        let (a, b) = Pipe::builder().capacity(1 << 16).build().unwrap();
+    fn first_pieces_end_on_a_piece_boundary() {
+        for cap in [1 << 16, 1 << 22] {
+            let (a, b) = Pipe::builder().capacity(cap).build().unwrap();
+            first_pieces_end_on_a_piece_boundary_of(&a, &b);
+        }
+    }
+
+    fn first_pieces_end_on_a_piece_boundary_of(a: &Connection, b: &Connection) {
         let tx = a.tx().unwrap();
         for small in [0usize, 8, 100, 4000, 16_000] {
             a.send_bytes(&vec![1; small]).unwrap();
             b.recv_bytes().unwrap();
             let n = first_len(tx);
             let end = tx.head_offset() + 24 + n as u64;
-            let quarter = tx.capacity() / 4;
+            let quarter = piece_frame(tx.capacity());
             // Either it ends on a boundary, or it wraps to start at 0.
             assert!(
                 end % quarter == 0 || n as u64 + 24 == quarter,
