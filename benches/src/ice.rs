@@ -71,7 +71,11 @@ fn node() -> iceoryx2::node::Node<Service> {
 
 /// A service name unique to this process and case.
 fn name(what: &str) -> ServiceName {
-    ServiceName::new(&format!("ipc-bench/{}/{what}", std::process::id())).expect("service name")
+    // Unique per call: a benchmark may build the same case more than once.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Relaxed: a counter that only has to differ between calls.
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ServiceName::new(&format!("ipc-bench/{}/{n}/{what}", std::process::id())).expect("service name")
 }
 
 /// Publish-subscribe of `size`-byte `[u8]` slices. Copy in
