@@ -177,7 +177,7 @@ impl<'w> MessageWriter<'w> {
             return Err(E::new(Refused));
         };
         // SAFETY: `buf` is readable for its `n` bytes.
-        let (p, cap) = match unsafe {
+        let room = unsafe {
             spill.room(
                 min,
                 min.saturating_add(RESERVE),
@@ -185,7 +185,22 @@ impl<'w> MessageWriter<'w> {
                 n,
                 (bytes.as_ptr() as usize).wrapping_sub(n),
             )
-        } {
+        };
+        self.buf.clear();
+        self.land(room, n, bytes)
+    }
+
+    /// Finishes a move to the destination the spill gave (`room`): copies
+    /// `bytes` to offset `at` of it and writes there from now on, or
+    /// counts from now on if the message outgrew the spill's cap.
+    fn land<E: Source>(
+        &mut self,
+        room: Result<(*mut u8, usize), Refusal>,
+        at: usize,
+        bytes: &[u8],
+    ) -> Result<(), E> {
+        let min = at + bytes.len();
+        let (p, cap) = match room {
             Ok(r) => r,
             Err(Refusal::TooLarge) => {
                 self.count_from(min);
@@ -196,13 +211,13 @@ impl<'w> MessageWriter<'w> {
         if cap < min {
             return Err(E::new(Refused));
         }
-        // SAFETY: the destination is valid for writes of `cap >= n + len`
-        // bytes (the spill's contract) and is not our buffer or `bytes`.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(n), bytes.len()) };
+        // SAFETY: the destination is valid for writes of `cap >= at + len`
+        // bytes (the spill's contract) and is neither our buffer nor
+        // `bytes` (private memory).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(at), bytes.len()) };
         self.out = p;
         self.cap = cap;
         self.pos = min;
-        self.buf.clear();
         Ok(())
     }
 
@@ -223,23 +238,8 @@ impl<'w> MessageWriter<'w> {
         let src = (bytes.as_ptr() as usize).wrapping_sub(self.pos);
         // SAFETY: the current destination holds `pos` written bytes and
         // stays valid until this call returns (the spill's contract).
-        let (p, cap) = match unsafe { spill.room(min, want, self.out, self.pos, src) } {
-            Ok(r) => r,
-            Err(Refusal::TooLarge) => {
-                self.count_from(min);
-                return Ok(());
-            }
-            Err(Refusal::Stop) => return Err(E::new(Refused)),
-        };
-        if cap < min {
-            return Err(E::new(Refused));
-        }
-        // SAFETY: as in `move_out`; `pos + len = min <= cap`.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(self.pos), bytes.len()) };
-        self.out = p;
-        self.cap = cap;
-        self.pos = min;
-        Ok(())
+        let room = unsafe { spill.room(min, want, self.out, self.pos, src) };
+        self.land(room, self.pos, bytes)
     }
 }
 
