@@ -166,7 +166,8 @@ fn bulks() -> Vec<BulkRow> {
 /// its own shared memory and peer process), the pair with the median
 /// median. On this VM one pair's round trip can be twice another's for
 /// the same code (the same binary gave a Queue 370 ns and 800 ns in one
-/// process), by where its cache lines land, so one pair is luck.
+/// process), by where the host runs the two vCPUs and where the pair's
+/// lines land, so one pair is luck.
 fn fresh(row: impl Fn() -> Row) -> Row {
     let mut rows: Vec<Row> = (0..PAIRS).map(|_| row()).collect();
     rows.sort_by(|a, b| a.median.total_cmp(&b.median));
