@@ -321,34 +321,27 @@ impl Spsc {
         let contig = self.cap - off;
         let total = if need > contig { contig + need } else { need };
         let free = |tail: u64| self.cap - head.wrapping_sub(tail).min(self.cap);
-        // Relaxed: the cached value was itself read with Acquire below, which
-        // already ordered the consumer's reads of that space before us.
-        let mut tail = tail_cache.load(Ordering::Relaxed);
-        if head.wrapping_sub(tail) > self.cap || free(tail) < total {
+        let refresh = || {
             // Acquire: pairs with the consumer's Release of tail, so its
             // reads of the space we are about to reuse are complete.
-            tail = h.tail.0.load(Ordering::Acquire);
+            let t = h.tail.0.load(Ordering::Acquire);
             // Relaxed: the cache is local to this handle.
-            tail_cache.store(tail, Ordering::Relaxed);
-            if free(tail) < total {
-                return Ok(false);
-            }
+            tail_cache.store(t, Ordering::Relaxed);
+            t
+        };
+        // Relaxed: the cached value was itself read with Acquire (in
+        // `refresh`), which already ordered the consumer's reads of that
+        // space before us.
+        let tail = tail_cache.load(Ordering::Relaxed);
+        if (head.wrapping_sub(tail) > self.cap || free(tail) < total) && free(refresh()) < total {
+            return Ok(false);
         }
-        let mut at = head;
+        // Crossing a window boundary (checked once per window of traffic):
+        // back to the start if the consumer has taken everything (then
+        // `contig + need <= cap` bytes are free).
         let wrap = need > contig
-            || (off >= SOFT_WINDOW && off % SOFT_WINDOW < need && need <= off && {
-                // Crossing a window boundary (once per window of traffic):
-                // back to the start if the consumer has taken everything
-                // (then `contig + need <= cap` bytes are free).
-                // Acquire: as above.
-                let t = h.tail.0.load(Ordering::Acquire);
-                // Relaxed: the cache is local to this handle.
-                tail_cache.store(t, Ordering::Relaxed);
-                t == head
-            });
-        if wrap {
-            at += contig;
-        }
+            || (off >= SOFT_WINDOW && off % SOFT_WINDOW < need && need <= off && refresh() == head);
+        let at = if wrap { head + contig } else { head };
         let o = (at & (self.cap - 1)) as usize;
         // SAFETY: the frame lies in [o, o + need) within the buffer (need <=
         // contiguous space after wrapping), space the consumer released;
@@ -400,7 +393,6 @@ impl Spsc {
         let h = self.header();
         // Relaxed: only we (the consumer, holding pop_lock) write tail.
         let mut tail = h.tail.0.load(Ordering::Relaxed);
-        let mut wrapped = false;
         loop {
             if tail % FRAME_ALIGN != 0 {
                 return self.corrupt("read index misaligned");
@@ -408,10 +400,6 @@ impl Spsc {
             let off = tail & (self.cap - 1);
             // Acquire: pairs with the producer's Release of the stamp.
             if self.stamp_at(off).load(Ordering::Acquire) != tail ^ self.key {
-                if wrapped {
-                    // Release: publishes the skipped wrap.
-                    h.tail.0.store(tail, Ordering::Release);
-                }
                 return Ok(Frame::Empty);
             }
             let contig = self.cap - off;
@@ -425,11 +413,14 @@ impl Spsc {
             };
             let (len, tag) = (word as u32, (word >> 32) as u32);
             if len == WRAP {
-                if off == 0 || wrapped {
+                // (After a skip the read position is at offset 0, so a
+                // marker there is the only way to loop: refused.)
+                if off == 0 {
                     return self.corrupt("wrap marker at the start of the buffer");
                 }
                 tail += contig;
-                wrapped = true;
+                // Release: publishes the skip (nothing was read past it).
+                h.tail.0.store(tail, Ordering::Release);
                 continue;
             }
             let need = frame_len(len as usize).unwrap_or(u64::MAX);
@@ -467,10 +458,6 @@ impl Spsc {
                 // Release: our reads complete before the producer reuses the space.
                 h.tail.0.store(tail + need, Ordering::Release);
                 return Ok(Frame::Taken(r));
-            }
-            if wrapped {
-                // Release: publishes the skipped wrap.
-                h.tail.0.store(tail, Ordering::Release);
             }
             return Ok(Frame::Left(r));
         }
