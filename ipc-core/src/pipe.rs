@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::codec::{self, Message};
+use crate::codec::{self, Message, SmallCopy};
 use crate::region::{Kind, Region};
 use crate::ring::spsc::{Spsc, MAX_MESSAGE_LIMIT};
 use crate::ring::wait::{Stop, WaitPoint};
-use crate::sync::raw_lock::{Acquired, RawLock};
+use crate::sync::polled_lock::PolledLock;
+use crate::sync::raw_lock::Acquired;
 use crate::{Error, Result};
 
 #[cfg(feature = "tokio")]
@@ -253,10 +254,10 @@ impl PipeBuilder {
 /// Holds one of a ring's end locks for one push or pop attempt (never
 /// across a wait, so timeouts and peer checks of other users of the same
 /// end are not delayed).
-struct EndGuard<'a>(&'a RawLock);
+struct EndGuard<'a>(&'a PolledLock);
 
 impl<'a> EndGuard<'a> {
-    fn lock(l: &'a RawLock, deadline: Option<Instant>) -> Result<EndGuard<'a>> {
+    fn lock(l: &'a PolledLock, deadline: Option<Instant>) -> Result<EndGuard<'a>> {
         // A user of this end that died mid-call left the ring itself
         // consistent (indices are published last), so OwnerDied needs no
         // repair; Busy means the deadline passed.
@@ -395,7 +396,9 @@ impl Connection {
     /// [`Error::PeerClosed`] once the peer is gone and everything it sent
     /// was received; [`Error::Corrupt`] for invalid bytes.
     pub fn recv<T: Message>(&self) -> Result<T> {
-        self.recv_into(None, &mut ToScratch(None))?.decode()
+        let mut small = SmallCopy::new();
+        self.recv_into(None, &mut ToScratch::new(&mut small))?
+            .decode(&small)
     }
 
     /// As [`recv`](Self::recv), waiting at most `timeout` for a message to
@@ -404,8 +407,12 @@ impl Connection {
     /// # Errors
     /// [`Error::Timeout`], and as [`recv`](Self::recv).
     pub fn recv_timeout<T: Message>(&self, timeout: Duration) -> Result<T> {
-        self.recv_into(Some(Instant::now() + timeout), &mut ToScratch(None))?
-            .decode()
+        let mut small = SmallCopy::new();
+        self.recv_into(
+            Some(Instant::now() + timeout),
+            &mut ToScratch::new(&mut small),
+        )?
+        .decode(&small)
     }
 
     /// Receives one message as raw bytes.

@@ -321,14 +321,12 @@ pub(crate) fn encode_spilling<T: super::Message, R>(
     spill: &mut dyn Spill,
     inline: impl FnOnce(&[u8]) -> R,
 ) -> crate::Result<Encoded<R>> {
-    let buf = super::take_encode_buf();
-    let w = MessageWriter::new(buf, limit, Some(spill));
-    let (r, w) = rkyv::util::with_arena(|arena| {
-        let mut ser =
-            rkyv::ser::Serializer::new(w, arena.acquire(), rkyv::ser::sharing::Share::new());
-        let r = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut ser);
-        (r, ser.into_writer())
-    });
+    let mut enc = super::take_encoder();
+    let w = MessageWriter::new(std::mem::take(&mut enc.buf), limit, Some(spill));
+    let mut ser =
+        rkyv::ser::Serializer::new(w, enc.arena.acquire(), rkyv::ser::sharing::Share::new());
+    let r = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut ser);
+    let w = ser.into_writer();
     let out = match r {
         Err(e) => Err(crate::Error::Corrupt(format!("encoding failed: {e}"))),
         Ok(_) if w.too_large() => Ok(Encoded::TooLarge(w.pos())),
@@ -337,7 +335,8 @@ pub(crate) fn encode_spilling<T: super::Message, R>(
             None => Encoded::Spilled(w.pos()),
         }),
     };
-    super::give_encode_buf(w.into_buf());
+    enc.buf = w.into_buf();
+    super::give_encoder(enc);
     out
 }
 

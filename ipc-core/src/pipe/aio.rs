@@ -8,7 +8,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::frames::{self, take_start, Rest, Start, ToScratch};
 use super::{Connection, EndGuard};
 use crate::aio::{self, Check, Keep};
-use crate::codec::{self, Message};
+use crate::codec::{self, Message, SmallCopy};
 use crate::{Error, Result};
 
 /// Whether the read side of a liveness pipe hung up (the peer is gone).
@@ -59,7 +59,8 @@ impl Connection {
         let rx = self.rx()?;
         let h = rx.header();
         let keep = self.keep();
-        let mut sink = ToScratch(None);
+        let mut small = SmallCopy::new();
+        let mut sink = ToScratch::new(&mut small);
         loop {
             let (start, g) =
                 aio::wait_point(&h.data_ready.0, &keep, Some(self.peer_check()?), || {
@@ -79,9 +80,9 @@ impl Connection {
                 .await?;
             h.space_ready.0.notify(1);
             match start {
-                Start::Whole(s) => return s.decode(),
+                Start::Whole(c) => return c.decode(&small),
                 Start::Partial { total, got } => match self.take_rest(rx, &mut sink, total, got)? {
-                    Rest::Done(s) => return s.decode(),
+                    Rest::Done(c) => return c.decode(&small),
                     Rest::Abandoned => drop(g),
                 },
                 Start::Nothing => {}

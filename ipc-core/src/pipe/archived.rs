@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::frames::ToScratch;
 use super::Connection;
-use crate::codec::{ArchivedMessage, Message};
+use crate::codec::{ArchivedMessage, Message, SmallCopy};
 use crate::Result;
 
 impl Connection {
@@ -26,7 +26,10 @@ impl Connection {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn recv_archived<T: Message>(&self) -> Result<ArchivedMessage<T>> {
-        self.recv_into(None, &mut ToScratch(None))?.into_archived()
+        let mut small = SmallCopy::new();
+        self.recv_into(None, &mut ToScratch::new(&mut small))?
+            .into_scratch(&small)
+            .into_archived()
     }
 
     /// As [`recv_archived`](Self::recv_archived), waiting at most `timeout`
@@ -48,7 +51,12 @@ impl Connection {
         &self,
         timeout: Duration,
     ) -> Result<ArchivedMessage<T>> {
-        self.recv_into(Some(Instant::now() + timeout), &mut ToScratch(None))?
-            .into_archived()
+        let mut small = SmallCopy::new();
+        self.recv_into(
+            Some(Instant::now() + timeout),
+            &mut ToScratch::new(&mut small),
+        )?
+        .into_scratch(&small)
+        .into_archived()
     }
 }

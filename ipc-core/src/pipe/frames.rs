@@ -28,7 +28,7 @@
 use std::time::Instant;
 
 use super::{Connection, EndGuard, PEER_CHECK};
-use crate::codec::Scratch;
+use crate::codec::{Copied, Scratch, SmallCopy};
 use crate::ring::spsc::{Frame, Piece, Spsc, View};
 use crate::ring::wait::Stop;
 use crate::sync::raw_lock::Acquired;
@@ -58,31 +58,50 @@ pub(super) trait Sink {
     fn finish(&mut self, total: usize) -> Result<Self::Out>;
 }
 
-/// Into a [`Scratch`], for decoding.
-pub(super) struct ToScratch(pub Option<Scratch>);
+/// Into private memory, for decoding: a small whole message into the
+/// receiver's [`SmallCopy`], anything else into a [`Scratch`].
+pub(super) struct ToScratch<'a> {
+    small: &'a mut SmallCopy,
+    pieces: Option<Scratch>,
+}
 
-impl Sink for ToScratch {
-    type Out = Scratch;
+impl<'a> ToScratch<'a> {
+    pub fn new(small: &'a mut SmallCopy) -> ToScratch<'a> {
+        ToScratch {
+            small,
+            pieces: None,
+        }
+    }
+}
+
+impl Sink for ToScratch<'_> {
+    type Out = Copied;
     fn limit(&self) -> usize {
         usize::MAX
     }
-    unsafe fn whole(&mut self, src: *const u8, len: usize) -> Scratch {
+    unsafe fn whole(&mut self, src: *const u8, len: usize) -> Copied {
         // SAFETY: forwarded from the caller.
-        unsafe { Scratch::copy_from(src, len) }
+        if unsafe { self.small.fill(src, len) } {
+            Copied::Small
+        } else {
+            // SAFETY: forwarded from the caller.
+            Copied::Large(unsafe { Scratch::copy_from(src, len) })
+        }
     }
     fn begin(&mut self, total: usize, src: *const u8) -> Result<()> {
-        self.0 = Some(Scratch::for_pieces(total, src)?);
+        self.pieces = Some(Scratch::for_pieces(total, src)?);
         Ok(())
     }
     unsafe fn put(&mut self, at: usize, src: *const u8, len: usize) {
-        if let Some(s) = self.0.as_mut() {
+        if let Some(s) = self.pieces.as_mut() {
             // SAFETY: forwarded from the caller (`s` was made for `total`).
             unsafe { s.write_at(at, src, len) }
         }
     }
-    fn finish(&mut self, _total: usize) -> Result<Scratch> {
-        self.0
+    fn finish(&mut self, _total: usize) -> Result<Copied> {
+        self.pieces
             .take()
+            .map(Copied::Large)
             .ok_or(Error::InvalidArgument("pipe message finished before begun"))
     }
 }

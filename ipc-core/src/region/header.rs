@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// `b"IPCRGN\x00\x01"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRGN\x00\x01");
 /// Layout version; bump on any incompatible change of any object layout
-/// (4: stamped pipe frames, block descriptors with an offset).
-pub const VERSION: u32 = 4;
+/// (4: stamped pipe frames, block descriptors with an offset; 5: pipe end
+/// locks that nobody sleeps on).
+pub const VERSION: u32 = 5;
 /// Bytes reserved for the header; payloads start here, cache-line aligned.
 pub const HEADER_LEN: usize = 128;
 

@@ -26,8 +26,9 @@
 //! of a frame is validated on read (`Error::Corrupt`).
 //!
 //! One producer and one consumer at a time: `push_lock` and `pop_lock`
-//! (uncontended: one CAS each) make it safe when a forked copy of an end
-//! is used concurrently, and recover if a user of an end dies mid-call.
+//! (polled locks: uncontended, one CAS and one plain store each) make it
+//! safe when a forked copy of an end is used concurrently, and recover if
+//! a user of an end dies mid-call.
 //! A message of several pieces is written under one hold of `push_lock` and
 //! read under one hold of `pop_lock` (see `pipe`), so pieces of two messages
 //! never interleave.
@@ -35,7 +36,7 @@
 use crate::atomic::{AtomicU64, Ordering};
 use crate::ring::wait::WaitPoint;
 use crate::ring::Padded;
-use crate::sync::raw_lock::RawLock;
+use crate::sync::polled_lock::PolledLock;
 use crate::{Error, Result};
 
 /// Stamp, then length and tag.
@@ -69,9 +70,9 @@ pub(crate) struct SpscHeader {
     /// XORed into every stamp (see the module docs); set at creation.
     key: AtomicU64,
     /// Serialises producers of this ring.
-    pub push_lock: Padded<RawLock>,
+    pub push_lock: Padded<PolledLock>,
     /// Serialises consumers of this ring.
-    pub pop_lock: Padded<RawLock>,
+    pub pop_lock: Padded<PolledLock>,
     head: Padded<AtomicU64>,
     tail: Padded<AtomicU64>,
     /// The consumer sleeps here while the ring is empty.
@@ -491,8 +492,8 @@ mod loom_tests {
             capacity: AtomicU64::new(128),
             max_message: AtomicU64::new(128),
             key: AtomicU64::new(0xf),
-            push_lock: Padded(RawLock::new()),
-            pop_lock: Padded(RawLock::new()),
+            push_lock: Padded(PolledLock::new()),
+            pop_lock: Padded(PolledLock::new()),
             head: Padded(AtomicU64::new(0)),
             tail: Padded(AtomicU64::new(0)),
             data_ready: Padded(WaitPoint::new()),

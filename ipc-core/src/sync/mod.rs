@@ -14,6 +14,7 @@ mod condition;
 mod event;
 mod lock;
 mod lock_error;
+pub(crate) mod polled_lock;
 mod raw_condition;
 pub(crate) mod raw_lock;
 mod rlock;

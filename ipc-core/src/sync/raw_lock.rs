@@ -92,7 +92,7 @@ enum Verdict {
 
 /// Tracks how long one word has stayed held by an unrecorded thread.
 #[derive(Default)]
-struct Suspicion(Option<(u32, Instant)>);
+pub(super) struct Suspicion(Option<(u32, Instant)>);
 
 impl Suspicion {
     /// Whether word `w`, judged `Unrecorded` now, has been so for too long.
@@ -225,33 +225,40 @@ impl RawLock {
             if futex::wait_slice(&self.word, expected, deadline, LIVENESS_SLICE)
                 == WaitResult::TimedOut
             {
-                match self.verdict(expected) {
-                    Verdict::Dead => {
-                        if self.take_over(expected, CONTENDED) {
-                            return Acquired::OwnerDied;
-                        }
-                        continue;
-                    }
-                    Verdict::Impossible(why) => {
-                        return Acquired::Corrupt(Invalid {
-                            word: expected,
-                            why,
-                        })
-                    }
-                    Verdict::Unrecorded if suspicion.too_long(expected) => {
-                        return Acquired::Corrupt(Invalid {
-                            word: expected,
-                            why: "a live thread that never recorded itself as the holder",
-                        })
-                    }
-                    Verdict::Unrecorded => {}
-                    Verdict::Alive => suspicion = Suspicion::default(),
+                if let Some(a) = self.judge(expected, CONTENDED, &mut suspicion) {
+                    return a;
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Acquired::Busy;
                 }
             }
         }
+    }
+
+    /// After a slice of waiting on the held word `w`: takes the lock over
+    /// from a dead holder (keeping `flags`), or reports a word no thread
+    /// of ours can have written; `None`: keep waiting.
+    pub(super) fn judge(&self, w: u32, flags: u32, suspicion: &mut Suspicion) -> Option<Acquired> {
+        match self.verdict(w) {
+            Verdict::Dead => self.take_over(w, flags).then_some(Acquired::OwnerDied),
+            Verdict::Impossible(why) => Some(Acquired::Corrupt(Invalid { word: w, why })),
+            Verdict::Unrecorded if suspicion.too_long(w) => Some(Acquired::Corrupt(Invalid {
+                word: w,
+                why: "a live thread that never recorded itself as the holder",
+            })),
+            Verdict::Unrecorded => None,
+            Verdict::Alive => {
+                *suspicion = Suspicion::default();
+                None
+            }
+        }
+    }
+
+    /// The lock word as it is now (Relaxed: a hint; every decision is a
+    /// CAS).
+    #[inline]
+    pub(super) fn peek(&self) -> u32 {
+        self.word.load(Ordering::Relaxed)
     }
 
     /// Replaces the dead holder's word `w` by ours (keeping `flags`).
@@ -323,6 +330,16 @@ impl RawLock {
     pub fn is_locked(&self) -> bool {
         // Relaxed: a snapshot for diagnostics.
         self.word.load(Ordering::Relaxed) != 0
+    }
+
+    /// Releases a lock that nobody sleeps on (a
+    /// [`PolledLock`](super::polled_lock::PolledLock)): one plain store.
+    #[inline]
+    pub(super) fn unlock_unwatched(&self) {
+        // Relaxed: cleared before the Release store below, which orders it.
+        self.owner.store(0, Ordering::Relaxed);
+        // Release: pairs with the Acquire CAS of the next holder.
+        self.word.store(0, Ordering::Release);
     }
 
     /// Releases the lock. The caller must hold it (checked by the callers

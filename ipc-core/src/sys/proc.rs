@@ -44,25 +44,57 @@ pub fn pid() -> u32 {
 }
 
 thread_local! {
-    static TID: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, u32::MAX)) };
+    /// The calling thread's tid, the fork epoch it was read in, and its
+    /// packed identity (0 until first asked for): one thread-local for
+    /// both, since a lock acquisition wants both.
+    static ME: std::cell::Cell<(u32, u32, u64)> =
+        const { std::cell::Cell::new((0, u32::MAX, 0)) };
 }
 
 /// The calling thread's kernel id (`gettid`), cached per thread and
 /// re-read after a fork.
+#[inline]
 pub fn tid() -> u32 {
-    pid(); // make sure the atfork handler is installed
-           // Relaxed: bumped only in a forked child before any of its code runs.
+    me(false).0
+}
+
+/// The cached tid and (if `packed`) packed identity of the calling thread.
+#[inline]
+fn me(packed: bool) -> (u32, u64) {
+    // Relaxed: bumped only in a forked child before any of its code runs.
     let epoch = TID_EPOCH.load(Ordering::Relaxed);
-    TID.with(|c| {
-        let (t, e) = c.get();
-        if t != 0 && e == epoch {
-            return t;
+    ME.with(|c| {
+        let (t, e, p) = c.get();
+        if e == epoch && t != 0 && (p != 0 || !packed) {
+            return (t, p);
         }
-        // SAFETY: gettid has no preconditions.
-        let t = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
-        c.set((t, epoch));
-        t
+        let me = refresh_me(c.get(), epoch, packed);
+        c.set(me);
+        (me.0, me.2)
     })
+}
+
+/// Fills the cache of [`me`]: what is stale (another fork epoch) is read
+/// again, the identity only when asked for.
+#[cold]
+fn refresh_me((t, e, p): (u32, u32, u64), epoch: u32, packed: bool) -> (u32, u32, u64) {
+    pid(); // make sure the atfork handler that bumps the epoch is installed
+    let (t, p) = if e == epoch && t != 0 {
+        (t, p)
+    } else {
+        // SAFETY: gettid has no preconditions.
+        (unsafe { libc::syscall(libc::SYS_gettid) } as u32, 0)
+    };
+    let p = if packed && p == 0 {
+        TaskId {
+            id: t,
+            start: start_time(t).unwrap_or(0),
+        }
+        .pack()
+    } else {
+        p
+    };
+    (t, epoch, p)
 }
 
 /// The start time of task `id` (a pid or a tid) in clock ticks since boot,
@@ -213,24 +245,9 @@ pub fn is_user_task_of_ours(id: u32) -> Option<bool> {
 }
 
 /// A cached identity of the calling thread, for lock ownership records.
+#[inline]
 pub fn current_thread_packed() -> u64 {
-    thread_local! {
-        static PACKED: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
-    }
-    let t = tid();
-    PACKED.with(|c| {
-        let (ct, p) = c.get();
-        if ct == t && p != 0 {
-            return p;
-        }
-        let p = TaskId {
-            id: t,
-            start: start_time(t).unwrap_or(0),
-        }
-        .pack();
-        c.set((t, p));
-        p
-    })
+    me(true).1
 }
 
 #[cfg(test)]
