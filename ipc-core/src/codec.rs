@@ -27,7 +27,7 @@ mod writer;
 
 #[cfg(feature = "serde")]
 pub use self::serde::Serde;
-pub(crate) use self::small::{Copied, SmallCopy};
+pub(crate) use self::small::Copied;
 pub use self::writer::MessageWriter;
 pub(crate) use self::writer::{encode_spilling, Encoded, Refusal, Spill};
 
@@ -92,6 +92,23 @@ thread_local! {
     static DECODE_BUF: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
+/// Runs `f` with the thread's encoder, borrowed in place (a fresh one if
+/// `f` is re-entered, e.g. by a closure that encodes another message).
+#[inline]
+pub(crate) fn with_encoder<R>(f: impl FnOnce(&mut Encoder) -> R) -> R {
+    ENCODER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            let enc = slot.get_or_insert_with(Encoder::default);
+            let r = f(enc);
+            if enc.buf.capacity() > KEEP {
+                enc.buf = AlignedVec::new();
+            }
+            r
+        }
+        Err(_) => f(&mut Encoder::default()),
+    })
+}
+
 /// Encodes `value` into a reused thread-local buffer and passes the bytes
 /// to `f`.
 ///
@@ -99,40 +116,22 @@ thread_local! {
 /// [`Error::Corrupt`] if serialization fails (it does not for ordinary types).
 #[inline]
 pub fn encode_with<T: Message, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-    let mut enc = take_encoder();
-    let mut buf = std::mem::take(&mut enc.buf);
-    buf.clear();
-    let r = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
-        value,
-        buf,
-        enc.arena.acquire(),
-    );
-    let r = match r {
-        Ok(buf) => {
-            let r = f(&buf);
-            enc.buf = buf;
-            Ok(r)
+    with_encoder(|enc| {
+        let mut buf = std::mem::take(&mut enc.buf);
+        buf.clear();
+        match rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+            value,
+            buf,
+            enc.arena.acquire(),
+        ) {
+            Ok(buf) => {
+                let r = f(&buf);
+                enc.buf = buf;
+                Ok(r)
+            }
+            Err(e) => Err(Error::Corrupt(format!("encoding failed: {e}"))),
         }
-        Err(e) => Err(Error::Corrupt(format!("encoding failed: {e}"))),
-    };
-    give_encoder(enc);
-    r
-}
-
-/// The thread's reused encoder (or a fresh one).
-#[inline]
-pub(crate) fn take_encoder() -> Encoder {
-    ENCODER.with(|e| e.borrow_mut().take()).unwrap_or_default()
-}
-
-/// Keeps `enc` for the thread's next encoding (dropping its buffer if
-/// huge).
-#[inline]
-pub(crate) fn give_encoder(mut enc: Encoder) {
-    if enc.buf.capacity() > KEEP {
-        enc.buf = AlignedVec::new();
-    }
-    ENCODER.with(|e| *e.borrow_mut() = Some(enc));
+    })
 }
 
 /// Encodes `value` into a fresh `Vec`: the one way to get an owned

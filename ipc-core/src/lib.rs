@@ -72,6 +72,7 @@ mod shared;
 pub mod sync;
 #[cfg(loom)]
 mod sync {
+    pub(crate) mod polled_lock;
     mod raw_condition;
     pub(crate) mod raw_lock;
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::codec::{self, Message, SmallCopy};
+use crate::codec::{self, Copied, Message};
 use crate::region::{Kind, Region};
 use crate::ring::spsc::{Spsc, MAX_MESSAGE_LIMIT};
 use crate::ring::wait::{Stop, WaitPoint};
@@ -31,7 +31,7 @@ mod aio;
 mod archived;
 mod frames;
 
-use frames::{ToScratch, ToSlice, ToVec};
+use frames::{ToSlice, ToVec};
 
 /// Default ring size per direction: 4 MiB, so that bulk messages stream
 /// in large pieces. Its pages are allocated as they are first touched, and
@@ -46,6 +46,11 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 30;
 
 /// How often a blocked call checks whether the peer is gone.
 const PEER_CHECK: Duration = Duration::from_millis(50);
+
+/// A send that does not wait checks whether the peer is gone once every
+/// this many sends: the check is a `poll` (~250 ns here), which at every
+/// 64th send cost a round trip of small messages ~8 ns.
+const SENDS_PER_PEER_CHECK: u32 = 256;
 
 /// Python's `multiprocessing.Pipe`: `Pipe::new(duplex)` returns two
 /// connected [`Connection`]s.
@@ -334,7 +339,7 @@ impl Connection {
     ///
     /// # Errors
     /// [`Error::MessageTooLarge`], [`Error::PeerClosed`] if the other end is
-    /// gone (checked while waiting, and every 64 sends).
+    /// gone (checked while waiting, and every 256 sends).
     pub fn send<T: Message>(&self, msg: &T) -> Result<()> {
         codec::encode_with(msg, |b| self.send_bytes(b))?
     }
@@ -362,7 +367,7 @@ impl Connection {
         // since an increment lost to a concurrent sender only shifts it.
         let n = self.sends.load(Ordering::Relaxed);
         self.sends.store(n.wrapping_add(1), Ordering::Relaxed);
-        if n % 64 == 0 {
+        if n % SENDS_PER_PEER_CHECK == 0 {
             self.check_peer()?;
         }
         if bytes.len() > frames::piece_len(tx.capacity()) {
@@ -396,9 +401,9 @@ impl Connection {
     /// [`Error::PeerClosed`] once the peer is gone and everything it sent
     /// was received; [`Error::Corrupt`] for invalid bytes.
     pub fn recv<T: Message>(&self) -> Result<T> {
-        let mut small = SmallCopy::new();
-        self.recv_into(None, &mut ToScratch::new(&mut small))?
-            .decode(&small)
+        let mut c = Copied::new();
+        self.recv_into(None, &mut c)?;
+        c.decode()
     }
 
     /// As [`recv`](Self::recv), waiting at most `timeout` for a message to
@@ -407,12 +412,9 @@ impl Connection {
     /// # Errors
     /// [`Error::Timeout`], and as [`recv`](Self::recv).
     pub fn recv_timeout<T: Message>(&self, timeout: Duration) -> Result<T> {
-        let mut small = SmallCopy::new();
-        self.recv_into(
-            Some(Instant::now() + timeout),
-            &mut ToScratch::new(&mut small),
-        )?
-        .decode(&small)
+        let mut c = Copied::new();
+        self.recv_into(Some(Instant::now() + timeout), &mut c)?;
+        c.decode()
     }
 
     /// Receives one message as raw bytes.
@@ -558,6 +560,9 @@ impl crate::travel::Travel for Connection {
     }
 }
 crate::travel::travel_via_token!([] Connection);
+
+#[cfg(test)]
+mod end_lock_tests;
 
 #[cfg(test)]
 mod tests {

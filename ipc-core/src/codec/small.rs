@@ -21,12 +21,12 @@ pub(crate) struct SmallCopy {
     len: usize,
 }
 
-/// Where a received message's bytes went: which buffer to decode.
-pub(crate) enum Copied {
-    /// Into the receiver's [`SmallCopy`].
-    Small,
-    /// Into a [`Scratch`].
-    Large(Scratch),
+/// A received message's private copy, awaiting validation: a small whole
+/// message in a [`SmallCopy`], anything else (a large one, or one that
+/// arrives in pieces) in a [`Scratch`].
+pub(crate) struct Copied {
+    small: SmallCopy,
+    large: Option<Scratch>,
 }
 
 impl SmallCopy {
@@ -63,27 +63,79 @@ impl SmallCopy {
 }
 
 impl Copied {
-    /// Validates and deserializes the bytes as a `T` (`small` is the
-    /// buffer the receive filled, if it filled one).
+    /// Nothing copied yet.
     #[inline]
-    pub fn decode<T: Message>(self, small: &SmallCopy) -> Result<T> {
-        match self {
-            Copied::Small => rkyv::from_bytes::<T, rkyv::rancor::Error>(small.as_bytes())
-                .map_err(|e| Error::Corrupt(format!("invalid message: {e}"))),
-            Copied::Large(s) => s.decode(),
+    pub fn new() -> Copied {
+        Copied {
+            small: SmallCopy::new(),
+            large: None,
         }
     }
 
-    /// The bytes in a [`Scratch`] of their own (for a caller that keeps
-    /// them, e.g. to read them in place).
-    pub fn into_scratch(self, small: &SmallCopy) -> Scratch {
-        match self {
-            Copied::Small => {
-                let b = small.as_bytes();
+    /// Copies a whole message of `len` bytes.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes during the call.
+    #[inline]
+    pub unsafe fn whole(&mut self, src: *const u8, len: usize) {
+        // (A message in pieces begun before is dropped: its sender stopped.)
+        // SAFETY: forwarded from the caller.
+        self.large = if unsafe { self.small.fill(src, len) } {
+            None
+        } else {
+            // SAFETY: forwarded from the caller.
+            Some(unsafe { Scratch::copy_from(src, len) })
+        };
+    }
+
+    /// Makes room for a message of `total` bytes arriving in pieces, the
+    /// first copied from `src` (see [`Scratch::for_pieces`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (`ENOMEM`) if `total` bytes cannot be allocated.
+    pub fn begin(&mut self, total: usize, src: *const u8) -> Result<()> {
+        self.large = Some(Scratch::for_pieces(total, src)?);
+        Ok(())
+    }
+
+    /// Copies a piece to offset `at` of a message begun with
+    /// [`begin`](Self::begin) (ignored if none was).
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `n` bytes during the call, and
+    /// `at + n` at most the `total` given to `begin`.
+    pub unsafe fn put(&mut self, at: usize, src: *const u8, n: usize) {
+        if let Some(s) = self.large.as_mut() {
+            // SAFETY: forwarded from the caller.
+            unsafe { s.write_at(at, src, n) }
+        }
+    }
+
+    /// Whether a message in pieces was begun.
+    pub fn begun(&self) -> bool {
+        self.large.is_some()
+    }
+
+    /// Validates and deserializes the copy as a `T`.
+    #[inline]
+    pub fn decode<T: Message>(&mut self) -> Result<T> {
+        match self.large.take() {
+            None => rkyv::from_bytes::<T, rkyv::rancor::Error>(self.small.as_bytes())
+                .map_err(|e| Error::Corrupt(format!("invalid message: {e}"))),
+            Some(s) => s.decode(),
+        }
+    }
+
+    /// The copy in a [`Scratch`] of its own (for a caller that keeps the
+    /// bytes, e.g. to read them in place).
+    pub fn into_scratch(mut self) -> Scratch {
+        match self.large.take() {
+            Some(s) => s,
+            None => {
+                let b = self.small.as_bytes();
                 // SAFETY: `b` is readable for its length during the call.
                 unsafe { Scratch::copy_from(b.as_ptr(), b.len()) }
             }
-            Copied::Large(s) => s,
         }
     }
 }
@@ -93,32 +145,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_copies_decode_and_large_ones_are_refused() {
+    fn small_copies_decode_and_large_ones_go_to_a_scratch() {
         let bytes = super::super::to_vec(&(7u32, "seven".to_string())).unwrap();
-        let mut s = SmallCopy::new();
+        let mut c = Copied::new();
         // SAFETY: `bytes` is readable for its length.
-        assert!(unsafe { s.fill(bytes.as_ptr(), bytes.len()) });
+        unsafe { c.whole(bytes.as_ptr(), bytes.len()) };
+        assert!(!c.begun());
         assert_eq!(
-            Copied::Small.decode::<(u32, String)>(&s).unwrap(),
+            c.decode::<(u32, String)>().unwrap(),
             (7, "seven".to_string())
         );
-        let kept = Copied::Small.into_scratch(&s);
-        assert_eq!(kept.decode::<(u32, String)>().unwrap().0, 7);
-        let big = [1u8; SMALL + 1];
-        let mut t = SmallCopy::new();
+        let mut c = Copied::new();
         // SAFETY: as above.
-        assert!(!unsafe { t.fill(big.as_ptr(), big.len()) });
-        // An empty buffer (nothing filled) is no valid `u64`: Corrupt.
+        unsafe { c.whole(bytes.as_ptr(), bytes.len()) };
+        assert_eq!(c.into_scratch().decode::<(u32, String)>().unwrap().0, 7);
+        let big = super::super::to_vec(&vec![5u8; SMALL]).unwrap();
+        assert!(big.len() > SMALL);
+        let mut c = Copied::new();
+        // SAFETY: as above.
+        unsafe { c.whole(big.as_ptr(), big.len()) };
+        assert!(c.large.is_some());
+        assert_eq!(c.decode::<Vec<u8>>().unwrap(), vec![5u8; SMALL]);
+        // A small whole message after an abandoned one in pieces is
+        // decoded from its own copy.
+        let mut c = Copied::new();
+        c.begin(big.len(), big.as_ptr()).unwrap();
+        // SAFETY: as above.
+        unsafe { c.whole(bytes.as_ptr(), bytes.len()) };
+        assert_eq!(c.decode::<(u32, String)>().unwrap().0, 7);
+        // Nothing copied is no valid `u64`, and garbage that fits is no
+        // valid `Vec<u64>`: Corrupt, never a panic.
         assert!(matches!(
-            Copied::Small.decode::<u64>(&t),
+            Copied::new().decode::<u64>(),
             Err(Error::Corrupt(_))
         ));
-        // Garbage that fits: Corrupt, never a panic.
+        let junk = [1u8; 9];
+        let mut c = Copied::new();
         // SAFETY: as above.
-        assert!(unsafe { t.fill(big.as_ptr(), 9) });
-        assert!(matches!(
-            Copied::Small.decode::<Vec<u64>>(&t),
-            Err(Error::Corrupt(_))
-        ));
+        unsafe { c.whole(junk.as_ptr(), junk.len()) };
+        assert!(matches!(c.decode::<Vec<u64>>(), Err(Error::Corrupt(_))));
     }
 }

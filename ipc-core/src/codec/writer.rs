@@ -321,23 +321,23 @@ pub(crate) fn encode_spilling<T: super::Message, R>(
     spill: &mut dyn Spill,
     inline: impl FnOnce(&[u8]) -> R,
 ) -> crate::Result<Encoded<R>> {
-    let mut enc = super::take_encoder();
-    let w = MessageWriter::new(std::mem::take(&mut enc.buf), limit, Some(spill));
-    let mut ser =
-        rkyv::ser::Serializer::new(w, enc.arena.acquire(), rkyv::ser::sharing::Share::new());
-    let r = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut ser);
-    let w = ser.into_writer();
-    let out = match r {
-        Err(e) => Err(crate::Error::Corrupt(format!("encoding failed: {e}"))),
-        Ok(_) if w.too_large() => Ok(Encoded::TooLarge(w.pos())),
-        Ok(_) => Ok(match w.private() {
-            Some(bytes) => Encoded::Inline(inline(bytes)),
-            None => Encoded::Spilled(w.pos()),
-        }),
-    };
-    enc.buf = w.into_buf();
-    super::give_encoder(enc);
-    out
+    super::with_encoder(|enc| {
+        let w = MessageWriter::new(std::mem::take(&mut enc.buf), limit, Some(spill));
+        let mut ser =
+            rkyv::ser::Serializer::new(w, enc.arena.acquire(), rkyv::ser::sharing::Share::new());
+        let r = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut ser);
+        let w = ser.into_writer();
+        let out = match r {
+            Err(e) => Err(crate::Error::Corrupt(format!("encoding failed: {e}"))),
+            Ok(_) if w.too_large() => Ok(Encoded::TooLarge(w.pos())),
+            Ok(_) => Ok(match w.private() {
+                Some(bytes) => Encoded::Inline(inline(bytes)),
+                None => Encoded::Spilled(w.pos()),
+            }),
+        };
+        enc.buf = w.into_buf();
+        out
+    })
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::frames::{self, take_start, Rest, Start, ToScratch};
+use super::frames::{self, take_start, Rest, Start};
 use super::{Connection, EndGuard};
 use crate::aio::{self, Check, Keep};
-use crate::codec::{self, Message, SmallCopy};
+use crate::codec::{self, Copied, Message};
 use crate::{Error, Result};
 
 /// Whether the read side of a liveness pipe hung up (the peer is gone).
@@ -59,8 +59,7 @@ impl Connection {
         let rx = self.rx()?;
         let h = rx.header();
         let keep = self.keep();
-        let mut small = SmallCopy::new();
-        let mut sink = ToScratch::new(&mut small);
+        let mut sink = Copied::new();
         loop {
             let (start, g) =
                 aio::wait_point(&h.data_ready.0, &keep, Some(self.peer_check()?), || {
@@ -80,9 +79,9 @@ impl Connection {
                 .await?;
             h.space_ready.0.notify(1);
             match start {
-                Start::Whole(c) => return c.decode(&small),
+                Start::Whole(()) => return sink.decode(),
                 Start::Partial { total, got } => match self.take_rest(rx, &mut sink, total, got)? {
-                    Rest::Done(c) => return c.decode(&small),
+                    Rest::Done(()) => return sink.decode(),
                     Rest::Abandoned => drop(g),
                 },
                 Start::Nothing => {}

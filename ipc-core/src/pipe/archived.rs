@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::frames::ToScratch;
 use super::Connection;
-use crate::codec::{ArchivedMessage, Message, SmallCopy};
+use crate::codec::{ArchivedMessage, Copied, Message};
 use crate::Result;
 
 impl Connection {
@@ -26,10 +25,9 @@ impl Connection {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn recv_archived<T: Message>(&self) -> Result<ArchivedMessage<T>> {
-        let mut small = SmallCopy::new();
-        self.recv_into(None, &mut ToScratch::new(&mut small))?
-            .into_scratch(&small)
-            .into_archived()
+        let mut c = Copied::new();
+        self.recv_into(None, &mut c)?;
+        c.into_scratch().into_archived()
     }
 
     /// As [`recv_archived`](Self::recv_archived), waiting at most `timeout`
@@ -51,12 +49,8 @@ impl Connection {
         &self,
         timeout: Duration,
     ) -> Result<ArchivedMessage<T>> {
-        let mut small = SmallCopy::new();
-        self.recv_into(
-            Some(Instant::now() + timeout),
-            &mut ToScratch::new(&mut small),
-        )?
-        .into_scratch(&small)
-        .into_archived()
+        let mut c = Copied::new();
+        self.recv_into(Some(Instant::now() + timeout), &mut c)?;
+        c.into_scratch().into_archived()
     }
 }

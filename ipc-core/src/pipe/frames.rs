@@ -28,7 +28,7 @@
 use std::time::Instant;
 
 use super::{Connection, EndGuard, PEER_CHECK};
-use crate::codec::{Copied, Scratch, SmallCopy};
+use crate::codec::Copied;
 use crate::ring::spsc::{Frame, Piece, Spsc, View};
 use crate::ring::wait::Stop;
 use crate::sync::raw_lock::Acquired;
@@ -58,51 +58,29 @@ pub(super) trait Sink {
     fn finish(&mut self, total: usize) -> Result<Self::Out>;
 }
 
-/// Into private memory, for decoding: a small whole message into the
-/// receiver's [`SmallCopy`], anything else into a [`Scratch`].
-pub(super) struct ToScratch<'a> {
-    small: &'a mut SmallCopy,
-    pieces: Option<Scratch>,
-}
-
-impl<'a> ToScratch<'a> {
-    pub fn new(small: &'a mut SmallCopy) -> ToScratch<'a> {
-        ToScratch {
-            small,
-            pieces: None,
-        }
-    }
-}
-
-impl Sink for ToScratch<'_> {
-    type Out = Copied;
+/// Into a private copy, for decoding.
+impl Sink for Copied {
+    type Out = ();
     fn limit(&self) -> usize {
         usize::MAX
     }
-    unsafe fn whole(&mut self, src: *const u8, len: usize) -> Copied {
+    unsafe fn whole(&mut self, src: *const u8, len: usize) {
         // SAFETY: forwarded from the caller.
-        if unsafe { self.small.fill(src, len) } {
-            Copied::Small
-        } else {
-            // SAFETY: forwarded from the caller.
-            Copied::Large(unsafe { Scratch::copy_from(src, len) })
-        }
+        unsafe { Copied::whole(self, src, len) }
     }
     fn begin(&mut self, total: usize, src: *const u8) -> Result<()> {
-        self.pieces = Some(Scratch::for_pieces(total, src)?);
-        Ok(())
+        Copied::begin(self, total, src)
     }
     unsafe fn put(&mut self, at: usize, src: *const u8, len: usize) {
-        if let Some(s) = self.pieces.as_mut() {
-            // SAFETY: forwarded from the caller (`s` was made for `total`).
-            unsafe { s.write_at(at, src, len) }
-        }
+        // SAFETY: forwarded from the caller.
+        unsafe { Copied::put(self, at, src, len) }
     }
-    fn finish(&mut self, _total: usize) -> Result<Copied> {
-        self.pieces
-            .take()
-            .map(Copied::Large)
-            .ok_or(Error::InvalidArgument("pipe message finished before begun"))
+    fn finish(&mut self, _total: usize) -> Result<()> {
+        if self.begun() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument("pipe message finished before begun"))
+        }
     }
 }
 
@@ -443,7 +421,9 @@ impl Connection {
                 }
             }
             // A live sender holds it: it is still streaming.
-            Acquired::Busy | Acquired::Corrupt(_) => Ok(()),
+            Acquired::Busy => Ok(()),
+            // No sender can hold a garbage word: nobody is completing it.
+            Acquired::Corrupt(_) => Err(Gone::Sender),
         }
     }
 }

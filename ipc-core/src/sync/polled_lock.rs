@@ -1,5 +1,5 @@
 //! A [`RawLock`] that nobody sleeps on: a waiter polls the word (spins,
-//! yields, then naps of growing length) instead of marking it contended
+//! then naps of growing length) instead of marking it contended
 //! and sleeping on its futex, so the holder releases it with one plain
 //! store where a futex lock needs a locked swap (to learn whether to wake
 //! anyone). That swap, a full barrier, cost each end of a pipe ~6 ns per
@@ -7,9 +7,14 @@
 //! a pipe's end locks, which two users of one end (forked copies) contend
 //! for only when they use it at once.
 //!
-//! The word, its owner record and the recovery from a dead holder (judged
-//! every [`LIVENESS_SLICE`] of waiting) are `RawLock`'s; a word that names
-//! a holder no thread of ours can be ends every wait with `Corrupt`.
+//! The word, its owner record and the recovery from a dead holder are
+//! `RawLock`'s. The holder is judged every [`LIVENESS_SLICE`] of waiting
+//! and once more when the deadline passes, so even a wait shorter than a
+//! slice takes over from a dead holder (`OwnerDied`) and ends on a word
+//! that names a holder no thread of ours can be (`Corrupt`). The price of
+//! polling: a waiter may see its lock free up to a nap (at most
+//! [`NAP_MAX`]) late, where a futex waiter is woken at once; these locks
+//! are contended only by accident (or while a large message streams).
 
 use std::time::{Duration, Instant};
 
@@ -63,19 +68,21 @@ impl PolledLock {
                 spin_hint();
                 continue;
             }
-            if judged.elapsed() >= LIVENESS_SLICE {
+            let now = Instant::now();
+            let late = deadline.is_some_and(|d| now >= d);
+            if late || now.duration_since(judged) >= LIVENESS_SLICE {
                 if let Some(a) = self.0.judge(w, 0, &mut suspicion) {
                     return a;
                 }
-                judged = Instant::now();
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Acquired::Busy;
+                if late {
+                    return Acquired::Busy;
+                }
+                judged = now;
             }
             #[cfg(loom)]
             loom::thread::yield_now();
             #[cfg(not(loom))]
-            std::thread::sleep(nap);
+            std::thread::sleep(deadline.map_or(nap, |d| nap.min(d - now)));
             nap = (nap * 2).min(NAP_MAX);
         }
     }
@@ -89,6 +96,13 @@ impl PolledLock {
     #[inline]
     pub fn unlock(&self) {
         self.0.unlock_unwatched();
+    }
+
+    /// Writes `word` into the lock word as a scribbler or a holder that
+    /// died would have left it (tests of hostile memory).
+    #[cfg(all(test, not(loom)))]
+    pub fn plant(&self, word: u32) {
+        self.0.plant(word);
     }
 
     /// Whether anyone holds the lock.

@@ -132,7 +132,8 @@ impl RawLock {
         // Computed before the CAS, so the holder is unrecorded for one store.
         let packed = proc::current_thread_packed();
         let me = proc::TaskId::unpack(packed).id;
-        // Acquire: pairs with the Release swap in `unlock`, so the previous
+        // Acquire: pairs with the Release swap in `unlock` (the Release
+        // store in `unlock_unwatched`, for a polled lock), so the previous
         // holder's writes to the protected data are visible to us.
         if self
             .word
@@ -324,6 +325,14 @@ impl RawLock {
         // Relaxed: only this thread can have stored its own tid here, so
         // program order makes that store visible to this load.
         self.word.load(Ordering::Relaxed) & TID_MASK == proc::tid()
+    }
+
+    /// Writes `word` into the lock word, with no owner record (tests of
+    /// hostile memory).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn plant(&self, word: u32) {
+        self.owner.store(0, Ordering::Relaxed);
+        self.word.store(word, Ordering::Relaxed);
     }
 
     /// Whether anyone holds the lock.
