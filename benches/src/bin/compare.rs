@@ -36,6 +36,9 @@ struct Row {
     name: String,
     median: f64,
     p99: f64,
+    /// For a spinning round trip: the median over rounds of its median ÷
+    /// the floor's in the same round (see [`spinning`]).
+    per_round_floor: Option<f64>,
 }
 
 const SAMPLES: usize = 100;
@@ -49,6 +52,7 @@ fn measure(group: &'static str, name: &str, op: impl FnMut(u64)) -> Row {
         name: name.to_owned(),
         median,
         p99,
+        per_round_floor: None,
     };
     eprintln!(
         "{:<40} {:>12}  p99 {:>12}",
@@ -62,7 +66,17 @@ fn measure(group: &'static str, name: &str, op: impl FnMut(u64)) -> Row {
 /// Median and p99 of `samples` timings of `op(batch)`, in ns per
 /// operation, with the batch grown from `min_batch` until it takes at
 /// least 0.5 ms.
-fn sample(samples: usize, min_batch: u64, mut op: impl FnMut(u64)) -> (f64, f64) {
+fn sample(samples: usize, min_batch: u64, op: impl FnMut(u64)) -> (f64, f64) {
+    let mut per = timings(samples, min_batch, op);
+    per.sort_by(f64::total_cmp);
+    (
+        per[per.len() / 2],
+        per[(per.len() * 99 / 100).min(per.len() - 1)],
+    )
+}
+
+/// `samples` timings of `op(batch)`, in ns per operation (see [`sample`]).
+fn timings(samples: usize, min_batch: u64, mut op: impl FnMut(u64)) -> Vec<f64> {
     let mut batch = min_batch.max(1);
     // Warm-up, not timed: the first call pays the peer's start (a batch
     // sized on it stayed at one operation, timing the clock as much as
@@ -76,18 +90,13 @@ fn sample(samples: usize, min_batch: u64, mut op: impl FnMut(u64)) -> (f64, f64)
         }
         batch *= 2;
     }
-    let mut per: Vec<f64> = (0..samples)
+    (0..samples)
         .map(|_| {
             let t = Instant::now();
             op(batch);
             t.elapsed().as_nanos() as f64 / batch as f64
         })
-        .collect();
-    per.sort_by(f64::total_cmp);
-    (
-        per[per.len() / 2],
-        per[(per.len() * 99 / 100).min(per.len() - 1)],
-    )
+        .collect()
 }
 
 /// One cell of the bulk table: a case at a size, median ns per message.
@@ -115,82 +124,127 @@ const BULK: [&str; 7] = [
     "memcpy",
 ];
 
-/// Samples per bulk cell (each at least 0.5 ms).
-const BULK_SAMPLES: usize = 30;
+/// Rounds of the bulk table: each builds every case of a size afresh, in
+/// a rotated order, and takes [`BULK_SAMPLES`] of it; a cell is the median
+/// of all its rounds' samples. Spread over the run this way, a slow spell
+/// of the VM (its round trips and copies swing by 2-4× as the host moves
+/// the vCPUs) or a case's unlucky placement in memory weighs on every case
+/// alike instead of on the one measured during it (one run, a case after
+/// another: the Queue's 64 KiB read 21 GB/s and iceoryx2's 38; a run
+/// later, 48 and 46).
+const BULK_ROUNDS: usize = 3;
 
-fn bulk_one(size: usize, case: &'static str, mut b: impl Bulk) -> BulkRow {
+/// Samples per bulk cell and round (each at least 0.5 ms).
+const BULK_SAMPLES: usize = 10;
+
+/// A bulk case: its column and how to build it for a size.
+type BulkCase = (&'static str, fn(usize) -> Box<dyn Bulk>);
+
+/// Timings (ns per message) of one freshly built case.
+fn bulk_timings(size: usize, case: &'static str, mut b: Box<dyn Bulk>) -> Vec<f64> {
     // Warm-up: cycle through every slot twice, so that no sample pays the
     // first touch of a buffer page.
     b.run(2 * bulk::slots(size) as u64);
     // At least twice the buffering in a batch: a throughput, not the
     // latency of one message through an empty pipeline (a batch of one
     // 16 MiB message would time its copy in and its copy out end to end).
-    let (median, _) = sample(BULK_SAMPLES, 2 * bulk::slots(size) as u64, |n| b.run(n));
-    let r = BulkRow { size, case, median };
+    let t = timings(BULK_SAMPLES, 2 * bulk::slots(size) as u64, |n| b.run(n));
+    let mut s = t.clone();
+    s.sort_by(f64::total_cmp);
     eprintln!(
         "bulk {:<8} {:<20} {:>8.2} GB/s",
         bulk::label(size),
         case,
-        r.gbps()
+        size as f64 / s[s.len() / 2]
     );
-    r
+    t
 }
 
-/// Every bulk case at every size, all in this run.
+/// Every bulk case at every size, all in this run (see [`BULK_ROUNDS`]).
 fn bulks() -> Vec<BulkRow> {
+    let mut cases: Vec<BulkCase> = vec![
+        ("OS pipe", |s| Box::new(bulk::os_pipe(s))),
+        ("ipc Queue", |s| Box::new(bulk::ipc_queue(s))),
+        ("ipc Pipe", |s| Box::new(bulk::ipc_pipe(s))),
+        ("ipc loan", |s| Box::new(bulk::ipc_loan(s))),
+    ];
+    #[cfg(feature = "iceoryx2")]
+    {
+        cases.push(("iceoryx2 copy", |s| {
+            Box::new(benches::ice::pubsub(s, false))
+        }));
+        cases.push(("iceoryx2 zero-copy", |s| {
+            Box::new(benches::ice::pubsub(s, true))
+        }));
+    }
+    cases.push(("memcpy", |s| Box::new(bulk::Memcpy::new(s))));
     let mut rows = Vec::new();
     for size in bulk::SIZES {
-        rows.push(bulk_one(size, "OS pipe", bulk::os_pipe(size)));
-        rows.push(bulk_one(size, "ipc Queue", bulk::ipc_queue(size)));
-        rows.push(bulk_one(size, "ipc Pipe", bulk::ipc_pipe(size)));
-        rows.push(bulk_one(size, "ipc loan", bulk::ipc_loan(size)));
-        #[cfg(feature = "iceoryx2")]
-        {
-            rows.push(bulk_one(
-                size,
-                "iceoryx2 copy",
-                benches::ice::pubsub(size, false),
-            ));
-            rows.push(bulk_one(
-                size,
-                "iceoryx2 zero-copy",
-                benches::ice::pubsub(size, true),
-            ));
+        let mut all: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+        for round in 0..BULK_ROUNDS {
+            for k in 0..cases.len() {
+                let i = (k + round * 2) % cases.len();
+                let (case, build) = cases[i];
+                all[i].extend(bulk_timings(size, case, build(size)));
+            }
         }
-        rows.push(bulk_one(size, "memcpy", bulk::Memcpy::new(size)));
+        for ((case, _), mut t) in cases.iter().zip(all) {
+            t.sort_by(f64::total_cmp);
+            rows.push(BulkRow {
+                size,
+                case,
+                median: t[t.len() / 2],
+            });
+        }
     }
     rows
 }
 
-/// A spinning round trip measured over [`PAIRS`] fresh pairs (each with
-/// its own shared memory and peer process), the pair with the median
-/// median. On this VM one pair's round trip can be twice another's for
-/// the same code (the same binary gave a Queue 370 ns and 800 ns in one
-/// process), by where the host runs the two vCPUs and where the pair's
-/// lines land, so one pair is luck.
-fn fresh(row: impl Fn() -> Row) -> Row {
-    let mut rows: Vec<Row> = (0..PAIRS).map(|_| row()).collect();
-    rows.sort_by(|a, b| a.median.total_cmp(&b.median));
-    rows.swap_remove(PAIRS / 2)
+/// The spinning round trips (floor, Queue, Pipe, iceoryx2), interleaved:
+/// [`PAIRS`] rounds, each measuring one fresh pair (its own shared memory
+/// and peer process) of every case, in an order rotated by the round.
+/// A case's row is its pair with the median median. On this VM one pair's
+/// round trip can be twice another's for the same code (the same binary
+/// gave a Queue 370 ns and 800 ns in one process), and the floor itself
+/// swings 2-4× over minutes as the host moves the vCPUs, so each case is
+/// also compared with the floor of its own round (`per_round_floor`):
+/// measured minutes apart, a case and the floor can be in different modes.
+fn spinning() -> Vec<Row> {
+    #[cfg_attr(not(feature = "iceoryx2"), allow(unused_mut))]
+    let mut cases: Vec<fn() -> Row> = vec![raw_spin, ipc_queue, ipc_pipe];
+    #[cfg(feature = "iceoryx2")]
+    cases.push(iceoryx2_rtt);
+    let mut rounds: Vec<Vec<Row>> = (0..cases.len()).map(|_| Vec::new()).collect();
+    for round in 0..PAIRS {
+        for k in 0..cases.len() {
+            let i = (k + round) % cases.len();
+            rounds[i].push(cases[i]());
+        }
+    }
+    let floors: Vec<f64> = rounds[0].iter().map(|r| r.median).collect();
+    rounds
+        .into_iter()
+        .map(|mut rs| {
+            let mut ratios: Vec<f64> = rs.iter().zip(&floors).map(|(r, f)| r.median / f).collect();
+            ratios.sort_by(f64::total_cmp);
+            rs.sort_by(|a, b| a.median.total_cmp(&b.median));
+            let mut row = rs.swap_remove(PAIRS / 2);
+            row.per_round_floor = Some(ratios[PAIRS / 2]);
+            row
+        })
+        .collect()
 }
 
-/// Pairs per spinning round trip (see [`fresh`]).
+/// Rounds of the spinning round trips (see [`spinning`]).
 const PAIRS: usize = 5;
 
 /// iceoryx2's polling round trip (request on one service, reply on another).
 #[cfg(feature = "iceoryx2")]
-fn iceoryx2_rtt() -> Vec<Row> {
-    vec![fresh(|| {
-        let mut rt = benches::ice::RoundTrip::new();
-        measure("round trip", "iceoryx2 pub/sub, polling (peer)", |n| {
-            rt.round_trips(n)
-        })
-    })]
-}
-
-#[cfg(not(feature = "iceoryx2"))]
-fn iceoryx2_rtt() -> Vec<Row> {
-    Vec::new()
+fn iceoryx2_rtt() -> Row {
+    let mut rt = benches::ice::RoundTrip::new();
+    measure("round trip", "iceoryx2 pub/sub, polling (peer)", |n| {
+        rt.round_trips(n)
+    })
 }
 
 fn fmt(ns: f64) -> String {
@@ -438,6 +492,7 @@ fn python() -> Vec<Row> {
             name: format!("Python {}", &name["python/".len()..]),
             median: m.parse().unwrap_or(f64::NAN),
             p99: p.parse().unwrap_or(f64::NAN),
+            per_round_floor: None,
         });
         eprintln!(
             "{:<40} {:>12}",
@@ -450,13 +505,9 @@ fn python() -> Vec<Row> {
 
 fn main() {
     ipc_core::init();
-    // The Queue goes first: a Queue round trip measured after another
-    // spinning pair in the same process runs several times slower (an
-    // open question, see the README's Performance section).
     #[cfg(feature = "iceoryx2")]
     benches::ice::init();
-    let mut rows = vec![fresh(ipc_queue), fresh(raw_spin), fresh(ipc_pipe)];
-    rows.extend(iceoryx2_rtt());
+    let mut rows = spinning();
     rows.extend([os_pipe(), socketpair()]);
     rows.extend(locks());
     rows.push(values());
@@ -540,7 +591,7 @@ fn bulk_report(rows: &[Row], bulk: &[BulkRow]) -> String {
     let mut s = format!(
         "\n## Bulk one-way throughput (GB/s, higher is better)\n\n\
          One producer and one forked consumer (pinned to CPUs 0 and 1), one way, \
-         median of {BULK_SAMPLES} batches of at least 0.5 ms and at least twice \
+         median of {BULK_ROUNDS} rounds × {BULK_SAMPLES} batches (each round builds every case afresh, in a rotated order) of at least 0.5 ms and at least twice \
          the messages buffered (so that the pipeline runs full), each ending with the \
          consumer's acknowledgement. Copy modes hand the consumer a fresh `Vec` \
          (the OS pipe reads into a reused buffer); zero-copy modes read the first \
@@ -589,16 +640,27 @@ fn bulk_report(rows: &[Row], bulk: &[BulkRow]) -> String {
     let ice = find("iceoryx2 pub/sub, polling (peer)");
     let floor = find("raw shared-memory spin (floor)");
     s += "\n## Round trips against iceoryx2 and the floor\n\n\
-          | what | median | ÷ iceoryx2 polling | ÷ raw spin floor |\n|---|---:|---:|---:|\n";
+          | what | median | ÷ iceoryx2 polling | ÷ raw spin floor | ÷ floor of the same round (median) |\n|---|---:|---:|---:|---:|\n";
     for n in [
         "ipc Queue",
         "ipc Pipe",
         "iceoryx2 pub/sub, polling (peer)",
         "raw shared-memory spin (floor)",
     ] {
-        let Some(m) = find(n) else { continue };
+        let Some(r) = rows.iter().find(|r| r.name == n) else {
+            continue;
+        };
+        let m = r.median;
         let x = |o: Option<f64>| o.map_or("–".to_owned(), |o| format!("{:.2}×", m / o));
-        s += &format!("| {n} | {} | {} | {} |\n", fmt(m), x(ice), x(floor));
+        let same = r
+            .per_round_floor
+            .map_or("–".to_owned(), |x| format!("{x:.2}×"));
+        s += &format!(
+            "| {n} | {} | {} | {} | {same} |\n",
+            fmt(m),
+            x(ice),
+            x(floor)
+        );
     }
     s
 }
@@ -620,7 +682,7 @@ fn report(rows: &[Row], bulk: &[BulkRow]) -> String {
         .unwrap_or_default();
     s += &format!(
         "Measured {date} on {} CPUs ({cpu}) with `{}`; {SAMPLES} samples each, \
-         batches of ~1 ms; each spinning round trip is the median of {PAIRS} fresh pairs. \
+         batches of ~1 ms; each spinning round trip is the median of {PAIRS} fresh pairs, one per round, the rounds interleaving every spinning case. \
          One run: the numbers are noisy, compare ratios within it.\n\n",
         ipc_core::process::cpu_count(),
         command()
