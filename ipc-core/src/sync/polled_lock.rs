@@ -145,31 +145,14 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use loom::cell::UnsafeCell;
-    use loom::sync::Arc;
 
     #[test]
     fn polled_mutual_exclusion() {
-        loom::model(|| {
-            let lock = Arc::new((PolledLock::new(), UnsafeCell::new(0u32)));
-            let hs: Vec<_> = (0..2)
-                .map(|_| {
-                    let l = lock.clone();
-                    loom::thread::spawn(move || {
-                        assert_eq!(l.0.lock(None), Acquired::Clean);
-                        // SAFETY: the lock gives this thread exclusive access
-                        // (that is what the model checks).
-                        l.1.with_mut(|p| unsafe { *p += 1 });
-                        l.0.unlock();
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join().unwrap();
-            }
-            // SAFETY: both threads have been joined.
-            assert_eq!(lock.1.with(|p| unsafe { *p }), 2);
-            assert!(!lock.0.is_locked());
-        });
+        super::super::raw_lock::loom_tests::two_threads_exclude(
+            PolledLock::new,
+            |l| l.lock(None),
+            PolledLock::unlock,
+            PolledLock::is_locked,
+        );
     }
 }

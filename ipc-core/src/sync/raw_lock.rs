@@ -441,24 +441,31 @@ impl RawLock {
 }
 
 #[cfg(all(test, loom))]
-mod loom_tests {
+pub(super) mod loom_tests {
     use super::*;
     use loom::cell::UnsafeCell;
     use loom::sync::Arc;
 
-    #[test]
-    fn mutual_exclusion() {
-        loom::model(|| {
-            let lock = Arc::new((RawLock::new(), UnsafeCell::new(0u32)));
+    /// The model of a lock built by `new`: two threads increment a counter
+    /// under `lock` / `unlock`; both increments land, and the lock ends
+    /// free (`locked`).
+    pub(in crate::sync) fn two_threads_exclude<L: Send + Sync + 'static>(
+        new: fn() -> L,
+        lock: fn(&L) -> Acquired,
+        unlock: fn(&L),
+        locked: fn(&L) -> bool,
+    ) {
+        loom::model(move || {
+            let l = Arc::new((new(), UnsafeCell::new(0u32)));
             let hs: Vec<_> = (0..2)
                 .map(|_| {
-                    let l = lock.clone();
+                    let l = l.clone();
                     loom::thread::spawn(move || {
-                        assert_eq!(l.0.lock(None), Acquired::Clean);
+                        assert_eq!(lock(&l.0), Acquired::Clean);
                         // SAFETY: the lock gives this thread exclusive access
                         // (that is what the model checks).
                         l.1.with_mut(|p| unsafe { *p += 1 });
-                        l.0.unlock();
+                        unlock(&l.0);
                     })
                 })
                 .collect();
@@ -466,8 +473,18 @@ mod loom_tests {
                 h.join().unwrap();
             }
             // SAFETY: both threads have been joined.
-            assert_eq!(lock.1.with(|p| unsafe { *p }), 2);
-            assert!(!lock.0.is_locked());
+            assert_eq!(l.1.with(|p| unsafe { *p }), 2);
+            assert!(!locked(&l.0));
         });
+    }
+
+    #[test]
+    fn mutual_exclusion() {
+        two_threads_exclude(
+            RawLock::new,
+            |l| l.lock(None),
+            RawLock::unlock,
+            RawLock::is_locked,
+        );
     }
 }
