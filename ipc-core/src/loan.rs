@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
+use crate::codec::Copied;
 use crate::queue::inner::{Inner, Taken};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
 use crate::ring::blocks::{Block, BlockMap, DESC_LEN};
@@ -280,20 +281,22 @@ impl<T: Pod> LoanQueue<T> {
     /// ```
     pub fn try_recv(&self) -> Result<Lent<T>> {
         let me = self.inner.register()?;
-        let t = self.inner.try_take_now(me, false)?;
+        let t = self.inner.try_take_now(me, false, &mut Copied::new())?;
         self.lent(t, me)
     }
 
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Lent<T>> {
         let me = self.inner.register()?;
-        let t = self.inner.take_wait(me, deadline, false)?;
+        let t = self
+            .inner
+            .take_wait(me, deadline, false, &mut Copied::new())?;
         self.lent(t, me)
     }
 
     fn lent(&self, t: Taken, me: u32) -> Result<Lent<T>> {
         let block = match t {
             Taken::Block(b) => b,
-            Taken::Inline(_) => {
+            Taken::Inline => {
                 return Err(Error::Corrupt(
                     "loan queue slot holds an inline message (garbage)".into(),
                 ))

@@ -88,6 +88,27 @@ impl Copied {
         };
     }
 
+    /// Copies a whole message of `len` bytes, into a fresh allocation for
+    /// the decoded value if `owned` (see [`Scratch::copy_as`]).
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes during the call.
+    #[inline]
+    pub unsafe fn whole_as(&mut self, src: *const u8, len: usize, owned: bool) {
+        if owned {
+            // SAFETY: forwarded from the caller.
+            self.large = Some(unsafe { Scratch::copy_as(src, len, true) });
+        } else {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.whole(src, len) }
+        }
+    }
+
+    /// Holds bytes already copied into a [`Scratch`] (a queue's block).
+    pub fn hold(&mut self, s: Scratch) {
+        self.large = Some(s);
+    }
+
     /// Makes room for a message of `total` bytes arriving in pieces, the
     /// first copied from `src` (see [`Scratch::for_pieces`]).
     ///

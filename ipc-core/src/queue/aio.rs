@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{broken, Queue};
 use crate::aio::{self, Check, Keep};
-use crate::codec::{self, Message};
+use crate::codec::{self, Copied, Message};
 use crate::ring::mpmc::Push;
 use crate::{Error, Result};
 
@@ -44,18 +44,19 @@ impl<T: Message> Queue<T> {
     /// ```
     pub async fn get_async(&self) -> Result<T> {
         let keep = self.keep();
-        let s = aio::wait_point(
+        let mut c = Copied::new();
+        aio::wait_point(
             &self.hdr().not_empty.0,
             &keep,
             Some(self.recover_check()),
-            || match self.try_get_raw() {
+            || match self.poll_get_raw(&mut c) {
                 Some(r) => Some(r),
                 None if self.is_closed() => Some(Err(Error::Closed)),
                 None => None,
             },
         )
         .await?;
-        s.decode()
+        c.decode()
     }
 
     /// Puts a message, waiting for room without blocking the thread.

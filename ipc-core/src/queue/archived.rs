@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::Queue;
-use crate::codec::{ArchivedMessage, Message};
+use crate::codec::{ArchivedMessage, Copied, Message};
 use crate::Result;
 
 impl<T: Message> Queue<T> {
@@ -63,13 +63,14 @@ impl<T: Message> Queue<T> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn try_get_archived(&self) -> Result<ArchivedMessage<T>> {
-        let me = self.inner.register()?;
-        let owned = crate::codec::owns_copy::<T>();
-        self.scratch(self.inner.try_take_now(me, owned)?, me)?
-            .into_archived()
+        let mut c = Copied::new();
+        self.try_get_raw(&mut c)?;
+        c.into_scratch().into_archived()
     }
 
     fn get_archived_deadline(&self, deadline: Option<Instant>) -> Result<ArchivedMessage<T>> {
-        self.get_raw_deadline(deadline)?.into_archived()
+        let mut c = Copied::new();
+        self.get_raw_deadline(deadline, &mut c)?;
+        c.into_scratch().into_archived()
     }
 }

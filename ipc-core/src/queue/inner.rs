@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::atomic::{fence, Ordering};
-use crate::codec::Scratch;
+use crate::codec::{Copied, Scratch};
 use crate::region::{Kind, Region};
 use crate::ring::blocks::{Block, Blocks, Claim, Desc, DESC_LEN, KIND_BLOCK};
 use crate::ring::mpmc::{Mpmc, MpmcHeader, Pop, Push, Recovered};
@@ -68,8 +68,8 @@ fn task_done_saturating(unfinished: &crate::atomic::AtomicU32) {
 
 /// A message taken from the ring.
 pub(crate) enum Taken {
-    /// An inline message, copied out.
-    Inline(Scratch),
+    /// An inline message, copied out (into the caller's [`Copied`]).
+    Inline,
     /// A block claimed for reading (`READING` as us): release it.
     Block(Block),
 }
@@ -351,20 +351,21 @@ impl Inner {
         self.hdr().not_full.0.notify(u32::MAX);
     }
 
-    /// Takes a message if one is ready: an inline one copied out, or a
-    /// block claimed while we still hold its ring slot. Descriptors whose
-    /// block was recovered from a dead producer are skipped.
-    /// `owned`: an inline message is copied into a fresh allocation for
-    /// the decoded value (see `codec::owns_copy`).
-    pub fn try_take(&self, me: u32, owned: bool) -> Option<Result<Taken>> {
+    /// Takes a message if one is ready: an inline one copied out into
+    /// `out`, or a block claimed while we still hold its ring slot.
+    /// Descriptors whose block was recovered from a dead producer are
+    /// skipped. `owned`: an inline message is copied into a fresh
+    /// allocation for the decoded value (see `codec::owns_copy`).
+    pub fn try_take(&self, me: u32, owned: bool, out: &mut Copied) -> Option<Result<Taken>> {
         loop {
             let read = |p: *const u8, n: usize, kind: u32| -> Result<Option<Taken>> {
                 match kind {
-                    // SAFETY: the ring hands us a pointer to `n` readable
-                    // bytes of a slot we own until this closure returns.
-                    0 => Ok(Some(Taken::Inline(unsafe {
-                        Scratch::copy_as(p, n, owned)
-                    }))),
+                    0 => {
+                        // SAFETY: the ring hands us a pointer to `n` readable
+                        // bytes of a slot we own until this closure returns.
+                        unsafe { out.whole_as(p, n, owned) };
+                        Ok(Some(Taken::Inline))
+                    }
                     KIND_BLOCK => {
                         // SAFETY: as above.
                         let bytes = unsafe { std::slice::from_raw_parts(p, n) };
@@ -400,12 +401,18 @@ impl Inner {
     }
 
     /// Waits for a message until `deadline` (or until the queue ends).
-    pub fn take_wait(&self, me: u32, deadline: Option<Instant>, owned: bool) -> Result<Taken> {
+    pub fn take_wait(
+        &self,
+        me: u32,
+        deadline: Option<Instant>,
+        owned: bool,
+        out: &mut Copied,
+    ) -> Result<Taken> {
         self.wait_on(&self.hdr().not_empty.0, deadline, || {
             if self.state() == SHUT_DOWN_NOW {
                 return Some(Err(Error::ShutDown));
             }
-            match self.try_take(me, owned) {
+            match self.try_take(me, owned, out) {
                 Some(r) => Some(r),
                 None => match self.state() {
                     OPEN => None,
@@ -429,11 +436,11 @@ impl Inner {
 
     /// Takes an immediate shutdown's or a closed queue's state into account
     /// for a non-blocking get.
-    pub fn try_take_now(&self, me: u32, owned: bool) -> Result<Taken> {
+    pub fn try_take_now(&self, me: u32, owned: bool, out: &mut Copied) -> Result<Taken> {
         if self.state() == SHUT_DOWN_NOW {
             return Err(Error::ShutDown);
         }
-        match self.try_take(me, owned) {
+        match self.try_take(me, owned, out) {
             Some(r) => r,
             None => match self.state() {
                 OPEN => Err(Error::Empty),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::atomic::{fence, Ordering};
-use crate::codec::{self, Encoded, Message, Scratch};
+use crate::codec::{self, Copied, Encoded, Message};
 use crate::region::{type_tag, Kind, Region, DEFAULT_OPEN_TIMEOUT};
 use crate::ring::blocks::offset_for;
 use crate::ring::mpmc::{MpmcHeader, Push};
@@ -427,41 +427,60 @@ impl<T: Message> Queue<T> {
     /// ```
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T> {
-        let me = self.inner.register()?;
-        let owned = codec::owns_copy::<T>();
-        self.scratch(self.inner.try_take_now(me, owned)?, me)?
-            .decode()
+        let mut c = Copied::new();
+        self.try_get_raw(&mut c)?;
+        c.decode()
     }
 
-    /// The bytes of a taken message (a block copied out and given back).
-    fn scratch(&self, t: Taken, me: u32) -> Result<Scratch> {
+    /// Takes a message if one is ready, into `out`.
+    pub(crate) fn try_get_raw(&self, out: &mut Copied) -> Result<()> {
+        let me = self.inner.register()?;
+        let t = self.inner.try_take_now(me, codec::owns_copy::<T>(), out)?;
+        self.copy_taken(t, me, out)
+    }
+
+    /// Completes the copy of a taken message into `out` (a block copied
+    /// out and given back; an inline message is there already).
+    fn copy_taken(&self, t: Taken, me: u32, out: &mut Copied) -> Result<()> {
         match t {
-            Taken::Inline(s) => Ok(s),
-            Taken::Block(b) => self.inner.copy_out(b, me, codec::owns_copy::<T>()),
+            Taken::Inline => Ok(()),
+            Taken::Block(b) => {
+                out.hold(self.inner.copy_out(b, me, codec::owns_copy::<T>())?);
+                Ok(())
+            }
         }
     }
 
+    /// As [`try_get_raw`](Self::try_get_raw), for a waiter that does not
+    /// block (`None`: nothing ready).
     #[cfg(feature = "tokio")]
-    fn try_get_raw(&self) -> Option<Result<Scratch>> {
+    fn poll_get_raw(&self, out: &mut Copied) -> Option<Result<()>> {
         let me = match self.inner.register() {
             Ok(me) => me,
             Err(e) => return Some(Err(e)),
         };
         self.inner
-            .try_take(me, codec::owns_copy::<T>())
-            .map(|r| r.and_then(|t| self.scratch(t, me)))
+            .try_take(me, codec::owns_copy::<T>(), out)
+            .map(|r| r.and_then(|t| self.copy_taken(t, me, out)))
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
-        self.get_raw_deadline(deadline)?.decode()
+        let mut c = Copied::new();
+        self.get_raw_deadline(deadline, &mut c)?;
+        c.decode()
     }
 
-    pub(crate) fn get_raw_deadline(&self, deadline: Option<Instant>) -> Result<Scratch> {
+    /// Waits for a message until `deadline`, copying it into `out`.
+    pub(crate) fn get_raw_deadline(
+        &self,
+        deadline: Option<Instant>,
+        out: &mut Copied,
+    ) -> Result<()> {
         let me = self.inner.register()?;
         let t = self
             .inner
-            .take_wait(me, deadline, codec::owns_copy::<T>())?;
-        self.scratch(t, me)
+            .take_wait(me, deadline, codec::owns_copy::<T>(), out)?;
+        self.copy_taken(t, me, out)
     }
 
     /// Approximate number of messages queued (Python's `qsize()`).
