@@ -291,18 +291,6 @@ impl Scratch {
         Self::with_room(len, src, false)
     }
 
-    /// [`for_pieces`](Self::for_pieces), into a fresh allocation for the
-    /// decoded value if `owned` (see [`copy_as`](Self::copy_as)).
-    ///
-    /// # Errors
-    /// As [`for_pieces`](Self::for_pieces).
-    // For the pipe's large receive (its `ToScratch`), which is not yet
-    // switched over.
-    #[allow(dead_code)]
-    pub fn for_pieces_as(len: usize, src: *const u8, owned: bool) -> Result<Scratch> {
-        Self::with_room(len, src, owned)
-    }
-
     /// Copies `n` bytes from `src` to offset `at` of the message.
     ///
     /// # Safety

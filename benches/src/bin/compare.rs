@@ -75,6 +75,19 @@ fn sample(samples: usize, min_batch: u64, op: impl FnMut(u64)) -> (f64, f64) {
     )
 }
 
+/// The median of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The index of the `k`-th case measured in `round`, of `n`: every round
+/// starts one case further on, so no case is always measured first or
+/// right after the same neighbour.
+fn rotated(k: usize, round: usize, n: usize) -> usize {
+    (k + round) % n
+}
+
 /// `samples` timings of `op(batch)`, in ns per operation (see [`sample`]).
 fn timings(samples: usize, min_batch: u64, mut op: impl FnMut(u64)) -> Vec<f64> {
     let mut batch = min_batch.max(1);
@@ -149,13 +162,11 @@ fn bulk_timings(size: usize, case: &'static str, mut b: Box<dyn Bulk>) -> Vec<f6
     // latency of one message through an empty pipeline (a batch of one
     // 16 MiB message would time its copy in and its copy out end to end).
     let t = timings(BULK_SAMPLES, 2 * bulk::slots(size) as u64, |n| b.run(n));
-    let mut s = t.clone();
-    s.sort_by(f64::total_cmp);
     eprintln!(
         "bulk {:<8} {:<20} {:>8.2} GB/s",
         bulk::label(size),
         case,
-        size as f64 / s[s.len() / 2]
+        size as f64 / median(t.clone())
     );
     t
 }
@@ -183,17 +194,16 @@ fn bulks() -> Vec<BulkRow> {
         let mut all: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
         for round in 0..BULK_ROUNDS {
             for k in 0..cases.len() {
-                let i = (k + round * 2) % cases.len();
+                let i = rotated(k, round, cases.len());
                 let (case, build) = cases[i];
                 all[i].extend(bulk_timings(size, case, build(size)));
             }
         }
-        for ((case, _), mut t) in cases.iter().zip(all) {
-            t.sort_by(f64::total_cmp);
+        for ((case, _), t) in cases.iter().zip(all) {
             rows.push(BulkRow {
                 size,
                 case,
-                median: t[t.len() / 2],
+                median: median(t),
             });
         }
     }
@@ -217,7 +227,7 @@ fn spinning() -> Vec<Row> {
     let mut rounds: Vec<Vec<Row>> = (0..cases.len()).map(|_| Vec::new()).collect();
     for round in 0..PAIRS {
         for k in 0..cases.len() {
-            let i = (k + round) % cases.len();
+            let i = rotated(k, round, cases.len());
             rounds[i].push(cases[i]());
         }
     }
@@ -225,11 +235,10 @@ fn spinning() -> Vec<Row> {
     rounds
         .into_iter()
         .map(|mut rs| {
-            let mut ratios: Vec<f64> = rs.iter().zip(&floors).map(|(r, f)| r.median / f).collect();
-            ratios.sort_by(f64::total_cmp);
+            let ratio = median(rs.iter().zip(&floors).map(|(r, f)| r.median / f).collect());
             rs.sort_by(|a, b| a.median.total_cmp(&b.median));
             let mut row = rs.swap_remove(PAIRS / 2);
-            row.per_round_floor = Some(ratios[PAIRS / 2]);
+            row.per_round_floor = Some(ratio);
             row
         })
         .collect()

@@ -433,7 +433,7 @@ impl<T: Message> Queue<T> {
     }
 
     /// Takes a message if one is ready, into `out`.
-    pub(crate) fn try_get_raw(&self, out: &mut Copied) -> Result<()> {
+    fn try_get_raw(&self, out: &mut Copied) -> Result<()> {
         let me = self.inner.register()?;
         let t = self.inner.try_take_now(me, codec::owns_copy::<T>(), out)?;
         self.copy_taken(t, me, out)
@@ -471,11 +471,7 @@ impl<T: Message> Queue<T> {
     }
 
     /// Waits for a message until `deadline`, copying it into `out`.
-    pub(crate) fn get_raw_deadline(
-        &self,
-        deadline: Option<Instant>,
-        out: &mut Copied,
-    ) -> Result<()> {
+    fn get_raw_deadline(&self, deadline: Option<Instant>, out: &mut Copied) -> Result<()> {
         let me = self.inner.register()?;
         let t = self
             .inner
